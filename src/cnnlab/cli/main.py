@@ -1,0 +1,126 @@
+"""Entry point: dispatch sub-commands; user errors print one line, `--debug` shows the traceback."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from cnnlab.cli.parser import build_parser
+from cnnlab.config import ExperimentConfig, list_builtin_experiments, load_experiment, resolve_experiment_path
+from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
+
+
+def _overrides(args) -> dict:
+    """Command-line options as dotted configuration keys (validated with the file's rules)."""
+    pairs = {"data.path": args.data, "data.source": args.source, "train.epochs": args.epochs,
+             "train.batch_size": args.batch_size, "seeds": args.seeds, "device": args.device, "out": args.out}
+    overrides = {k: v for k, v in pairs.items() if v is not None}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optimizer.lr=3e-4")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return overrides
+
+
+def experiment_from_args(args) -> ExperimentConfig:
+    """--config FILE, else the built-in preset named MODEL, else defaults; then the options on top."""
+    overrides = _overrides(args)
+    if args.config:
+        source = args.config
+        if args.model:
+            overrides["model"] = args.model
+    elif args.model:
+        source = args.model if args.model in list_builtin_experiments() else None
+        if source is None:
+            overrides["model"] = args.model
+    else:
+        raise ConfigError("name a MODEL or give --config FILE (see `cnnlab list`)")
+    return load_experiment(source, overrides=overrides)
+
+
+def cmd_run(args) -> int:
+    from cnnlab.models import get_model_entry
+    from cnnlab.training import run_experiment
+
+    cfg = experiment_from_args(args)
+    get_model_entry(cfg.model)
+    run_experiment(cfg, progress=not args.no_progress)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from cnnlab.models import get_model_entry
+    from cnnlab.models.summary import model_summary
+    from cnnlab.training.run import build_model
+
+    if args.config:
+        cfg = load_experiment(args.config, overrides={"model": args.model})
+    elif args.model in list_builtin_experiments():
+        cfg = load_experiment(args.model)
+    else:
+        cfg = load_experiment(None, overrides={"model": args.model})
+    entry = get_model_entry(cfg.model)
+    num_classes = args.num_classes or cfg.data.num_classes
+    model = build_model(cfg, num_classes, entry.input_size)
+    print(model_summary(model, entry.input_size).render(cfg.model))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from cnnlab.data.sources import describe_sources
+    from cnnlab.models import get_model_entry, list_models
+
+    print("models:")
+    for name in list_models():
+        print(f"  {name:<18} {get_model_entry(name).description}")
+    print("experiment presets (cnnlab run NAME, or --config NAME):")
+    for name in list_builtin_experiments():
+        cfg = load_experiment(name)
+        print(f"  {name:<18} model {cfg.model}, {cfg.train.epochs} epochs, seeds {cfg.seeds}  "
+              f"[{resolve_experiment_path(name)}]")
+    print("data sources (--source):")
+    for name, what in describe_sources().items():
+        print(f"  {name:<18} {what}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from cnnlab.training import resume
+
+    resume(Path(args.run_dir), device=args.device, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "summary": cmd_summary, "list": cmd_list, "resume": cmd_resume}
+
+
+def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        return COMMANDS[args.command](args)
+    except CnnlabError as exc:
+        if args.debug:
+            raise
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The command-line contract: `cnnlab run|summary|list|resume ...`."""
+from __future__ import annotations
+
+import argparse
+
+from cnnlab import __version__
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="experiment YAML file (or a built-in preset name)")
+    p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected) or CIFAR-100 cache folder")
+    p.add_argument("--source", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder"),
+                   help="dataset layout (default: auto)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="N")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab", description="Train, fine-tune and compare image classifiers with honest numbers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="train a model over one or more seeds and report mean ± std",
+                         description="Train MODEL (or the model named in --config) on each seed, evaluate on "
+                                     "the test split and print the results table. Options override the file.")
+    run.add_argument("model", nargs="?", metavar="MODEL", help="a model or preset from `cnnlab list`")
+    _add_run_options(run)
+
+    summary = sub.add_parser("summary", help="print a Keras-style model summary",
+                             description="Layers with output shapes and parameter counts; trainable and "
+                                         "non-trainable totals counted the way Keras counts them.")
+    summary.add_argument("model", metavar="MODEL")
+    summary.add_argument("--num-classes", type=int, default=None, metavar="N")
+    summary.add_argument("--config", metavar="FILE", help="take model_args from this experiment file")
+
+    sub.add_parser("list", help="list models, experiment presets and data sources")
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",
+                            description="RUN_DIR is a seed folder (…/seed-1) or a whole experiment folder.")
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+    resume.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    resume.add_argument("--no-progress", action="store_true")
+    return parser

@@ -1,0 +1,309 @@
+"""Typed, strict experiment configuration.
+
+One dataclass per concern; an experiment file (YAML) overrides the defaults and the
+command line overrides the file. Unknown keys, wrong types and impossible values are
+rejected with a message that names the file, the line and the dotted key, the way
+nanoGPT's configurator and airbench's asserts refuse what they do not understand.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.errors import ConfigError
+
+_BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
+
+
+def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
+         max: float | None = None, gt: float | None = None, help: str = "") -> Any:
+    """A dataclass field carrying the validation rules the loader enforces."""
+    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "help": help}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how the hold-out split is drawn."""
+
+    source: str = _opt("auto", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder"),
+                       help="auto detects the layout of `path`; cifar100 downloads through torchvision")
+    path: str | None = _opt(None, help="dataset folder; for cifar100 the download cache "
+                                       "(default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
+    num_classes: int = _opt(25, min=2, max=100, help="CIFAR-100: keep fine labels 0..num_classes-1")
+    val_fraction: float = _opt(0.1, min=0.0, max=0.9, help="stratified hold-out taken from train")
+    split_seed: int = _opt(0, min=0, help="seed of the train/validation split, fixed across runs")
+    download: bool = _opt(True, help="allow downloading CIFAR-100 when it is not cached")
+
+
+@dataclass
+class AugmentConfig:
+    """Keras ImageDataGenerator-style augmentation, applied batched on tensors."""
+
+    rotation: float = _opt(0.0, min=0.0, max=180.0, help="maximum rotation in degrees")
+    hflip: bool = _opt(False, help="random horizontal flip")
+    shift: float = _opt(0.0, min=0.0, max=0.5, help="maximum width/height shift, fraction of size")
+    fill: str = _opt("nearest", choices=("nearest", "zeros", "reflect"))
+
+
+@dataclass
+class PreprocessConfig:
+    normalize: str = _opt("none", choices=("none", "featurewise"),
+                          help="featurewise: per-channel mean/std fitted on the training split")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = _opt("adam", choices=("adam", "adamw", "sgd"))
+    lr: float = _opt(1e-3, gt=0.0)
+    betas: tuple[float, float] = _opt((0.9, 0.999))
+    # Keras's Adam uses eps=1e-7 (PyTorch's default is 1e-8); the lab's numbers came from Keras.
+    eps: float = _opt(1e-7, gt=0.0)
+    weight_decay: float = _opt(0.0, min=0.0)
+    momentum: float = _opt(0.9, min=0.0, max=1.0)
+    nesterov: bool = _opt(False)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _opt(50, min=1)
+    batch_size: int = _opt(64, min=1)
+    eval_batch_size: int = _opt(1000, min=1)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: str = _opt("constant", choices=("constant", "cosine"))
+    warmup_epochs: int = _opt(0, min=0)
+    label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
+    channels_last: bool = _opt(True, help="CUDA only: channels-last memory format")
+    amp: bool = _opt(True, help="CUDA only: bf16 autocast")
+    compile: bool = _opt(False, help="torch.compile the model")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines a run; saved resolved in every run folder."""
+
+    model: str = _opt("basenet", help="a name from `cnnlab list`")
+    model_args: dict = _opt({}, help="keyword arguments for the model builder")
+    # Keras initialises kernels Glorot-uniform and biases to zero; PyTorch uses Kaiming-uniform
+    # with a uniform bias. The lab's figures came from Keras, so its presets use "keras".
+    init: str = _opt("keras", choices=("keras", "torch"))
+    name: str | None = _opt(None, help="experiment name used for the run folder (default: model)")
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: list[int] = _opt([1])
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
+    out: str = _opt("runs", help="parent folder of the run folders")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.name or self.model
+
+
+# --------------------------------------------------------------------------- loading
+
+def _yaml_lines(text: str) -> dict[str, int]:
+    """Map each dotted key of a YAML mapping to its 1-based line, for error messages."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} {_describe(args[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            dict: "a mapping", type(None): "null"}.get(tp, str(tp))
+
+
+class _Reader:
+    """Turns a plain dict into typed dataclasses, raising ConfigError with file:line: key."""
+
+    def __init__(self, source: str, lines: dict[str, int]):
+        self.source, self.lines = source, lines
+
+    def fail(self, key: str, message: str) -> typing.NoReturn:
+        # Report the line of the key itself, or of its closest parent that has one.
+        probe, line = key, None
+        while probe and line is None:
+            line = self.lines.get(probe)
+            probe = probe.rpartition(".")[0]
+        where = f"{self.source}:{line}" if line else self.source
+        raise ConfigError(f"{where}: key '{key}': {message}")
+
+    def build(self, cls: type, data: Any, prefix: str = "") -> Any:
+        if not isinstance(data, dict):
+            self.fail(prefix.rstrip(".") or "<top>", f"expected a mapping, got {data!r}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            dotted = f"{prefix}{key}"
+            if key not in fields:
+                self.fail(dotted, f"unknown key; valid keys here: {', '.join(fields)}")
+            kwargs[key] = self.value(hints[key], value, dotted, fields[key].metadata)
+        return cls(**kwargs)
+
+    def value(self, tp: Any, value: Any, key: str, meta: typing.Mapping) -> Any:
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, key + ".")
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)][0]
+            return self.value(inner, value, key, meta)
+        if origin is list:
+            if not isinstance(value, list):
+                self.fail(key, f"expected {_describe(tp)}, got {value!r}")
+            (item_tp,) = typing.get_args(tp)
+            return [self.value(item_tp, v, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        if origin is tuple:
+            args = typing.get_args(tp)
+            if not isinstance(value, (list, tuple)) or len(value) != len(args):
+                self.fail(key, f"expected {_describe(tp)}, got {value!r}")
+            return tuple(self.value(a, v, f"{key}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value)))
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            str: isinstance(value, str),
+            dict: isinstance(value, dict),
+        }.get(tp, True)
+        if not ok:
+            self.fail(key, f"expected {_describe(tp)}, got {value!r}")
+        if tp is float:
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                self.fail(key, f"expected a finite number, got {value!r}")
+        self.check_range(key, value, meta)
+        return value
+
+    def check_range(self, key: str, value: Any, meta: typing.Mapping) -> None:
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            self.fail(key, f"expected one of {', '.join(map(str, choices))}; got {value!r}")
+        if meta.get("min") is not None and value < meta["min"]:
+            self.fail(key, f"expected a value >= {meta['min']}, got {value!r}")
+        if meta.get("max") is not None and value > meta["max"]:
+            self.fail(key, f"expected a value <= {meta['max']}, got {value!r}")
+        if meta.get("gt") is not None and value <= meta["gt"]:
+            self.fail(key, f"expected a value > {meta['gt']}, got {value!r}")
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: key '{dotted}': '{part}' is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = None,
+                     overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Validate a raw mapping (plus dotted-key overrides) into an ExperimentConfig."""
+    if data is None:
+        data = {}
+    reader = _Reader(source, _yaml_lines(text) if text else {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value, source)
+    cfg = reader.build(ExperimentConfig, data)
+    if not cfg.seeds:
+        reader.fail("seeds", "expected at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        reader.fail("seeds", f"seeds must be distinct, got {cfg.seeds}")
+    return cfg
+
+
+def resolve_experiment_path(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a built-in experiment (see `cnnlab list`)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: experiment file not found")
+        return path
+    builtin = _BUILTIN_EXPERIMENTS / f"{name_or_path}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise ConfigError(f"no experiment file or built-in experiment named '{name_or_path}'; "
+                      f"built-in experiments: {', '.join(list_builtin_experiments())}")
+
+
+def list_builtin_experiments() -> list[str]:
+    return sorted(p.stem for p in _BUILTIN_EXPERIMENTS.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> tuple[Any, str]:
+    """Load a YAML file safely; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc})") from None
+    try:
+        return yaml.safe_load(text), text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+
+
+def load_experiment(name_or_path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
+                    ) -> ExperimentConfig:
+    """Load an experiment file (or built-in preset name) and apply dotted-key overrides."""
+    if name_or_path is None:
+        return parse_experiment({}, overrides=overrides)
+    path = resolve_experiment_path(str(name_or_path))
+    data, text = read_yaml(path)
+    return parse_experiment(data, source=str(path), text=text, overrides=overrides)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """Plain, YAML-safe dict (tuples become lists) that `parse_experiment` reads back."""
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        return obj
+
+    return plain(dataclasses.asdict(cfg))

@@ -1,0 +1,71 @@
+"""In-memory image sets: one uint8 NCHW tensor plus int64 labels.
+
+Small datasets (CIFAR-size) are held whole as uint8, a quarter of float32's memory, and
+moved to the training device once; batches are then slices of one tensor, not images
+pushed one by one through Python (what makes airbench fast).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnlab.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: np.ndarray | torch.Tensor) -> "ImageSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device) -> "ImageSet":
+        return ImageSet(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DataSplits:
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    class_names: list[str]
+    description: str  # where the data came from, for the run record
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def imageset_from_numpy(images: np.ndarray, labels: np.ndarray, *, source: str) -> ImageSet:
+    """Validate NHWC uint8 images and integer labels, returning an NCHW ImageSet."""
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: images must be uint8 (N, H, W, C), got dtype {images.dtype}")
+    if images.ndim == 3:  # grayscale N×H×W
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{source}: images must have shape (N, H, W, 3) or (N, H, W), got {images.shape}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{source}: labels must have shape ({images.shape[0]},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return ImageSet(tensor, torch.from_numpy(labels.astype(np.int64)))
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, *, source: str) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(f"{source}: labels must lie in 0..{num_classes - 1}, "
+                        f"found {int(labels.min())}..{int(labels.max())}")

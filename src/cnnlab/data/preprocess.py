@@ -1,0 +1,93 @@
+"""Batched preprocessing on the training device: scale, augment, normalise.
+
+Keras's ImageDataGenerator transforms one image at a time in NumPy; here a whole batch
+is warped with one `affine_grid`/`grid_sample` call, on the GPU when training there.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.config import AugmentConfig, PreprocessConfig
+from cnnlab.data.images import ImageSet
+
+# Keras fill_mode → grid_sample padding_mode. Keras 'nearest' repeats the edge pixel.
+_PADDING = {"nearest": "border", "zeros": "zeros", "reflect": "reflection"}
+
+
+def fit_featurewise(train: ImageSet, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the training images, in [0, 1] units.
+
+    Fitted on the training split only: statistics from validation or test images would
+    leak them into training (Keras `ImageDataGenerator(featurewise_center=True, ...).fit`).
+    """
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(train), chunk):
+        x = train.images[start:start + chunk].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3)).cpu()
+        total_sq += (x * x).sum(dim=(0, 2, 3)).cpu()
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    # Keras adds 1e-6 to the std before dividing (ImageDataGenerator.standardize).
+    return mean.float(), (std + 1e-6).float()
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation, shift and horizontal flip of a float NCHW batch.
+
+    Parameters are drawn on the CPU from `generator` (so runs are repeatable on any
+    device) and the warp is one bilinear `grid_sample`, like Keras's order-1 interpolation.
+    """
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(cfg.rotation)
+    # affine_grid works in normalised coordinates spanning [-1, 1]: a shift of a fraction f
+    # of the width is 2f there.
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * cfg.shift * 2
+    flip = torch.rand(n, generator=generator) < 0.5 if cfg.hflip else torch.zeros(n, dtype=torch.bool)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sign = torch.where(flip, -1.0, 1.0)
+    theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], dim=1),
+                         torch.stack([sin * sign, cos, shift[:, 1]], dim=1)], dim=1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=_PADDING[cfg.fill], align_corners=False)
+
+
+def augmentation_enabled(cfg: AugmentConfig) -> bool:
+    return cfg.rotation > 0 or cfg.shift > 0 or cfg.hflip
+
+
+class BatchPreprocessor:
+    """uint8 NCHW batch → float batch ready for the model, augmenting only when training."""
+
+    def __init__(self, cfg: PreprocessConfig, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        self.cfg = cfg
+        self.mean = mean
+        self.std = std
+        self.augment = augmentation_enabled(cfg.augment)
+
+    @classmethod
+    def fit(cls, cfg: PreprocessConfig, train: ImageSet) -> "BatchPreprocessor":
+        if cfg.normalize == "featurewise":
+            return cls(cfg, *fit_featurewise(train))
+        return cls(cfg)
+
+    def state(self) -> dict:
+        """What a checkpoint must keep to preprocess exactly as during training."""
+        return {"mean": None if self.mean is None else self.mean.tolist(),
+                "std": None if self.std is None else self.std.tolist()}
+
+    def __call__(self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        if train and self.augment:
+            x = augment_batch(x, self.cfg.augment, generator or torch.Generator().manual_seed(0))
+        if self.mean is not None:
+            mean = self.mean.to(x.device).view(1, -1, 1, 1)
+            std = self.std.to(x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x

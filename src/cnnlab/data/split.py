@@ -1,0 +1,38 @@
+"""Seeded, stratified hold-out and k-fold splits (scikit-learn does the sampling)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from cnnlab.data.images import ImageSet
+from cnnlab.errors import DataError
+
+
+def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """Hold out `fraction` of `train`, stratified by class, shuffled with `seed`.
+
+    Keras's `validation_split` takes the *last* 10 %, which the lab rightly avoided.
+    """
+    if fraction <= 0:
+        return train, None
+    labels = train.labels.numpy()
+    index = np.arange(len(labels))
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    # Stratify when it is possible: every class needs 2 images and the hold-out one per class.
+    stratify = labels if present.min() >= 2 and round(fraction * len(labels)) >= len(present) else None
+    try:
+        fit_idx, val_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as exc:
+        raise DataError(f"cannot hold out {fraction:.0%} of {len(labels)} training images for validation "
+                        f"({exc}); lower data.val_fraction") from None
+    return train.subset(np.sort(fit_idx)), train.subset(np.sort(val_idx))
+
+
+def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet, ImageSet]]:
+    """K stratified folds: each (fit, held-out) pair covers `train` once."""
+    labels = train.labels.numpy()
+    if np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
+        raise DataError(f"cannot make {folds} stratified folds: some class has fewer than {folds} images")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(train.subset(fit), train.subset(held)) for fit, held in splitter.split(np.zeros(len(labels)), labels)]

@@ -1,0 +1,30 @@
+"""Weight initialisation schemes, by name."""
+from __future__ import annotations
+
+from torch import nn
+
+from cnnlab.errors import ConfigError
+
+
+def keras_init_(model: nn.Module) -> nn.Module:
+    """Keras defaults: Glorot-uniform kernels and zero biases for Conv2D and Dense.
+
+    PyTorch's fan computation for conv kernels (k*k*in, k*k*out) matches Keras's, so
+    `xavier_uniform_` draws from the same range. BatchNorm keeps gamma=1, beta=0 as in both.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+INITIALISERS = {"keras": keras_init_, "torch": lambda model: model}
+
+
+def initialise(model: nn.Module, scheme: str) -> nn.Module:
+    try:
+        return INITIALISERS[scheme](model)
+    except KeyError:
+        raise ConfigError(f"unknown init '{scheme}'; valid: {', '.join(INITIALISERS)}") from None

@@ -1,0 +1,57 @@
+"""Models are data: one registry maps a name to a builder (timm's `register_model`).
+
+Every builder takes keyword-only arguments (`num_classes`, `in_channels`, ...) and
+returns an `nn.Module` with two named parts, `backbone` and `head`, so freezing,
+per-group learning rates and feature extraction work the same on every model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from cnnlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    input_size: tuple[int, int, int]  # (channels, height, width) the model is defined for
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, description: str, input_size: tuple[int, int, int]):
+    """Decorator: `@register_model("basenet", ...)` over a builder function."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, description, input_size)
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}'; valid models: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; unknown arguments are reported with the model's name."""
+    entry = get_model_entry(name)
+    try:
+        return entry.builder(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model '{name}': bad model_args {sorted(kwargs)} ({exc})") from None

@@ -1,0 +1,32 @@
+"""The lab report's own figures (../shared/spec/LAB.md), shown beside cnnlab's results.
+
+Each entry: the test (loss, accuracy) of every run the lab reported, accuracy as a fraction.
+"""
+from __future__ import annotations
+
+LAB_RESULTS: dict[str, dict] = {
+    "basenet": {"runs": [(3.8687, 0.4260), (4.1393, 0.3972), (3.6088, 0.4176)],
+                "note": "Keras, official CIFAR-100 split, 3 runs"},
+    "basenet_pp": {"runs": [(1.2123, 0.6528), (1.0908, 0.6816), (1.2021, 0.6532)],
+                   "note": "Keras, official CIFAR-100 split, 3 runs"},
+}
+
+# The lab's ablation ("Cuadro 3"): one run per step, BaseNet is its 3-run mean.
+LAB_ABLATION: dict[str, tuple[float, float]] = {
+    "basenet": (3.8723, 0.4136),
+    "augment": (1.7321, 0.4860),
+    "wide": (1.6450, 0.5532),
+    "batchnorm": (1.1583, 0.6476),
+    "dropout": (1.2123, 0.6528),
+}
+
+
+def lab_reference(name: str) -> dict | None:
+    """The lab's runs for an experiment name, with their mean, or None."""
+    entry = LAB_RESULTS.get(name)
+    if entry is None:
+        return None
+    losses, accs = zip(*entry["runs"])
+    return {"runs": [{"test_loss": l, "test_acc": a} for l, a in entry["runs"]],
+            "mean_test_loss": sum(losses) / len(losses), "mean_test_acc": sum(accs) / len(accs),
+            "note": entry["note"]}

@@ -1,0 +1,1 @@
+"""Reporting: metrics files, learning curves, result tables."""

@@ -1,0 +1,71 @@
+"""Learning curves drawn from `metrics.csv` files, never from objects in memory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed on servers or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cnnlab.fileio import atomic_write_bytes  # noqa: E402
+from cnnlab.reporting.metrics import read_metrics  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train and validation, side by side."""
+    rows = read_metrics(metrics_csv)
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+        ax.plot(epochs, [r[f"train_{metric}"] for r in rows], label="train", marker=".")
+        val = [r[f"val_{metric}"] for r in rows]
+        if any(v is not None for v in val):
+            ax.plot(epochs, val, label="validation", marker=".")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _mark_phase_changes(axes, rows)
+    fig.suptitle(title or "learning curves")
+    _save(fig, out_png)
+    return out_png
+
+
+def _mark_phase_changes(axes, rows: list[dict]) -> None:
+    for prev, row in zip(rows, rows[1:]):
+        if row.get("phase") != prev.get("phase"):
+            for ax in axes:
+                ax.axvline(row["epoch"] - 0.5, color="grey", linestyle="--", linewidth=1)
+
+
+def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "val_acc",
+                 title: str = "") -> Path:
+    """One line per label: the mean over its runs' `metric`, with a min-max band."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, paths in curves.items():
+        series = [[r[metric] for r in read_metrics(p)] for p in paths]
+        length = min(len(s) for s in series)
+        by_epoch = list(zip(*[s[:length] for s in series]))
+        epochs = range(1, length + 1)
+        mean = [sum(v) / len(v) for v in by_epoch]
+        line, = ax.plot(epochs, mean, label=f"{label} (n={len(series)})")
+        if len(series) > 1:
+            ax.fill_between(epochs, [min(v) for v in by_epoch], [max(v) for v in by_epoch],
+                            color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or metric)
+    _save(fig, out_png)
+    return out_png

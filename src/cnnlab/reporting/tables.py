@@ -1,0 +1,53 @@
+"""Results as distributions: per-run rows, mean ± std, and the lab's figures beside them."""
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single run)."""
+    values = list(values)
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def pm(values: Sequence[float], *, percent: bool, digits: int = 2) -> str:
+    mean, std = mean_std(values)
+    if percent:
+        return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f} %"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+    """A plain-text (or Markdown) table with columns sized to their content."""
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    if markdown:
+        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        return "\n".join(lines)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = False) -> str:
+    """The lab's "Cuadro 1": each run's test loss/accuracy, then mean ± std; lab beside it."""
+    header = ["run", "seed", "test loss", "test accuracy", "epoch time (s)", "lab loss", "lab accuracy"]
+    lab_runs = (lab or {}).get("runs", [])
+    rows = []
+    for i, r in enumerate(results):
+        ref = lab_runs[i] if i < len(lab_runs) else None
+        rows.append([str(i + 1), str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]),
+                     f"{r['mean_epoch_time_s']:.2f}",
+                     f"{ref['test_loss']:.4f}" if ref else "—", pct(ref["test_acc"]) if ref else "—"])
+    rows.append(["mean ± std", "", pm([r["test_loss"] for r in results], percent=False),
+                 pm([r["test_acc"] for r in results], percent=True),
+                 f"{mean_std([r['mean_epoch_time_s'] for r in results])[0]:.2f}",
+                 f"{lab['mean_test_loss']:.4f}" if lab else "—", pct(lab["mean_test_acc"]) if lab else "—"])
+    return render_table(header, rows, markdown=markdown)

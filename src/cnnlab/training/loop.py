@@ -1,0 +1,81 @@
+"""The one training loop: `train_one_epoch` and `evaluate`, shared by every experiment."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnlab.data.batches import iterate_batches, num_batches
+from cnnlab.data.images import ImageSet
+from cnnlab.errors import TrainingDiverged
+
+Preprocess = Callable[..., torch.Tensor]
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, optimizer: torch.optim.Optimizer,
+                    scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
+                    amp: bool = False, channels_last: bool = False, progress: bool = True,
+                    train_mode: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+    """One pass over `data` in the order `generator` draws; returns mean loss and accuracy.
+
+    Losses are kept on the device and checked once at the end of the epoch (no sync per
+    step); a non-finite loss raises TrainingDiverged naming the first bad step.
+    """
+    (train_mode or (lambda m: m.train()))(model)
+    device = data.images.device
+    losses, correct, seen = [], torch.zeros((), device=device), 0
+    steps = num_batches(len(data), batch_size)
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
+    for images, labels in iterate_batches(data, batch_size, shuffle=True, generator=generator):
+        x = _prepare(preprocess(images, train=True, generator=generator), channels_last)
+        with autocast_context(device, amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach() * labels.shape[0])
+        correct += (logits.argmax(1) == labels).sum()
+        seen += labels.shape[0]
+        bar.update(1)
+        if progress and bar.n % 25 == 0:
+            bar.set_postfix(loss=f"{losses[-1].item() / labels.shape[0]:.3f}")
+    bar.close()
+    stacked = torch.stack(losses)
+    finite = torch.isfinite(stacked)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0]) + 1
+        raise TrainingDiverged(epoch, step, float(stacked[step - 1] / batch_size))
+    return {"loss": float(stacked.sum()) / seen, "acc": float(correct) / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
+             amp: bool = False, channels_last: bool = False) -> dict[str, float]:
+    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout)."""
+    model.eval()
+    device = data.images.device
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    for images, labels in iterate_batches(data, batch_size):
+        x = _prepare(preprocess(images, train=False), channels_last)
+        with autocast_context(device, amp):
+            logits = model(x).float()
+        loss_sum += loss_fn(logits, labels) * labels.shape[0]
+        correct += (logits.argmax(1) == labels).sum()
+    n = max(1, len(data))
+    return {"loss": float(loss_sum) / n, "acc": float(correct) / n}

@@ -1,0 +1,93 @@
+"""Tiny datasets generated in the real on-disk formats; nothing here touches the network."""
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def make_easy_images(num_classes: int, per_class: int, size: int = 32, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """An easy task: each class is a bright square at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, size=(num_classes * per_class, size, size, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    cell = size // 4
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label) % 16, 4)
+        images[i, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell, label % 3] = 230
+    order = rng.permutation(len(labels))
+    return images[order], labels[order].astype(np.int64)
+
+
+@pytest.fixture
+def npz_data(tmp_path: Path) -> Path:
+    folder = tmp_path / "npz"
+    folder.mkdir()
+    names = np.array([f"class{i}" for i in range(4)])
+    for split, per_class, seed in (("train", 40, 0), ("test", 10, 1)):
+        images, labels = make_easy_images(4, per_class, seed=seed)
+        np.savez(folder / f"{split}.npz", images=images, labels=labels, class_names=names)
+    return folder
+
+
+def _cifar_pickles(folder: Path, per_class: int = 3) -> None:
+    """The official cifar-100-python layout: pickled dicts, rows of three 32×32 planes."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        labels = np.repeat(np.arange(100), per_class)
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        batch = {"filenames": [f"{i}.png" for i in range(len(labels))], "batch_label": split,
+                 "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(), "data": data}
+        (folder / split).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"fine_label_names": [f"fine{i}" for i in range(100)],
+            "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+@pytest.fixture
+def cifar_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "cifar"
+    _cifar_pickles(root / "cifar-100-python")
+    return root
+
+
+@pytest.fixture
+def cifar_archive(tmp_path: Path) -> Path:
+    """A tiny cifar-100-python.tar.gz laid out like the official download."""
+    staging = tmp_path / "staging"
+    _cifar_pickles(staging / "cifar-100-python")
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging / "cifar-100-python", arcname="cifar-100-python")
+    return archive
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "imgs"
+    for split, per_class, seed in (("train", 12, 0), ("test", 4, 1)):
+        images, labels = make_easy_images(3, per_class, seed=seed)
+        for i, (img, label) in enumerate(zip(images, labels)):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
