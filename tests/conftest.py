@@ -14,6 +14,16 @@ from PIL import Image
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch):
+    """Tests never touch the network: any attempt to fetch weights fails loudly."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
 def make_easy_images(num_classes: int, per_class: int, size: int = 32, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
     """An easy task: each class is a bright square at its own place, plus noise."""
@@ -91,3 +101,62 @@ def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
         image = image.convert(mode)
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+BIRD_CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
+
+
+def _bird_jpeg(path: Path, label: int, index: int) -> None:
+    rng = np.random.default_rng(label * 100 + index)
+    array = rng.integers(0, 80, size=(40, 48, 3), dtype=np.uint8)
+    array[:, :, label] = 200  # each class has its own dominant colour
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="JPEG")
+
+
+def _bird_files(image_root: Path, per_class=(4, 2)) -> tuple[list[str], list[str]]:
+    train, test = [], []
+    for label, name in enumerate(BIRD_CLASSES):
+        for i in range(sum(per_class)):
+            rel = f"{name}/{name.split('.')[1]}_{i:04d}.jpg"
+            _bird_jpeg(image_root / rel, label, i)
+            (train if i < per_class[0] else test).append(rel)
+    return train, test
+
+
+@pytest.fixture
+def birds_lab(tmp_path: Path) -> Path:
+    """The lab's layout: class folders beside train.txt and test.txt."""
+    root = tmp_path / "birds_lab"
+    train, test = _bird_files(root)
+    (root / "train.txt").write_text("\n".join(train) + "\n")
+    (root / "test.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+@pytest.fixture
+def birds_2010(tmp_path: Path) -> Path:
+    """CUB-200 (2010) as distributed: images/ and lists/{train,test}.txt."""
+    root = tmp_path / "CUB200"
+    train, test = _bird_files(root / "images")
+    (root / "lists").mkdir()
+    (root / "lists" / "train.txt").write_text("\n".join(train) + "\n")
+    (root / "lists" / "test.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+@pytest.fixture
+def birds_2011(tmp_path: Path) -> Path:
+    """CUB-200-2011 as distributed: images.txt, image_class_labels.txt, train_test_split.txt, classes.txt."""
+    root = tmp_path / "CUB_200_2011"
+    train, test = _bird_files(root / "images")
+    lines, labels, split = [], [], []
+    for image_id, rel in enumerate(train + test, start=1):
+        lines.append(f"{image_id} {rel}")
+        labels.append(f"{image_id} {BIRD_CLASSES.index(rel.split('/')[0]) + 1}")
+        split.append(f"{image_id} {1 if rel in train else 0}")
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (root / "classes.txt").write_text("\n".join(f"{i} {n}" for i, n in enumerate(BIRD_CLASSES, start=1)) + "\n")
+    return root

@@ -40,7 +40,8 @@ def test_unknown_key_names_file_line_and_key(tmp_path):
     ("train: [1, 2]\n", "expected a mapping"),
     ("- a\n- b\n", "mapping of keys at the top level"),
     ("train:\n  epochs: [1\n", "not valid YAML"),
-    ("train:\n  amp: yes please\n", "expected true or false"),
+    ("train:\n  channels_last: yes please\n", "expected true or false"),
+    ("train:\n  amp: fp8\n", "expected one of auto, bf16, off"),
 ])
 def test_bad_values_are_rejected_with_the_key(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):

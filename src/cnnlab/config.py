@@ -35,7 +35,8 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 class DataConfig:
     """Where the images come from and how the hold-out split is drawn."""
 
-    source: str = _opt("auto", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder"),
+    source: str = _opt("auto", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab",
+                                        "cub200-2010", "cub200-2011"),
                        help="auto detects the layout of `path`; cifar100 downloads through torchvision")
     path: str | None = _opt(None, help="dataset folder; for cifar100 the download cache "
                                        "(default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
@@ -43,6 +44,15 @@ class DataConfig:
     val_fraction: float = _opt(0.1, min=0.0, max=0.9, help="stratified hold-out taken from train")
     split_seed: int = _opt(0, min=0, help="seed of the train/validation split, fixed across runs")
     download: bool = _opt(True, help="allow downloading CIFAR-100 when it is not cached")
+    folds: int = _opt(0, min=0, max=50, help="k-fold cross-validation instead of the hold-out (0: hold-out)")
+    subset: int = _opt(0, min=0, help="keep only this many training images, stratified (0: all)")
+    image_size: int = _opt(0, min=0, help="streamed images: side after resizing (0: the model's weights' size)")
+    resize: str = _opt("auto", choices=("auto", "stretch", "crop"),
+                       help="streamed images: stretch to a square (the lab's), or resize + centre crop; "
+                            "auto: what the model's weights were trained with")
+    cache: bool = _opt(False, help="streamed images: decode once into a uint8 in-memory cache")
+    workers: int = _opt(-1, min=-1, help="decoding worker processes for streamed images (-1: cores - 1)")
+    skip_bad_images: bool = _opt(False, help="leave out images that do not decode (reported by name)")
 
 
 @dataclass
@@ -57,8 +67,9 @@ class AugmentConfig:
 
 @dataclass
 class PreprocessConfig:
-    normalize: str = _opt("none", choices=("none", "featurewise"),
-                          help="featurewise: per-channel mean/std fitted on the training split")
+    normalize: str = _opt("none", choices=("none", "featurewise", "weights"),
+                          help="featurewise: per-channel mean/std fitted on the training split; "
+                               "weights: the mean/std the pretrained weights expect")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -75,6 +86,24 @@ class OptimizerConfig:
 
 
 @dataclass
+class PhaseConfig:
+    """One phase of a fine-tuning policy (fastai `fine_tune`, Lightning `BackboneFinetuning`).
+
+    At the start of each phase the optimizer is rebuilt over the phase's trainable
+    parameters (Keras's "recompile"), with its own learning rate and schedule.
+    """
+
+    name: str = _opt("train")
+    epochs: int = _opt(1, min=1)
+    trainable: list[str] = _opt(["all"], help="named parts to train: all, backbone, head, or a module path "
+                                              "such as backbone.layer3 (it and everything after it in the list)")
+    lr: float | None = _opt(None, gt=0.0, help="learning rate of this phase (default: train.optimizer.lr)")
+    backbone_lr_mult: float = _opt(1.0, gt=0.0, help="learning-rate multiplier for trainable backbone parameters")
+    frozen_bn: str = _opt("eval", choices=("eval", "train"),
+                          help="BatchNorm in frozen parts: eval keeps running statistics fixed")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _opt(50, min=1)
     batch_size: int = _opt(64, min=1)
@@ -83,9 +112,16 @@ class TrainConfig:
     schedule: str = _opt("constant", choices=("constant", "cosine"))
     warmup_epochs: int = _opt(0, min=0)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
-    channels_last: bool = _opt(True, help="CUDA only: channels-last memory format")
-    amp: bool = _opt(True, help="CUDA only: bf16 autocast")
+    channels_last: bool = _opt(True, help="channels-last memory format (CUDA and CPU; faster convolutions)")
+    amp: str = _opt("auto", choices=("auto", "bf16", "off"),
+                    help="bf16 autocast: auto = on CUDA only (CPU runs stay fp32, as the lab's); "
+                         "bf16 = also on CPU (fast where the CPU has native bf16)")
     compile: bool = _opt(False, help="torch.compile the model")
+    feature_cache: bool = _opt(True, help="frozen backbone, no augmentation: compute features once, reuse "
+                                          "them across epochs, seeds and heads")
+    feature_cache_dir: str | None = _opt(None, help="default: $CNNLAB_CACHE/features or ~/.cache/cnnlab/features")
+    phases: list[PhaseConfig] = _opt([], help="fine-tuning policy; empty: one phase, everything trainable, "
+                                             "train.epochs long. With phases, the run lasts their total epochs")
 
 
 @dataclass
@@ -224,14 +260,24 @@ class _Reader:
 
 
 def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
-    node = data
+    """Set `a.b.c` in nested mappings; an integer part indexes a list (`train.phases.0.epochs`)."""
+    node: Any = data
     parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: key '{dotted}': '{part}' is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{source}: key '{dotted}': '{part}' is not an index of the "
+                                  f"{len(node)}-item list at '{'.'.join(parts[:depth])}'")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{source}: key '{dotted}': '{'.'.join(parts[:depth])}' is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
 
 
 def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = None,

@@ -15,8 +15,15 @@ from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
 def _overrides(args) -> dict:
     """Command-line options as dotted configuration keys (validated with the file's rules)."""
     pairs = {"data.path": args.data, "data.source": args.source, "train.epochs": args.epochs,
-             "train.batch_size": args.batch_size, "seeds": args.seeds, "device": args.device, "out": args.out}
+             "train.batch_size": args.batch_size, "seeds": args.seeds, "device": args.device, "out": args.out,
+             "data.folds": args.folds}
     overrides = {k: v for k, v in pairs.items() if v is not None}
+    if args.backbone:
+        overrides["model_args.backbone"] = args.backbone
+    if args.weights:
+        overrides["model_args.weights"] = args.weights
+    if args.no_feature_cache:
+        overrides["train.feature_cache"] = False
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -54,9 +61,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ablation(args) -> int:
+    from cnnlab.ablation import load_ablation, run_ablation
+
+    if not (args.config or args.ablation):
+        raise ConfigError("name a built-in ablation (e.g. basenet_pp) or give --config FILE")
+    ablation = load_ablation(args.config or args.ablation)
+    overrides = _overrides(args)
+    if "seeds" in overrides:
+        ablation.seeds = overrides.pop("seeds")
+    out = overrides.pop("out", None)
+    run_ablation(ablation, base_overrides=overrides, out=out, progress=not args.no_progress)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from cnnlab.training.compare import run_compare
+
+    overrides = _overrides(args)
+    out = overrides.pop("out", None)
+    run_compare(args.experiments, overrides=overrides, classic=args.classic, out=out, progress=not args.no_progress)
+    return 0
+
+
 def cmd_summary(args) -> int:
     from cnnlab.models import get_model_entry
     from cnnlab.models.summary import model_summary
+    from cnnlab.training.phases import freeze_for_phase, resolve_phases
     from cnnlab.training.run import build_model
 
     if args.config:
@@ -66,8 +97,11 @@ def cmd_summary(args) -> int:
     else:
         cfg = load_experiment(None, overrides={"model": args.model})
     entry = get_model_entry(cfg.model)
-    num_classes = args.num_classes or cfg.data.num_classes
+    if entry.preprocessing is not None:  # counts need no weights and no network
+        cfg.model_args = {**cfg.model_args, "weights": "none", **({"backbone": args.backbone} if args.backbone else {})}
+    num_classes = args.num_classes or (200 if entry.preprocessing is not None else cfg.data.num_classes)
     model = build_model(cfg, num_classes, entry.input_size)
+    freeze_for_phase(model, resolve_phases(cfg.train)[0])  # show what the first phase trains
     print(model_summary(model, entry.input_size).render(cfg.model))
     return 0
 
@@ -84,6 +118,18 @@ def cmd_list(args) -> int:
         cfg = load_experiment(name)
         print(f"  {name:<18} model {cfg.model}, {cfg.train.epochs} epochs, seeds {cfg.seeds}  "
               f"[{resolve_experiment_path(name)}]")
+    from cnnlab.ablation.config import BUILTIN_ABLATIONS
+
+    print("ablations (cnnlab ablation NAME):")
+    for path in sorted(BUILTIN_ABLATIONS.glob("*.yaml")):
+        print(f"  {path.stem:<18} [{path}]")
+    from cnnlab.models import get_backbone, list_backbones
+
+    print("backbones (--backbone; --weights default|none|NAME|PATH):")
+    for name in list_backbones():
+        entry = get_backbone(name)
+        print(f"  {name:<18} weights: {', '.join(entry.weights)} (default {entry.default_weights}); "
+              f"stages: {', '.join(entry.stages)}")
     print("data sources (--source):")
     for name, what in describe_sources().items():
         print(f"  {name:<18} {what}")
@@ -97,7 +143,7 @@ def cmd_resume(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "summary": cmd_summary, "list": cmd_list, "resume": cmd_resume}
+COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary, "list": cmd_list, "resume": cmd_resume}
 
 
 def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly

@@ -16,6 +16,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="k-fold cross-validation on the training set instead of the hold-out split")
+    p.add_argument("--backbone", metavar="NAME", help="pretrained backbone of a BirdNet (resnet50, efficientnet_lite0)")
+    p.add_argument("--weights", metavar="default|none|PATH",
+                   help="backbone weights: default (downloaded once by torchvision), none (random init), "
+                        "an entry name, or a local file (machines without internet)")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any configuration key, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
@@ -40,6 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("model", metavar="MODEL")
     summary.add_argument("--num-classes", type=int, default=None, metavar="N")
     summary.add_argument("--config", metavar="FILE", help="take model_args from this experiment file")
+    summary.add_argument("--backbone", metavar="NAME")
+
+    ablation = sub.add_parser(
+        "ablation", help="train each cumulative improvement step over N seeds and test each gain",
+        description="Run an ablation (a built-in one such as basenet_pp, or --config FILE listing the steps): "
+                    "every step over N seeds (or K folds), then a table of mean ± std per step with a "
+                    "Welch t-test and a bootstrap interval of each step's gain over the previous one.")
+    ablation.add_argument("ablation", nargs="?", metavar="NAME", help="built-in ablation (basenet_pp)")
+    _add_run_options(ablation)
+
+    compare = sub.add_parser(
+        "compare", help="run several experiments over the same seeds and print one table",
+        description="Each EXPERIMENT (a preset such as birdnet_v0 ... birdnet_v4, birdnet_recipe, or a YAML file) "
+                    "runs with the same options; --classic adds scikit-learn heads on the cached features.")
+    compare.add_argument("experiments", nargs="+", metavar="EXPERIMENT")
+    compare.add_argument("--classic", nargs="*", default=[], metavar="HEAD",
+                         help="classic heads on pooled features: logreg, linear_svm, knn")
+    _add_run_options(compare)
 
     sub.add_parser("list", help="list models, experiment presets and data sources")
 

@@ -29,10 +29,24 @@ class ImageSet:
     def to(self, device: torch.device) -> "ImageSet":
         return ImageSet(self.images.to(device), self.labels.to(device))
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None):
+        """(images, labels) mini-batches sliced from the tensors (see batches.py)."""
+        from cnnlab.data.batches import iterate_batches
+
+        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator)
+
 
 @dataclass
 class DataSplits:
-    train: ImageSet
+    train: ImageSet  # or a StreamingSet: anything with len, labels, subset, to, batches, image_shape
     val: ImageSet | None
     test: ImageSet
     class_names: list[str]
@@ -44,7 +58,7 @@ class DataSplits:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return self.train.image_shape
 
 
 def imageset_from_numpy(images: np.ndarray, labels: np.ndarray, *, source: str) -> ImageSet:

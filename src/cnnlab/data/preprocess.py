@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cnnlab.config import AugmentConfig, PreprocessConfig
 from cnnlab.data.images import ImageSet
+from cnnlab.errors import ConfigError
 
 # Keras fill_mode → grid_sample padding_mode. Keras 'nearest' repeats the edge pixel.
 _PADDING = {"nearest": "border", "zeros": "zeros", "reflect": "reflection"}
@@ -71,9 +72,18 @@ class BatchPreprocessor:
         self.augment = augmentation_enabled(cfg.augment)
 
     @classmethod
-    def fit(cls, cfg: PreprocessConfig, train: ImageSet) -> "BatchPreprocessor":
+    def fit(cls, cfg: PreprocessConfig, train: ImageSet, preprocessing=None) -> "BatchPreprocessor":
+        """`preprocessing`: the pretrained weights' Preprocessing, for normalize: weights."""
         if cfg.normalize == "featurewise":
+            if not isinstance(train, ImageSet):
+                raise ConfigError("preprocess.normalize: featurewise needs an in-memory dataset; "
+                                  "use 'weights' for pretrained backbones, or data.cache: true")
             return cls(cfg, *fit_featurewise(train))
+        if cfg.normalize == "weights":
+            if preprocessing is None:
+                raise ConfigError("preprocess.normalize: weights needs a model with pretrained weights "
+                                  "(a BirdNet); use featurewise or none")
+            return cls(cfg, torch.tensor(preprocessing.mean), torch.tensor(preprocessing.std))
         return cls(cfg)
 
     def state(self) -> dict:

@@ -36,3 +36,13 @@ def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet,
         raise DataError(f"cannot make {folds} stratified folds: some class has fewer than {folds} images")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [(train.subset(fit), train.subset(held)) for fit, held in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
+    """Keep `size` images of `train` with the class proportions intact (for short runs)."""
+    if size >= len(train):
+        return train
+    labels = train.labels.numpy()
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed,
+                               stratify=labels if size >= len(np.unique(labels)) else None)
+    return train.subset(np.sort(keep))

@@ -12,12 +12,18 @@ def keras_init_(model: nn.Module) -> nn.Module:
     PyTorch's fan computation for conv kernels (k*k*in, k*k*out) matches Keras's, so
     `xavier_uniform_` draws from the same range. BatchNorm keeps gamma=1, beta=0 as in both.
     """
-    for module in model.modules():
+    for module in (m for part in _init_targets(model) for m in part.modules()):
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
+
+
+def _init_targets(model: nn.Module) -> list[nn.Module]:
+    """What an initialiser may touch: a model with pretrained parts lists the others."""
+    targets = getattr(model, "init_targets", None)
+    return list(targets()) if callable(targets) else [model]
 
 
 INITIALISERS = {"keras": keras_init_, "torch": lambda model: model}

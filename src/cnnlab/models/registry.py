@@ -20,18 +20,21 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     description: str
     input_size: tuple[int, int, int]  # (channels, height, width) the model is defined for
+    # model_args → the Preprocessing its pretrained weights expect (None: not pretrained)
+    preprocessing: Callable[[dict], Any] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, description: str, input_size: tuple[int, int, int]):
+def register_model(name: str, *, description: str, input_size: tuple[int, int, int],
+                   preprocessing: Callable[[dict], Any] | None = None):
     """Decorator: `@register_model("basenet", ...)` over a builder function."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, description, input_size)
+        _REGISTRY[name] = ModelEntry(name, builder, description, input_size, preprocessing)
         return builder
 
     return wrap
@@ -46,6 +49,12 @@ def get_model_entry(name: str) -> ModelEntry:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown model '{name}'; valid models: {', '.join(list_models())}") from None
+
+
+def model_preprocessing(name: str, model_args: dict):
+    """The preprocessing a model's pretrained weights expect, or None for models trained from scratch."""
+    entry = get_model_entry(name)
+    return entry.preprocessing(model_args) if entry.preprocessing else None
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

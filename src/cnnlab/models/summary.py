@@ -69,17 +69,19 @@ def _own_counts(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen + _keras_buffers(module)
 
 
-def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device: str | torch.device = "cpu",
-                  leaf_modules: tuple[type, ...] = ()) -> ModelSummary:
+def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device: str | torch.device = "cpu"
+                  ) -> ModelSummary:
     """Run one dummy batch through `model` and tabulate each leaf layer.
 
-    `leaf_modules` lists container types to report as one row (e.g. a ResNet block).
+    A model may name containers to report as one row each in `summary_collapse`
+    (BirdNet: the backbone's stages).
     """
+    collapse = tuple(getattr(model, "summary_collapse", ()))
     summary = ModelSummary()
     hooks = []
 
-    def is_leaf(module: nn.Module) -> bool:
-        return isinstance(module, leaf_modules) or not list(module.children())
+    def is_leaf(name: str, module: nn.Module) -> bool:
+        return name in collapse or not list(module.children())
 
     def record(name: str, module: nn.Module):
         def hook(_module, _inputs, output):
@@ -93,7 +95,7 @@ def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device:
         return hook
 
     for name, module in model.named_modules():
-        if name and is_leaf(module) and not any(name.startswith(p + ".") for p in _leaf_names(model, leaf_modules)):
+        if name and is_leaf(name, module) and not any(name.startswith(p + ".") for p in collapse):
             hooks.append(module.register_forward_hook(record(name, module)))
     was_training = model.training
     model.eval()
@@ -110,6 +112,3 @@ def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device:
         summary.non_trainable += nt
     return summary
 
-
-def _leaf_names(model: nn.Module, leaf_modules: tuple[type, ...]) -> list[str]:
-    return [n for n, m in model.named_modules() if n and leaf_modules and isinstance(m, leaf_modules)]

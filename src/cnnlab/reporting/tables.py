@@ -51,3 +51,14 @@ def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = F
                  f"{mean_std([r['mean_epoch_time_s'] for r in results])[0]:.2f}",
                  f"{lab['mean_test_loss']:.4f}" if lab else "—", pct(lab["mean_test_acc"]) if lab else "—"])
     return render_table(header, rows, markdown=markdown)
+
+
+def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
+    """k-fold cross-validation: held-out fold accuracy and test accuracy of each fold's model."""
+    header = ["fold", "held-out accuracy", "test loss", "test accuracy"]
+    rows = [[str(i + 1), pct(r["final_val_acc"]), f"{r['test_loss']:.4f}", pct(r["test_acc"])]
+            for i, r in enumerate(results)]
+    rows.append(["mean ± std", pm([r["final_val_acc"] for r in results], percent=True),
+                 pm([r["test_loss"] for r in results], percent=False),
+                 pm([r["test_acc"] for r in results], percent=True)])
+    return render_table(header, rows, markdown=markdown)

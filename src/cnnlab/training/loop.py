@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnlab.data.batches import iterate_batches, num_batches
+from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import TrainingDiverged
 
@@ -16,10 +16,15 @@ Preprocess = Callable[..., torch.Tensor]
 
 
 def autocast_context(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA or CPU when enabled; a no-op otherwise."""
+    if enabled and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def resolve_amp(mode: str, device: torch.device) -> bool:
+    """'auto': bf16 on CUDA only; 'bf16': on CUDA and CPU; 'off': never."""
+    return mode == "bf16" and device.type in ("cuda", "cpu") or mode == "auto" and device.type == "cuda"
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -36,11 +41,11 @@ def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess,
     step); a non-finite loss raises TrainingDiverged naming the first bad step.
     """
     (train_mode or (lambda m: m.train()))(model)
-    device = data.images.device
+    device = data.device
     losses, correct, seen = [], torch.zeros((), device=device), 0
     steps = num_batches(len(data), batch_size)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for images, labels in iterate_batches(data, batch_size, shuffle=True, generator=generator):
+    for images, labels in data.batches(batch_size, shuffle=True, generator=generator):
         x = _prepare(preprocess(images, train=True, generator=generator), channels_last)
         with autocast_context(device, amp):
             logits = model(x)
@@ -69,9 +74,9 @@ def evaluate(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, loss_f
              amp: bool = False, channels_last: bool = False) -> dict[str, float]:
     """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout)."""
     model.eval()
-    device = data.images.device
+    device = data.device
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    for images, labels in iterate_batches(data, batch_size):
+    for images, labels in data.batches(batch_size):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(device, amp):
             logits = model(x).float()

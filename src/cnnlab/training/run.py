@@ -23,16 +23,18 @@ import cnnlab
 from cnnlab.config import ExperimentConfig, config_to_dict
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits
-from cnnlab.data.preprocess import BatchPreprocessor
+from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
 from cnnlab.errors import RunError, RunInterrupted, TrainingDiverged
 from cnnlab.fileio import atomic_write_json, atomic_write_text, read_json
-from cnnlab.models import create_model, get_model_entry, initialise, model_summary
+from cnnlab.models import create_model, get_model_entry, initialise, model_preprocessing, model_summary
 from cnnlab.reporting.curves import plot_learning_curves
 from cnnlab.reporting.metrics import write_metrics
 from cnnlab.training.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, save_weights
 from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
-from cnnlab.training.loop import evaluate, train_one_epoch
-from cnnlab.training.optim import build_optimizer, build_scheduler
+from cnnlab.training.loop import evaluate, resolve_amp, train_one_epoch
+from cnnlab.training.features import cached_features, feature_preprocess
+from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_index, phase_start_epoch, resolve_phases,
+                                    set_train_mode, total_epochs, trains_head_only)
 
 Log = Callable[[str], None]
 
@@ -43,6 +45,12 @@ def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, 
     model = create_model(cfg.model, num_classes=num_classes, in_channels=input_size[0],
                          image_size=input_size[1], **cfg.model_args)
     return initialise(model, cfg.init)
+
+
+def uses_feature_cache(cfg: ExperimentConfig, model: nn.Module, phases) -> bool:
+    """Features can be cached when the backbone never trains and inputs are never augmented."""
+    return (cfg.train.feature_cache and hasattr(model, "forward_features") and hasattr(model, "head")
+            and not augmentation_enabled(cfg.preprocess.augment) and trains_head_only(model, phases))
 
 
 def environment_record(device: torch.device, seed: int) -> dict:
@@ -75,62 +83,90 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     tc = cfg.train
     seed_everything(seed)
     model = build_model(cfg, splits.num_classes, splits.input_size)
-    on_cuda = device.type == "cuda"
-    channels_last = tc.channels_last and on_cuda
+    channels_last = tc.channels_last and device.type in ("cuda", "cpu")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     train_model = torch.compile(model) if tc.compile else model
-    preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train)
-    optimizer = build_optimizer(model.parameters(), tc.optimizer)
+    preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
+                                       model_preprocessing(cfg.model, cfg.model_args))
+    preprocess_state = preprocess.state()
+    phases = resolve_phases(tc)
+    epochs = total_epochs(tc)
     steps = num_batches(len(splits.train), tc.batch_size)
-    scheduler = build_scheduler(optimizer, tc, steps)
     train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
     history: list[dict] = []
     start_epoch = 1
     checkpoint_path = run_dir / "checkpoint.pt"
+    resumed: dict | None = None
 
     if resume:
-        state = load_checkpoint(checkpoint_path, model_name=cfg.model)
-        load_state_strict(model, state["model"], source=checkpoint_path, model_name=cfg.model)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"]) + 1
+        resumed = load_checkpoint(checkpoint_path, model_name=cfg.model)
+        load_state_strict(model, resumed["model"], source=checkpoint_path, model_name=cfg.model)
+        set_rng_state(resumed["rng"])
+        history = list(resumed["history"])
+        start_epoch = int(resumed["epoch"]) + 1
         write_metrics(run_dir / "metrics.csv", history)  # drop rows of an epoch the checkpoint lacks
-        log(f"resuming {run_dir} at epoch {start_epoch}/{tc.epochs}")
+        log(f"resuming {run_dir} at epoch {start_epoch}/{epochs}")
     else:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**config_to_dict(cfg), "seeds": [seed]}, sort_keys=False))
         atomic_write_json(run_dir / "environment.json", environment_record(device, seed))
+        freeze_for_phase(model, phases[0])  # the summary counts what the first phase trains
         summary = model_summary(model, splits.input_size, device=device)
         atomic_write_text(run_dir / "model.txt", summary.render(cfg.model) + "\n")
 
-    train_set, val_set, test_set = (s.to(device) if s is not None else None
-                                    for s in (splits.train, splits.val, splits.test))
-    amp = tc.amp and on_cuda
+    amp = resolve_amp(tc.amp, device)
+    splits_on_device = [s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test)]
+    if uses_feature_cache(cfg, model, phases):
+        # The backbone is a fixed function here: train the head on its cached features.
+        tick = time.perf_counter()
+        found = []
+        for i, split in enumerate(splits_on_device):
+            if split is not None:
+                features, hit = cached_features(model, split, preprocess, cache_dir=tc.feature_cache_dir,
+                                                batch_size=tc.eval_batch_size, device=device, amp=amp,
+                                                channels_last=channels_last, log=log)
+                splits_on_device[i] = features.to(device)
+                found.append(hit)
+        log(f"features: {'reused from the cache' if all(found) else 'computed and cached'} "
+            f"in {time.perf_counter() - tick:.1f}s")
+        train_model, preprocess, channels_last = model.head, feature_preprocess, False
+    train_set, val_set, test_set = splits_on_device
     run_start = time.perf_counter()
     _status(run_dir, "running", epoch=start_epoch - 1)
+    current = None
     try:
-        for epoch in range(start_epoch, tc.epochs + 1):
+        for epoch in range(start_epoch, epochs + 1):
+            index = phase_index(phases, epoch)
+            if index != current:  # a new phase: freeze/unfreeze and rebuild the optimizer
+                phase = phases[index]
+                optimizer, scheduler, parts = apply_phase(model, phase, tc.optimizer, tc, steps)
+                if resumed is not None and resumed.get("phase") == index:
+                    optimizer.load_state_dict(resumed["optimizer"])
+                    scheduler.load_state_dict(resumed["scheduler"])
+                if len(phases) > 1:
+                    log(f"phase '{phase.name}' (epochs {phase_start_epoch(phases, index)}-"
+                        f"{phase_start_epoch(phases, index) + phase.epochs - 1}): training {', '.join(parts)}")
+                current, resumed = index, None
             tick = time.perf_counter()
             train_metrics = train_one_epoch(
                 train_model, train_set, preprocess=preprocess, optimizer=optimizer, scheduler=scheduler,
                 loss_fn=train_loss, batch_size=tc.batch_size, generator=epoch_generator(seed, epoch),
-                epoch=epoch, amp=amp, channels_last=channels_last, progress=progress)
+                epoch=epoch, amp=amp, channels_last=channels_last, progress=progress,
+                train_mode=lambda m: set_train_mode(m, phase))
             val_metrics = (evaluate(train_model, val_set, preprocess=preprocess, loss_fn=eval_loss,
                                     batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last)
                            if val_set is not None else {"loss": None, "acc": None})
-            row = {"epoch": epoch, "phase": "train", "train_loss": train_metrics["loss"],
+            row = {"epoch": epoch, "phase": phase.name, "train_loss": train_metrics["loss"],
                    "train_acc": train_metrics["acc"], "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - tick}
             history.append(row)
             save_checkpoint(checkpoint_path, {
-                "model_name": cfg.model, "seed": seed, "epoch": epoch, "model": model.state_dict(),
+                "model_name": cfg.model, "seed": seed, "epoch": epoch, "phase": index, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "history": history})
             write_metrics(run_dir / "metrics.csv", history)
-            log(_epoch_line(row, tc.epochs))
+            log(_epoch_line(row, epochs))
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
         _status(run_dir, "interrupted", epoch=done)
@@ -145,7 +181,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     save_weights(run_dir / "model.safetensors", model, model_name=cfg.model, class_names=splits.class_names)
     epoch_times = [r["epoch_time_s"] for r in history]
     results = {
-        "experiment": cfg.experiment_name, "model": cfg.model, "seed": seed, "epochs": tc.epochs,
+        "experiment": cfg.experiment_name, "model": cfg.model, "seed": seed, "epochs": epochs,
         "test_loss": test["loss"], "test_acc": test["acc"],
         "final_val_loss": history[-1]["val_loss"], "final_val_acc": history[-1]["val_acc"],
         "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
@@ -153,12 +189,12 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         "wall_time_s": float(sum(epoch_times)) if resume else time.perf_counter() - run_start,
         "device": str(device), "num_train": len(splits.train),
         "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
-        "preprocess": preprocess.state(),
+        "preprocess": preprocess_state, "feature_cache": preprocess is feature_preprocess,
     }
     atomic_write_json(run_dir / "results.json", results)
     plot_learning_curves(run_dir / "metrics.csv", run_dir / "curves.png",
                          title=f"{cfg.experiment_name} — seed {seed}")
-    _status(run_dir, "finished", epoch=tc.epochs)
+    _status(run_dir, "finished", epoch=epochs)
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {run_dir}")
     return results
 

@@ -1,0 +1,124 @@
+"""Image sets streamed from disk: worker processes decode and resize, the device does the rest.
+
+Workers return uint8 tensors of one size (decode + resize only); augmentation and
+normalisation then run batched on the training device (preprocess.py), exactly as for
+in-memory sets. `cache_in_memory` decodes everything once into a uint8 ImageSet.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from cnnlab.data.imagefolder import load_rgb
+from cnnlab.data.images import ImageSet
+from cnnlab.errors import DataError
+
+RESIZE_MODES = ("stretch", "crop")
+
+
+def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0.875) -> Image.Image:
+    """`stretch`: straight to size×size (the lab's, aspect not kept); `crop`: shorter side to
+    size/crop_ratio, then the centre size×size (torchvision's evaluation transform)."""
+    if mode == "stretch":
+        return image.resize((size, size), Image.BILINEAR)
+    short = round(size / crop_ratio)
+    w, h = image.size
+    scale = short / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+class _Decode(Dataset):
+    def __init__(self, paths: list[Path], size: int, mode: str, crop_ratio: float):
+        self.paths, self.size, self.mode, self.crop_ratio = paths, size, mode, crop_ratio
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = resize_image(load_rgb(self.paths[index]), self.size, self.mode, self.crop_ratio)
+        except DataError as exc:  # carried to the main process, which raises it cleanly
+            return None, index, str(exc)
+        array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return torch.from_numpy(array), index, None
+
+
+def _collate(items):
+    errors = [err for _, _, err in items if err]
+    if errors:
+        return None, torch.tensor([i for _, i, _ in items]), errors
+    return torch.stack([x for x, _, _ in items]), torch.tensor([i for _, i, _ in items]), []
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class StreamingSet:
+    paths: list[Path]
+    labels: torch.Tensor  # int64 (N,), on the CPU
+    size: int = 224
+    resize: str = "stretch"
+    crop_ratio: float = 0.875
+    num_workers: int = field(default_factory=default_workers)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def subset(self, index) -> "StreamingSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return replace(self, paths=[self.paths[i] for i in index.tolist()], labels=self.labels[index])
+
+    def to(self, device: torch.device) -> "StreamingSet":
+        return replace(self, device=torch.device(device))
+
+    def _loader(self, order: list[int], batch_size: int) -> DataLoader:
+        return DataLoader(_Decode(self.paths, self.size, self.resize, self.crop_ratio), batch_size=batch_size,
+                          sampler=order, num_workers=self.num_workers, collate_fn=_collate,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+        for images, index, errors in self._loader(order, batch_size):
+            if errors:
+                raise DataError(errors[0] + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else "")
+                                + "; set data.skip_bad_images: true to leave broken images out")
+            yield (images.to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True))
+
+    def find_bad_images(self, batch_size: int = 64) -> list[tuple[int, str]]:
+        """Decode every image once; return (index, message) for each that fails."""
+        bad = []
+        for _, index, errors in self._loader(list(range(len(self))), batch_size):
+            if errors:  # re-check one by one to know which failed
+                for i in index.tolist():
+                    _, _, err = _Decode(self.paths, 8, "stretch", self.crop_ratio)[i]
+                    if err:
+                        bad.append((i, err))
+        return bad
+
+    def cache_in_memory(self, batch_size: int = 64) -> ImageSet:
+        """Decode and resize everything once into a uint8 ImageSet (N×3×size×size)."""
+        images = torch.empty((len(self), 3, self.size, self.size), dtype=torch.uint8)
+        start = 0
+        for batch, _ in replace(self, device=torch.device("cpu")).batches(batch_size):
+            images[start:start + len(batch)] = batch
+            start += len(batch)
+        return ImageSet(images, self.labels.clone())

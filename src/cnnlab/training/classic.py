@@ -1,0 +1,64 @@
+"""Classic classifiers on cached backbone features (scikit-learn), as the lab report suggests."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from cnnlab.config import ExperimentConfig
+from cnnlab.data.preprocess import BatchPreprocessor
+from cnnlab.errors import ConfigError
+from cnnlab.models import model_preprocessing
+from cnnlab.training.device import resolve_device, seed_everything
+from cnnlab.training.features import cached_features
+from cnnlab.training.loop import resolve_amp
+
+CLASSIC_HEADS = {
+    "logreg": ("logistic regression (L2, C=1)", lambda seed: LogisticRegression(max_iter=3000, C=1.0)),
+    "linear_svm": ("linear SVM (C=0.01)", lambda seed: LinearSVC(C=0.01, max_iter=20000, random_state=seed)),
+    "knn": ("k-NN (k=10, cosine, distance-weighted)",
+            lambda seed: KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance")),
+}
+
+
+def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=print) -> list[dict]:
+    """Fit each head on the training split's pooled features; report held-out and test accuracy."""
+    unknown = [h for h in heads if h not in CLASSIC_HEADS]
+    if unknown:
+        raise ConfigError(f"unknown classic head(s) {', '.join(unknown)}; valid: {', '.join(CLASSIC_HEADS)}")
+    from cnnlab.training.run import build_model
+
+    device = resolve_device(cfg.device)
+    amp = resolve_amp(cfg.train.amp, device)
+    seed_everything(cfg.seeds[0])
+    model = build_model(cfg, splits.num_classes, splits.input_size).to(device)
+    if not hasattr(model, "pool") or isinstance(model.pool, torch.nn.Identity):
+        raise ConfigError(f"classic heads need pooled features; model '{cfg.model}' does not pool (use birdnet_v0)")
+    preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train, model_preprocessing(cfg.model, cfg.model_args))
+    data = {}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if split is not None:
+            features, _ = cached_features(model, split.to(device), preprocess, cache_dir=cfg.train.feature_cache_dir,
+                                          batch_size=cfg.train.eval_batch_size, device=device, amp=amp, log=log)
+            data[name] = (features.images.float().numpy(), features.labels.numpy())
+    results = []
+    for head in heads:
+        label, make = CLASSIC_HEADS[head]
+        for seed in cfg.seeds:
+            tick = time.perf_counter()
+            classifier = make_pipeline(StandardScaler(), make(seed)).fit(*data["train"])
+            fit_s = time.perf_counter() - tick
+            row = {"head": head, "label": label, "seed": seed, "fit_time_s": fit_s,
+                   "test_acc": float(np.mean(classifier.predict(data["test"][0]) == data["test"][1]))}
+            if "val" in data:
+                row["val_acc"] = float(np.mean(classifier.predict(data["val"][0]) == data["val"][1]))
+            results.append(row)
+            log(f"{label}, seed {seed}: test accuracy {100 * row['test_acc']:.2f}% (fit {fit_s:.1f}s)")
+    return results

@@ -1,0 +1,98 @@
+"""Feature caching: a frozen backbone without augmentation computes its features once.
+
+The features of each split are stored on disk (safetensors, float16) under a key made of
+everything they depend on — backbone, weights, preprocessing, pooling, precision and the
+exact images — so another seed, another head or another experiment reuses them, and any
+change to one of those makes a new entry instead of a stale hit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from cnnlab.data.images import ImageSet
+from cnnlab.data.streaming import StreamingSet
+from cnnlab.fileio import atomic_write_bytes
+from cnnlab.training.loop import autocast_context
+
+
+def default_cache_dir() -> Path:
+    """$CNNLAB_CACHE/features, else $XDG_CACHE_HOME/cnnlab/features, else ~/.cache/cnnlab/features."""
+    if os.environ.get("CNNLAB_CACHE"):
+        return Path(os.environ["CNNLAB_CACHE"]).expanduser() / "features"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "features"
+
+
+def _weights_identity(model: nn.Module) -> str:
+    weights = getattr(model, "weights_name", "")
+    path = Path(weights)
+    if weights not in ("", "default", "none") and path.is_file():
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return weights
+
+
+def _data_identity(data) -> str:
+    digest = hashlib.sha256()
+    if isinstance(data, StreamingSet):
+        digest.update(f"{data.size}:{data.resize}:{data.crop_ratio}".encode())
+        for path in data.paths:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    else:
+        digest.update(data.images.cpu().numpy().tobytes())
+    digest.update(data.labels.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_key(model: nn.Module, data, preprocess, amp: bool) -> str:
+    """A digest of everything the features depend on."""
+    parts = {"backbone": getattr(model, "backbone_name", type(model).__name__), "weights": _weights_identity(model),
+             "pool": type(getattr(model, "pool", None)).__name__, "mean": preprocess.state(), "amp": amp,
+             "data": _data_identity(data), "format": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@torch.no_grad()
+def compute_features(model: nn.Module, data, preprocess, *, batch_size: int, device: torch.device,
+                     amp: bool, channels_last: bool = False) -> torch.Tensor:
+    model.eval()
+    chunks = []
+    for images, _ in data.batches(batch_size):
+        x = preprocess(images.to(device), train=False)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            chunks.append(model.forward_features(x).float().cpu())
+    return torch.cat(chunks)
+
+
+def cached_features(model: nn.Module, data, preprocess, *, cache_dir: Path | None, batch_size: int,
+                    device: torch.device, amp: bool, channels_last: bool = False, log=print
+                    ) -> tuple[ImageSet, bool]:
+    """(features as an ImageSet of float16 tensors, whether they came from the cache)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache_dir / f"{feature_key(model, data, preprocess, amp)}.safetensors"
+    if path.is_file():
+        try:
+            stored = load_file(str(path))
+            return ImageSet(stored["features"], stored["labels"]), True
+        except Exception as exc:  # a damaged entry is recomputed, never trusted
+            log(f"feature cache entry {path} is unreadable ({exc}); recomputing")
+    features = compute_features(model, data, preprocess, batch_size=batch_size, device=device, amp=amp,
+                                channels_last=channels_last)
+    features = features.half()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"features": features.contiguous(), "labels": data.labels.cpu().contiguous()}))
+    return ImageSet(features, data.labels.cpu()), False
+
+
+def feature_preprocess(x: torch.Tensor, *, train: bool, generator=None) -> torch.Tensor:
+    """Cached features only need casting back to float32."""
+    return x.float()

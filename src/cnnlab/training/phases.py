@@ -1,0 +1,111 @@
+"""Fine-tuning policies as data: which named parts train in each phase, at which learning rate.
+
+Every model exposes `backbone` and `head`; a phase lists module paths to train ("all",
+"head", "backbone.layer3", ...). Parameters outside them are frozen (requires_grad=False)
+and, by default, BatchNorm layers in frozen parts stay in eval mode so their running
+statistics — part of the pretrained features — are not overwritten.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.config import OptimizerConfig, PhaseConfig, TrainConfig
+from cnnlab.errors import ConfigError
+from cnnlab.training.optim import build_optimizer, build_scheduler
+
+
+def resolve_phases(tc: TrainConfig) -> list[PhaseConfig]:
+    """The configured phases, or the single everything-trainable phase of plain training."""
+    return list(tc.phases) or [PhaseConfig(name="train", epochs=tc.epochs)]
+
+
+def total_epochs(tc: TrainConfig) -> int:
+    return sum(p.epochs for p in resolve_phases(tc))
+
+
+def phase_index(phases: list[PhaseConfig], epoch: int) -> int:
+    end = 0
+    for index, phase in enumerate(phases):
+        end += phase.epochs
+        if epoch <= end:
+            return index
+    raise ValueError(f"epoch {epoch} is past the last phase")
+
+
+def phase_start_epoch(phases: list[PhaseConfig], index: int) -> int:
+    return 1 + sum(p.epochs for p in phases[:index])
+
+
+def _matches(name: str, prefixes: list[str]) -> bool:
+    return "all" in prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _expand(model: nn.Module, trainable: list[str], phase: str) -> list[str]:
+    """Check each named part exists; 'backbone.layer3' also trains the backbone stages after it."""
+    modules = dict(model.named_modules())
+    aliases = getattr(model, "part_aliases", {})
+    expanded: list[str] = []
+    for part in trainable:
+        part = aliases.get(part, part)
+        if part == "all":
+            return ["all"]
+        if part not in modules:
+            top = ", ".join(["all", *[n for n, _ in model.named_children()]])
+            stages = [f"backbone.{n}" for n, _ in modules["backbone"].named_children()] if "backbone" in modules else []
+            raise ConfigError(f"phase '{phase}': trainable part '{part}' is not a module of this model; "
+                              f"valid: {top}, {', '.join([*stages, *aliases])}")
+        expanded.append(part)
+        parent, _, child = part.rpartition(".")
+        if parent:  # a stage of a sequential backbone: everything after it trains too
+            siblings = [n for n, _ in modules[parent].named_children()]
+            expanded += [f"{parent}.{s}" for s in siblings[siblings.index(child) + 1:]]
+    return expanded
+
+
+def freeze_for_phase(model: nn.Module, phase: PhaseConfig) -> tuple[list[str], list, list]:
+    """Set requires_grad for `phase`; return its parts and its (backbone, other) trainable parameters."""
+    parts = _expand(model, phase.trainable, phase.name)
+    backbone, rest = [], []
+    for name, param in model.named_parameters():
+        train = _matches(name, parts)
+        param.requires_grad_(train)
+        if train:
+            (backbone if name.startswith("backbone.") else rest).append(param)
+    if not backbone and not rest:
+        raise ConfigError(f"phase '{phase.name}': no trainable parameters")
+    return parts, backbone, rest
+
+
+def trains_head_only(model: nn.Module, phases: list[PhaseConfig]) -> bool:
+    """True when no phase trains anything but the head (the backbone stays a fixed function)."""
+    for phase in phases:
+        parts = _expand(model, phase.trainable, phase.name)
+        if any(not (p == "head" or p.startswith("head.")) for p in parts) or phase.frozen_bn != "eval":
+            return False
+    return True
+
+
+def apply_phase(model: nn.Module, phase: PhaseConfig, optimizer_cfg: OptimizerConfig, tc: TrainConfig,
+                steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, list[str]]:
+    """Freeze/unfreeze for `phase` and build its optimizer (per-group learning rates) and schedule."""
+    parts, backbone, rest = freeze_for_phase(model, phase)
+    lr = phase.lr or optimizer_cfg.lr
+    groups = [{"params": rest, "lr": lr, "name": "head"}] if rest else []
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * phase.backbone_lr_mult, "name": "backbone"})
+    optimizer = build_optimizer(groups, optimizer_cfg)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch, epochs=phase.epochs)
+    return optimizer, scheduler, parts
+
+
+def set_train_mode(model: nn.Module, phase: PhaseConfig) -> None:
+    """model.train(), but BatchNorm whose parameters are all frozen stays in eval mode if asked."""
+    model.train()
+    if phase.frozen_bn != "eval":
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
