@@ -75,3 +75,12 @@ def test_bad_input_is_one_clear_line_without_traceback(args, fragment):
 def test_debug_shows_the_traceback():
     result = cnnlab("--debug", "run", "nosuchnet")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_summary_of_birdnet_v1_needs_no_weights_and_shows_the_lab_head():
+    result = cnnlab("summary", "birdnet_v1")
+    assert result.returncode == 0, result.stderr
+    for fragment in ("(None, 768)", "1,573,632", "(None, 200)", "Trainable params: 2,071,496",
+                     "Non-trainable params: 23,562,688", "Total params: 25,634,184"):
+        assert fragment in result.stdout
+    assert "Downloading" not in result.stderr

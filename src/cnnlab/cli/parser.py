@@ -9,8 +9,9 @@ from cnnlab import __version__
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="experiment YAML file (or a built-in preset name)")
     p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected) or CIFAR-100 cache folder")
-    p.add_argument("--source", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder"),
-                   help="dataset layout (default: auto)")
+    p.add_argument("--source", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab",
+                                        "cub200-2010", "cub200-2011"),
+                   help="dataset layout (default: auto: detected)")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
