@@ -1,6 +1,7 @@
 """Entry point: dispatch sub-commands; user errors print one line, `--debug` shows the traceback."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in ("run", "resume"):
+            raise ConfigError(f"under torchrun only `cnnlab run` and `cnnlab resume` are distributed; "
+                              f"run `cnnlab {args.command}` as a single process")
         return COMMANDS[args.command](args)
     except CnnlabError as exc:
         if args.debug:

@@ -17,17 +17,33 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                  shard: tuple[int, int] = (0, 1)) -> list[torch.Tensor]:
+    """Index tensors of this process's part of each global batch (the last may be smaller, as in Keras).
+
+    With `shard=(rank, world)`, every process draws the same permutation and takes positions
+    rank, rank+world, ... of each global batch; a final batch too small to give every process
+    an image is dropped on all of them, so they always take the same number of steps.
+    """
+    rank, world = shard
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    if world > 1:
+        batches = [b[rank::world] for b in batches if len(b) >= world]
+    return batches
+
+
 def iterate_batches(data: ImageSet, batch_size: int, *, shuffle: bool = False,
-                    generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches; the last batch may be smaller (as in Keras)."""
-    n = len(data)
-    order = torch.randperm(n, generator=generator).to(data.images.device) if shuffle else None
-    for start in range(0, n, batch_size):
-        if order is None:
+                    generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images, labels) batches sliced from the tensors."""
+    if not shuffle and shard[1] == 1:  # plain slices: no index tensor needed
+        for start in range(0, len(data), batch_size):
             yield data.images[start:start + batch_size], data.labels[start:start + batch_size]
-        else:
-            idx = order[start:start + batch_size]
-            yield data.images[idx], data.labels[idx]
+        return
+    for idx in batch_indices(len(data), batch_size, shuffle=shuffle, generator=generator, shard=shard):
+        idx = idx.to(data.images.device)
+        yield data.images[idx], data.labels[idx]
 
 
 def num_batches(n: int, batch_size: int) -> int:

@@ -37,11 +37,12 @@ class ImageSet:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None):
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)):
         """(images, labels) mini-batches sliced from the tensors (see batches.py)."""
         from cnnlab.data.batches import iterate_batches
 
-        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator)
+        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, shard=shard)
 
 
 @dataclass

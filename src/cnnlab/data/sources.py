@@ -67,24 +67,25 @@ def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log)
 
     train, test = make(listed.train), make(listed.test)
     if cfg.skip_bad_images:
-        for name, split in (("train", train), ("test", test)):
-            bad = split.find_bad_images()
-            if bad:
-                log(f"skipping {len(bad)} bad {name} image(s): " + "; ".join(msg for _, msg in bad[:20])
-                    + (" ..." if len(bad) > 20 else ""))
-                keep = sorted(set(range(len(split))) - {i for i, _ in bad})
-                if not keep:
-                    raise DataError(f"{path}: every {name} image failed to decode")
-                split = split.subset(keep)
-                if name == "train":
-                    train = split
-                else:
-                    test = split
+        train, test = _drop_bad_images(train, "train", path, log), _drop_bad_images(test, "test", path, log)
     description = f"{listed.description}, images {resize} to {size}×{size}"
     if cfg.cache:
         train, test = train.cache_in_memory(), test.cache_in_memory()
         description += ", cached in memory as uint8"
     return DataSplits(train=train, val=None, test=test, class_names=listed.class_names, description=description)
+
+
+def _drop_bad_images(split: StreamingSet, name: str, path: Path, log) -> StreamingSet:
+    """Decode every image once and leave out those that fail, naming them."""
+    bad = split.find_bad_images()
+    if not bad:
+        return split
+    log(f"skipping {len(bad)} bad {name} image(s): " + "; ".join(msg for _, msg in bad[:20])
+        + (" ..." if len(bad) > 20 else ""))
+    keep = sorted(set(range(len(split))) - {i for i, _ in bad})
+    if not keep:
+        raise DataError(f"{path}: every {name} image failed to decode")
+    return split.subset(keep)
 
 
 def load_splits(cfg: DataConfig, preprocessing=None, log=print) -> DataSplits:

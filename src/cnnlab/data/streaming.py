@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cnnlab.data.batches import batch_indices
 from cnnlab.data.imagefolder import load_rgb
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import DataError
@@ -88,16 +89,15 @@ class StreamingSet:
     def to(self, device: torch.device) -> "StreamingSet":
         return replace(self, device=torch.device(device))
 
-    def _loader(self, order: list[int], batch_size: int) -> DataLoader:
-        return DataLoader(_Decode(self.paths, self.size, self.resize, self.crop_ratio), batch_size=batch_size,
-                          sampler=order, num_workers=self.num_workers, collate_fn=_collate,
+    def _loader(self, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(_Decode(self.paths, self.size, self.resize, self.crop_ratio), batch_sampler=batches,
+                          num_workers=self.num_workers, collate_fn=_collate,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self)
-        order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-        for images, index, errors in self._loader(order, batch_size):
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = batch_indices(len(self), batch_size, shuffle=shuffle, generator=generator, shard=shard)
+        for images, index, errors in self._loader([b.tolist() for b in plan]):
             if errors:
                 raise DataError(errors[0] + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else "")
                                 + "; set data.skip_bad_images: true to leave broken images out")
@@ -106,7 +106,8 @@ class StreamingSet:
     def find_bad_images(self, batch_size: int = 64) -> list[tuple[int, str]]:
         """Decode every image once; return (index, message) for each that fails."""
         bad = []
-        for _, index, errors in self._loader(list(range(len(self))), batch_size):
+        for _, index, errors in self._loader([b.tolist() for b in batch_indices(len(self), batch_size, shuffle=False,
+                                                                                  generator=None)]):
             if errors:  # re-check one by one to know which failed
                 for i in index.tolist():
                     _, _, err = _Decode(self.paths, 8, "stretch", self.crop_ratio)[i]

@@ -25,6 +25,7 @@ from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.reference import lab_reference
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
+from cnnlab.training import distributed
 from cnnlab.training.run import train_seed
 
 Log = Callable[[str], None]
@@ -57,19 +58,25 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
 
 
 def new_group(cfg: ExperimentConfig, parent: Path | None = None) -> Path:
-    group = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
-    atomic_write_text(group / "experiment.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    return group
+    """A new experiment folder; under torchrun process 0 makes it and the others learn its name."""
+    group = None
+    if distributed.current().is_main:
+        group = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
+        atomic_write_text(group / "experiment.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return Path(distributed.broadcast(str(group) if group else None))
 
 
 def run_in_group(cfg: ExperimentConfig, group: Path, splits: DataSplits, *, progress: bool = True,
                  log: Log = print) -> dict:
     """Train every unit of `cfg` inside an existing group folder, then summarise it."""
+    main = distributed.current().is_main
     for unit in unit_names(cfg):
         folder = group / unit
-        folder.mkdir()
+        if main:
+            folder.mkdir()
         train_seed(cfg, folder, unit_data(cfg, splits, unit), seed=unit_seed(cfg, unit), progress=progress, log=log)
-    return summarize(group, log=log)
+    distributed.barrier()
+    return summarize(group, log=log) if main else {}
 
 
 def describe_splits(splits: DataSplits) -> str:
@@ -80,6 +87,8 @@ def describe_splits(splits: DataSplits) -> str:
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = print) -> Path:
     """Train every seed (or fold) of `cfg` into a new group folder and write the summary table."""
+    if not distributed.setup(cfg.device).is_main:
+        log = lambda line: None  # noqa: E731
     splits = load_data(cfg, log)
     log(describe_splits(splits))
     group = new_group(cfg)
@@ -133,6 +142,8 @@ def resume(path: Path, *, device: str | None = None, progress: bool = True, log:
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: run folder does not exist")
+    if not distributed.setup(device or "auto").is_main:
+        log = lambda line: None  # noqa: E731
     if (path / "config.yaml").is_file() and _is_group(path.parent):
         groups, only = [path.parent], path.name
     elif _is_group(path):
@@ -163,6 +174,9 @@ def resume_group(group: Path, *, only: str | None = None, device: str | None = N
         resumable = (folder / "checkpoint.pt").is_file()
         train_seed(cfg, folder, unit_data(cfg, splits, unit), seed=unit_seed(cfg, unit), resume=resumable,
                    progress=progress, log=log)
+    distributed.barrier()
+    if not distributed.current().is_main:
+        return
     if all((group / unit / "results.json").is_file() for unit in unit_names(cfg)):
         summarize(group, log=log)
     else:

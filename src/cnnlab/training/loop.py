@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import TrainingDiverged
+from cnnlab.training.distributed import all_sum
 
 Preprocess = Callable[..., torch.Tensor]
 
@@ -34,18 +35,22 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, optimizer: torch.optim.Optimizer,
                     scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
-                    train_mode: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+                    train_mode: Callable[[nn.Module], None] | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws; returns mean loss and accuracy.
+
+    `batch_size` is the global batch: with `shard=(rank, world)` this process takes its
+    share of each one (see batches.py).
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
     step); a non-finite loss raises TrainingDiverged naming the first bad step.
     """
     (train_mode or (lambda m: m.train()))(model)
     device = data.device
-    losses, correct, seen = [], torch.zeros((), device=device), 0
+    losses, correct, seen = [], torch.zeros((), device=device), torch.zeros((), device=device)
     steps = num_batches(len(data), batch_size)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for images, labels in data.batches(batch_size, shuffle=True, generator=generator):
+    for images, labels in data.batches(batch_size, shuffle=True, generator=generator, shard=shard):
         x = _prepare(preprocess(images, train=True, generator=generator), channels_last)
         with autocast_context(device, amp):
             logits = model(x)
@@ -61,7 +66,9 @@ def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess,
         if progress and bar.n % 25 == 0:
             bar.set_postfix(loss=f"{losses[-1].item() / labels.shape[0]:.3f}")
     bar.close()
-    stacked = torch.stack(losses)
+    # Per-step loss sums, correct and seen counts, summed over processes when distributed.
+    stacked = all_sum(torch.stack(losses))
+    correct, seen = all_sum(correct), float(all_sum(seen))
     finite = torch.isfinite(stacked)
     if not bool(finite.all()):
         step = int((~finite).nonzero()[0]) + 1
@@ -71,16 +78,26 @@ def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
-             amp: bool = False, channels_last: bool = False) -> dict[str, float]:
+             amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout)."""
     model.eval()
     device = data.device
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    for images, labels in data.batches(batch_size):
+    count = torch.zeros((), device=device)
+    for images, labels in _eval_batches(data, batch_size, shard):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(device, amp):
             logits = model(x).float()
         loss_sum += loss_fn(logits, labels) * labels.shape[0]
         correct += (logits.argmax(1) == labels).sum()
-    n = max(1, len(data))
-    return {"loss": float(loss_sum) / n, "acc": float(correct) / n}
+        count += labels.shape[0]
+    n = max(1.0, float(all_sum(count)))
+    return {"loss": float(all_sum(loss_sum)) / n, "acc": float(all_sum(correct)) / n}
+
+
+def _eval_batches(data, batch_size: int, shard: tuple[int, int]):
+    """Every image exactly once over all processes: process r takes images r, r+N, ..."""
+    rank, world = shard
+    if world == 1:
+        return data.batches(batch_size)
+    return data.subset(torch.arange(rank, len(data), world)).batches(batch_size)

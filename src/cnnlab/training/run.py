@@ -24,11 +24,12 @@ from cnnlab.config import ExperimentConfig, config_to_dict
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits
 from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
-from cnnlab.errors import RunError, RunInterrupted, TrainingDiverged
+from cnnlab.errors import ConfigError, RunError, RunInterrupted, TrainingDiverged
 from cnnlab.fileio import atomic_write_json, atomic_write_text, read_json
 from cnnlab.models import create_model, get_model_entry, initialise, model_preprocessing, model_summary
 from cnnlab.reporting.curves import plot_learning_curves
 from cnnlab.reporting.metrics import write_metrics
+from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, save_weights
 from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
 from cnnlab.training.loop import evaluate, resolve_amp, train_one_epoch
@@ -75,22 +76,67 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f"{100 * row['train_acc']:.2f}%  {val}  ({row['epoch_time_s']:.1f}s)")
 
 
+def _restore(model: nn.Module, state: dict, run_dir: Path | None, checkpoint_path: Path, model_name: str) -> list[dict]:
+    """Load weights and RNG state from a checkpoint; return the metrics history it holds."""
+    load_state_strict(model, state["model"], source=checkpoint_path, model_name=model_name)
+    set_rng_state(state["rng"])
+    history = list(state["history"])
+    if run_dir is not None:
+        write_metrics(run_dir / "metrics.csv", history)  # drop rows of an epoch the checkpoint lacks
+    return history
+
+
+def _write_run_record(cfg: ExperimentConfig, run_dir: Path, model: nn.Module, first_phase, input_size,
+                      device: torch.device, seed: int) -> None:
+    """What made the run: resolved configuration, environment, and the model summary."""
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**config_to_dict(cfg), "seeds": [seed]},
+                                                              sort_keys=False))
+    atomic_write_json(run_dir / "environment.json", environment_record(device, seed))
+    freeze_for_phase(model, first_phase)  # the summary counts what the first phase trains
+    summary = model_summary(model, input_size, device=device)
+    atomic_write_text(run_dir / "model.txt", summary.render(cfg.model) + "\n")
+
+
+def _cached_feature_sets(cfg: ExperimentConfig, model: nn.Module, sets: tuple, preprocess, device: torch.device,
+                         amp: bool, channels_last: bool, log: Log) -> tuple:
+    """Each split's backbone features, from the on-disk cache or computed once into it."""
+    tick = time.perf_counter()
+    out, hits = [], []
+    for split in sets:
+        if split is None:
+            out.append(None)
+            continue
+        features, hit = cached_features(model, split, preprocess, cache_dir=cfg.train.feature_cache_dir,
+                                        batch_size=cfg.train.eval_batch_size, device=device, amp=amp,
+                                        channels_last=channels_last, log=log)
+        out.append(features.to(device))
+        hits.append(hit)
+    log(f"features: {'reused from the cache' if all(hits) else 'computed and cached'} "
+        f"in {time.perf_counter() - tick:.1f}s")
+    return tuple(out)
+
+
 def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed: int, resume: bool = False,
                progress: bool = True, log: Log = print) -> dict:
     """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results."""
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.device)
+    ctx = distributed.current()
+    device = distributed.device_for(ctx, resolve_device(cfg.device))
+    if not ctx.is_main:  # one process writes and prints; the others only train
+        log, progress = (lambda line: None), False
+    shard = (ctx.rank, ctx.world)
     tc = cfg.train
     seed_everything(seed)
     model = build_model(cfg, splits.num_classes, splits.input_size)
     channels_last = tc.channels_last and device.type in ("cuda", "cpu")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_model = torch.compile(model) if tc.compile else model
     preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
                                        model_preprocessing(cfg.model, cfg.model_args))
     preprocess_state = preprocess.state()
     phases = resolve_phases(tc)
     epochs = total_epochs(tc)
+    if tc.batch_size % ctx.world:
+        raise ConfigError(f"train.batch_size {tc.batch_size} must be divisible by the {ctx.world} processes")
     steps = num_batches(len(splits.train), tc.batch_size)
     train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
@@ -98,42 +144,29 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     start_epoch = 1
     checkpoint_path = run_dir / "checkpoint.pt"
     resumed: dict | None = None
+    amp = resolve_amp(tc.amp, device)
 
     if resume:
         resumed = load_checkpoint(checkpoint_path, model_name=cfg.model)
-        load_state_strict(model, resumed["model"], source=checkpoint_path, model_name=cfg.model)
-        set_rng_state(resumed["rng"])
-        history = list(resumed["history"])
+        history = _restore(model, resumed, run_dir if ctx.is_main else None, checkpoint_path, cfg.model)
         start_epoch = int(resumed["epoch"]) + 1
-        write_metrics(run_dir / "metrics.csv", history)  # drop rows of an epoch the checkpoint lacks
         log(f"resuming {run_dir} at epoch {start_epoch}/{epochs}")
-    else:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
-            {**config_to_dict(cfg), "seeds": [seed]}, sort_keys=False))
-        atomic_write_json(run_dir / "environment.json", environment_record(device, seed))
-        freeze_for_phase(model, phases[0])  # the summary counts what the first phase trains
-        summary = model_summary(model, splits.input_size, device=device)
-        atomic_write_text(run_dir / "model.txt", summary.render(cfg.model) + "\n")
+    elif ctx.is_main:
+        _write_run_record(cfg, run_dir, model, phases[0], splits.input_size, device, seed)
 
-    amp = resolve_amp(tc.amp, device)
-    splits_on_device = [s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test)]
+    train_set, val_set, test_set = (s.to(device) if s is not None else None
+                                    for s in (splits.train, splits.val, splits.test))
     if uses_feature_cache(cfg, model, phases):
         # The backbone is a fixed function here: train the head on its cached features.
-        tick = time.perf_counter()
-        found = []
-        for i, split in enumerate(splits_on_device):
-            if split is not None:
-                features, hit = cached_features(model, split, preprocess, cache_dir=tc.feature_cache_dir,
-                                                batch_size=tc.eval_batch_size, device=device, amp=amp,
-                                                channels_last=channels_last, log=log)
-                splits_on_device[i] = features.to(device)
-                found.append(hit)
-        log(f"features: {'reused from the cache' if all(found) else 'computed and cached'} "
-            f"in {time.perf_counter() - tick:.1f}s")
-        train_model, preprocess, channels_last = model.head, feature_preprocess, False
-    train_set, val_set, test_set = splits_on_device
+        train_set, val_set, test_set = _cached_feature_sets(cfg, model, (train_set, val_set, test_set), preprocess,
+                                                            device, amp, channels_last, log)
+        trained, preprocess, channels_last = model.head, feature_preprocess, False
+    else:
+        trained = model
     run_start = time.perf_counter()
-    _status(run_dir, "running", epoch=start_epoch - 1)
+    status = (lambda state, **extra: _status(run_dir, state, **extra)) if ctx.is_main else (lambda *a, **k: None)
+    status("running", epoch=start_epoch - 1)
+    train_model = trained
     current = None
     try:
         for epoch in range(start_epoch, epochs + 1):
@@ -144,6 +177,10 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
                 if resumed is not None and resumed.get("phase") == index:
                     optimizer.load_state_dict(resumed["optimizer"])
                     scheduler.load_state_dict(resumed["scheduler"])
+                # DDP is rebuilt for each phase: it registers the parameters that train now.
+                train_model = distributed.wrap(trained, ctx, device)
+                if tc.compile:
+                    train_model = torch.compile(train_model)
                 if len(phases) > 1:
                     log(f"phase '{phase.name}' (epochs {phase_start_epoch(phases, index)}-"
                         f"{phase_start_epoch(phases, index) + phase.epochs - 1}): training {', '.join(parts)}")
@@ -153,31 +190,34 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
                 train_model, train_set, preprocess=preprocess, optimizer=optimizer, scheduler=scheduler,
                 loss_fn=train_loss, batch_size=tc.batch_size, generator=epoch_generator(seed, epoch),
                 epoch=epoch, amp=amp, channels_last=channels_last, progress=progress,
-                train_mode=lambda m: set_train_mode(m, phase))
-            val_metrics = (evaluate(train_model, val_set, preprocess=preprocess, loss_fn=eval_loss,
-                                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last)
+                train_mode=lambda m: set_train_mode(m, phase), shard=shard)
+            val_metrics = (evaluate(trained, val_set, preprocess=preprocess, loss_fn=eval_loss,
+                                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last, shard=shard)
                            if val_set is not None else {"loss": None, "acc": None})
             row = {"epoch": epoch, "phase": phase.name, "train_loss": train_metrics["loss"],
                    "train_acc": train_metrics["acc"], "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - tick}
             history.append(row)
-            save_checkpoint(checkpoint_path, {
-                "model_name": cfg.model, "seed": seed, "epoch": epoch, "phase": index, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "history": history})
-            write_metrics(run_dir / "metrics.csv", history)
+            if ctx.is_main:
+                save_checkpoint(checkpoint_path, {
+                    "model_name": cfg.model, "seed": seed, "epoch": epoch, "phase": index,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history})
+                write_metrics(run_dir / "metrics.csv", history)
             log(_epoch_line(row, epochs))
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else 0
-        _status(run_dir, "interrupted", epoch=done)
+        status("interrupted", epoch=done)
         raise RunInterrupted(f"interrupted; epochs 1..{done} are saved in {checkpoint_path}. "
                              f"Continue with: cnnlab resume {run_dir}") from None
     except TrainingDiverged as exc:
-        _status(run_dir, "diverged", epoch=exc.epoch, step=exc.step)
+        status("diverged", epoch=exc.epoch, step=exc.step)
         raise
 
-    test = evaluate(train_model, test_set, preprocess=preprocess, loss_fn=eval_loss,
-                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last)
+    test = evaluate(trained, test_set, preprocess=preprocess, loss_fn=eval_loss,
+                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last, shard=shard)
+    if not ctx.is_main:
+        return {"test_loss": test["loss"], "test_acc": test["acc"], "seed": seed}
     save_weights(run_dir / "model.safetensors", model, model_name=cfg.model, class_names=splits.class_names)
     epoch_times = [r["epoch_time_s"] for r in history]
     results = {
@@ -190,11 +230,12 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         "device": str(device), "num_train": len(splits.train),
         "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
         "preprocess": preprocess_state, "feature_cache": preprocess is feature_preprocess,
+        "processes": ctx.world, "global_batch_size": tc.batch_size,
     }
     atomic_write_json(run_dir / "results.json", results)
     plot_learning_curves(run_dir / "metrics.csv", run_dir / "curves.png",
                          title=f"{cfg.experiment_name} — seed {seed}")
-    _status(run_dir, "finished", epoch=epochs)
+    status("finished", epoch=epochs)
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {run_dir}")
     return results
 
