@@ -15,7 +15,6 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 from _common import SHARED_DATA, write_json
 

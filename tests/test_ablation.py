@@ -86,3 +86,26 @@ def test_kfold_reports_heldout_and_test_accuracy(npz_data, tmp_path):
     assert 0 <= summary["heldout_acc_mean"] <= 1
     sizes = [(r["num_train"], r["num_val"]) for r in summary["runs"]]
     assert all(t + v == 160 for t, v in sizes)  # each fold covers the whole training set
+
+
+def test_interrupted_ablation_resumes_to_the_full_table(npz_data, tmp_path):
+    from cnnlab.ablation import run_ablation
+    from cnnlab.errors import RunInterrupted
+    from cnnlab.training import resume
+
+    ablation = parse_ablation({"name": "tiny", "steps": ["baseline", "augment"], "seeds": [1, 2]})
+    overrides = {"data.path": str(npz_data), "train.epochs": 2, "device": "cpu"}
+    seen = []
+
+    def stop_in_step_two(line):
+        seen.append(line)
+        if "step 1:" in " ".join(seen) and line.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted):
+        run_ablation(ablation, base_overrides=overrides, out=str(tmp_path), progress=False, log=stop_in_step_two)
+    (group,) = (tmp_path / "tiny-ablation").iterdir()
+    assert not (group / "ablation.json").exists()
+    resume(group, progress=False, log=lambda s: None)
+    table = json.loads((group / "ablation.json").read_text())
+    assert [len(s["test_acc"]) for s in table["steps"]] == [2, 2]

@@ -10,7 +10,7 @@ import yaml
 
 from cnnlab.cli.parser import build_parser
 from cnnlab.config import ExperimentConfig, list_builtin_experiments, load_experiment, resolve_experiment_path
-from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
+from cnnlab.errors import CnnlabError, ConfigError
 
 
 def _overrides(args) -> dict:

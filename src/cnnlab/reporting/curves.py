@@ -63,7 +63,7 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
             ax.fill_between(epochs, [min(v) for v in by_epoch], [max(v) for v in by_epoch],
                             color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel({"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or metric)
