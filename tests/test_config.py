@@ -65,3 +65,12 @@ def test_missing_experiment_file_is_named(tmp_path):
         load_experiment(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="built-in experiments: .*basenet"):
         load_experiment("no_such_preset")
+
+
+def test_epochs_override_on_a_phased_policy_says_what_to_set_instead():
+    with pytest.raises(ConfigError, match=r"trains in phases \(warm-up: 10, unfreeze-14x14: 10\); set train.phases.N"):
+        load_experiment("birdnet_v4", overrides={"train.epochs": 3})
+    cfg = load_experiment("birdnet_v4", overrides={"train.phases.1.epochs": 3})
+    assert [p.epochs for p in cfg.train.phases] == [10, 3]
+    with pytest.raises(ConfigError, match="'5' is not an index of the 2-item list"):
+        load_experiment("birdnet_v4", overrides={"train.phases.5.epochs": 3})

@@ -296,6 +296,10 @@ def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = 
         reader.fail("seeds", "expected at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         reader.fail("seeds", f"seeds must be distinct, got {cfg.seeds}")
+    if cfg.train.phases and "train.epochs" in (overrides or {}):
+        raise ConfigError(f"{source}: key 'train.epochs': this experiment trains in phases "
+                          f"({', '.join(f'{p.name}: {p.epochs}' for p in cfg.train.phases)}); "
+                          "set train.phases.N.epochs instead (e.g. --set train.phases.0.epochs=5)")
     return cfg
 
 

@@ -109,6 +109,7 @@ def cmd_summary(args) -> int:
 
 def cmd_list(args) -> int:
     from cnnlab.data.sources import describe_sources
+    from cnnlab.training.phases import total_epochs
     from cnnlab.models import get_model_entry, list_models
 
     print("models:")
@@ -117,7 +118,8 @@ def cmd_list(args) -> int:
     print("experiment presets (cnnlab run NAME, or --config NAME):")
     for name in list_builtin_experiments():
         cfg = load_experiment(name)
-        print(f"  {name:<18} model {cfg.model}, {cfg.train.epochs} epochs, seeds {cfg.seeds}  "
+        phases = f" in {len(cfg.train.phases)} phases" if len(cfg.train.phases) > 1 else ""
+        print(f"  {name:<18} model {cfg.model}, {total_epochs(cfg.train)} epochs{phases}, seeds {cfg.seeds}  "
               f"[{resolve_experiment_path(name)}]")
     from cnnlab.ablation.config import BUILTIN_ABLATIONS
 
