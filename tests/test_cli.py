@@ -13,10 +13,13 @@ def cnnlab(*args, cwd=None):
                           cwd=cwd, timeout=300)
 
 
-def test_help_everywhere():
-    for args in ([], ["run"], ["summary"], ["list"], ["resume"]):
-        result = cnnlab(*args, "--help")
-        assert result.returncode == 0 and "usage: cnnlab" in result.stdout
+@pytest.mark.parametrize("args", [[], ["run"], ["ablation"], ["compare"], ["summary"], ["list"], ["resume"]])
+def test_help_everywhere(args, capsys):
+    from cnnlab.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0 and "usage: cnnlab" in capsys.readouterr().out
 
 
 def test_summary_shows_the_lab_table():
