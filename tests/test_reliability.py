@@ -43,10 +43,18 @@ def _interrupt_after(epoch: int):
     return log
 
 
-@pytest.mark.parametrize("stop_after", [1, 2, 3])
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(npz_data, tmp_path, stop_after):
+# A linear-probe-then-fine-tune policy: its first phase trains on cached backbone features.
+PROBE_THEN_TUNE = {**PHASED, "train.feature_cache_dir": None,
+                   "train.phases": [{"name": "probe", "epochs": 2, "trainable": ["head"], "augment": False},
+                                    {"name": "all", "epochs": 2, "trainable": ["all"], "lr": 5e-4}]}
+
+
+@pytest.mark.parametrize("policy, stop_after", [(PHASED, 1), (PHASED, 2), (PHASED, 3), (PROBE_THEN_TUNE, 2)])
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(npz_data, tmp_path, policy, stop_after):
     """Including across the frozen → unfrozen phase change (stop after epoch 2)."""
-    cfg = load_experiment("basenet", overrides={**PHASED, "data.path": str(npz_data), "out": str(tmp_path / "a")})
+    policy = {**policy, "train.feature_cache_dir": str(tmp_path / "fc")} if "train.feature_cache_dir" in policy \
+        else policy
+    cfg = load_experiment("basenet", overrides={**policy, "data.path": str(npz_data), "out": str(tmp_path / "a")})
     whole = run_experiment(cfg, progress=False, log=lambda s: None) / "seed-5"
     cfg.out = str(tmp_path / "b")
     with pytest.raises(RunInterrupted, match="cnnlab resume"):

@@ -101,6 +101,8 @@ class PhaseConfig:
     backbone_lr_mult: float = _opt(1.0, gt=0.0, help="learning-rate multiplier for trainable backbone parameters")
     frozen_bn: str = _opt("eval", choices=("eval", "train"),
                           help="BatchNorm in frozen parts: eval keeps running statistics fixed")
+    augment: bool = _opt(True, help="apply the experiment's augmentation in this phase; a head-only phase "
+                                    "without it trains on cached backbone features")
 
 
 @dataclass

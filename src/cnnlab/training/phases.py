@@ -77,13 +77,10 @@ def freeze_for_phase(model: nn.Module, phase: PhaseConfig) -> tuple[list[str], l
     return parts, backbone, rest
 
 
-def trains_head_only(model: nn.Module, phases: list[PhaseConfig]) -> bool:
-    """True when no phase trains anything but the head (the backbone stays a fixed function)."""
-    for phase in phases:
-        parts = _expand(model, phase.trainable, phase.name)
-        if any(not (p == "head" or p.startswith("head.")) for p in parts) or phase.frozen_bn != "eval":
-            return False
-    return True
+def trains_head_only(model: nn.Module, phase: PhaseConfig) -> bool:
+    """True when the phase trains nothing but the head (the backbone stays a fixed function)."""
+    parts = _expand(model, phase.trainable, phase.name)
+    return all(p == "head" or p.startswith("head.") for p in parts) and phase.frozen_bn == "eval"
 
 
 def apply_phase(model: nn.Module, phase: PhaseConfig, optimizer_cfg: OptimizerConfig, tc: TrainConfig,

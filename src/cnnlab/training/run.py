@@ -48,10 +48,11 @@ def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, 
     return initialise(model, cfg.init)
 
 
-def uses_feature_cache(cfg: ExperimentConfig, model: nn.Module, phases) -> bool:
-    """Features can be cached when the backbone never trains and inputs are never augmented."""
+def uses_feature_cache(cfg: ExperimentConfig, model: nn.Module, phase) -> bool:
+    """A phase can train on cached features when the backbone is frozen and nothing is augmented."""
+    augmented = augmentation_enabled(cfg.preprocess.augment) and phase.augment
     return (cfg.train.feature_cache and hasattr(model, "forward_features") and hasattr(model, "head")
-            and not augmentation_enabled(cfg.preprocess.augment) and trains_head_only(model, phases))
+            and not augmented and trains_head_only(model, phase))
 
 
 def environment_record(device: torch.device, seed: int) -> dict:
@@ -154,19 +155,25 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     elif ctx.is_main:
         _write_run_record(cfg, run_dir, model, phases[0], splits.input_size, device, seed)
 
-    train_set, val_set, test_set = (s.to(device) if s is not None else None
-                                    for s in (splits.train, splits.val, splits.test))
-    if uses_feature_cache(cfg, model, phases):
-        # The backbone is a fixed function here: train the head on its cached features.
-        train_set, val_set, test_set = _cached_feature_sets(cfg, model, (train_set, val_set, test_set), preprocess,
-                                                            device, amp, channels_last, log)
-        trained, preprocess, channels_last = model.head, feature_preprocess, False
-    else:
-        trained = model
+    image_sets = tuple(s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
+    batch_preprocess, augment = preprocess, preprocess.augment
+    feature_sets: list = []  # computed on the first phase that can use them
+
+    def phase_data(phase) -> tuple:
+        """(train, val, test), preprocessing, trained module and memory format for `phase`."""
+        if uses_feature_cache(cfg, model, phase):
+            # The backbone is a fixed function in this phase: train the head on its cached features.
+            if not feature_sets:
+                feature_sets.extend(_cached_feature_sets(cfg, model, image_sets, batch_preprocess, device, amp,
+                                                         channels_last, log))
+            return tuple(feature_sets), feature_preprocess, model.head, False
+        batch_preprocess.augment = augment and phase.augment
+        return image_sets, batch_preprocess, model, channels_last
+
     run_start = time.perf_counter()
     status = (lambda state, **extra: _status(run_dir, state, **extra)) if ctx.is_main else (lambda *a, **k: None)
     status("running", epoch=start_epoch - 1)
-    train_model = trained
+    cached_phases = 0
     current = None
     try:
         for epoch in range(start_epoch, epochs + 1):
@@ -174,6 +181,8 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
             if index != current:  # a new phase: freeze/unfreeze and rebuild the optimizer
                 phase = phases[index]
                 optimizer, scheduler, parts = apply_phase(model, phase, tc.optimizer, tc, steps)
+                (train_set, val_set, _), prep, trained, memory_cl = phase_data(phase)
+                cached_phases += prep is feature_preprocess
                 if resumed is not None and resumed.get("phase") == index:
                     optimizer.load_state_dict(resumed["optimizer"])
                     scheduler.load_state_dict(resumed["scheduler"])
@@ -187,12 +196,12 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
                 current, resumed = index, None
             tick = time.perf_counter()
             train_metrics = train_one_epoch(
-                train_model, train_set, preprocess=preprocess, optimizer=optimizer, scheduler=scheduler,
+                train_model, train_set, preprocess=prep, optimizer=optimizer, scheduler=scheduler,
                 loss_fn=train_loss, batch_size=tc.batch_size, generator=epoch_generator(seed, epoch),
-                epoch=epoch, amp=amp, channels_last=channels_last, progress=progress,
+                epoch=epoch, amp=amp, channels_last=memory_cl, progress=progress,
                 train_mode=lambda m: set_train_mode(m, phase), shard=shard)
-            val_metrics = (evaluate(trained, val_set, preprocess=preprocess, loss_fn=eval_loss,
-                                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last, shard=shard)
+            val_metrics = (evaluate(trained, val_set, preprocess=prep, loss_fn=eval_loss,
+                                    batch_size=tc.eval_batch_size, amp=amp, channels_last=memory_cl, shard=shard)
                            if val_set is not None else {"loss": None, "acc": None})
             row = {"epoch": epoch, "phase": phase.name, "train_loss": train_metrics["loss"],
                    "train_acc": train_metrics["acc"], "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
@@ -214,8 +223,9 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         status("diverged", epoch=exc.epoch, step=exc.step)
         raise
 
-    test = evaluate(trained, test_set, preprocess=preprocess, loss_fn=eval_loss,
-                    batch_size=tc.eval_batch_size, amp=amp, channels_last=channels_last, shard=shard)
+    (_, _, test_set), prep, trained, memory_cl = phase_data(phases[-1])
+    test = evaluate(trained, test_set, preprocess=prep, loss_fn=eval_loss,
+                    batch_size=tc.eval_batch_size, amp=amp, channels_last=memory_cl, shard=shard)
     if not ctx.is_main:
         return {"test_loss": test["loss"], "test_acc": test["acc"], "seed": seed}
     save_weights(run_dir / "model.safetensors", model, model_name=cfg.model, class_names=splits.class_names)
@@ -229,7 +239,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         "wall_time_s": float(sum(epoch_times)) if resume else time.perf_counter() - run_start,
         "device": str(device), "num_train": len(splits.train),
         "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
-        "preprocess": preprocess_state, "feature_cache": preprocess is feature_preprocess,
+        "preprocess": preprocess_state, "feature_cache": prep is feature_preprocess or cached_phases > 0,
         "processes": ctx.world, "global_batch_size": tc.batch_size,
     }
     atomic_write_json(run_dir / "results.json", results)
