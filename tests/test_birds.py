@@ -162,3 +162,15 @@ def test_compare_prints_one_table_with_classic_heads(birds_lab, tmp_path):
     assert [r["name"] for r in table["rows"]][:2] == ["birdnet_v0", "birdnet_v1"]
     assert len(table["rows"]) == 4 and all(len(r["test_acc"]) == 2 for r in table["rows"])
     assert "42.57 %" in lines[-3] or any("42.57 %" in line for line in lines)
+
+
+def test_compare_a_phased_recipe_with_classic_heads(birds_lab, tmp_path):
+    """Overrides that shape the recipe's policy must not leak into the classic heads' features."""
+    from cnnlab.training.compare import run_compare
+
+    group = run_compare(["birdnet_recipe"], overrides={**TINY, "data.path": str(birds_lab),
+                                                       "train.phases.0.epochs": 1, "train.phases.1.epochs": 1,
+                                                       "train.feature_cache_dir": str(tmp_path / "fc")},
+                        classic=["logreg"], out=str(tmp_path), progress=False, log=lambda s: None)
+    rows = json.loads((group / "compare.json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["network", "classic"]

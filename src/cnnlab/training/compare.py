@@ -38,7 +38,10 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
     if classic:
         cfg = configs[0]
         log(f"\n=== classic heads on {cfg.model_args.get('backbone', '')} features ===")
-        results = run_classic_heads(load_experiment("birdnet_v0", overrides={**overrides, "seeds": cfg.seeds}),
+        # The classic heads read pooled features of the same backbone, weights and data; keys that
+        # shape another experiment's head or policy do not apply to them.
+        shared = {k: v for k, v in overrides.items() if not k.startswith(("train.phases", "model_args.head"))}
+        results = run_classic_heads(load_experiment("birdnet_v0", overrides={**shared, "seeds": cfg.seeds}),
                                     cache[repr((cfg.data, cfg.model_args.get("backbone"),
                                                 cfg.model_args.get("weights")))], classic, log=log)
         for head in classic:
