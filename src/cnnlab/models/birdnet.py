@@ -80,4 +80,4 @@ _variant("birdnet_v2", "lab V2: unpooled 7×7 map → Conv 64 3×3 → BN → Fl
 _variant("birdnet_v3", "lab V3: pooled → Dense (trained with the whole backbone)", head=(), pool="avg")
 _variant("birdnet_v4", "lab V4: pooled → Dense 1024 → Dropout 0.5 → Dense 512 → Dense", head=V4_HEAD, pool="avg")
 
-__all__ = ["BirdNet", "get_backbone"]
+__all__ = ["BirdNet", "birdnet_preprocessing"]
