@@ -21,7 +21,8 @@ from cnnlab.models import get_model_entry
 from cnnlab.reference import LAB_ABLATION
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import pct, pm, render_table
-from cnnlab.training.experiment import describe_splits, load_data, resume_group, run_in_group, unit_names
+from cnnlab.training.experiment import (data_key, describe_splits, load_data, resume_group, run_in_group,
+                                        unit_names)
 
 Log = Callable[[str], None]
 
@@ -61,7 +62,7 @@ def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | N
     log(f"ablation folder: {group}")
     splits_cache: dict[str, Any] = {}
     for index, (step, cfg) in enumerate(zip(ablation.steps, configs)):
-        key = repr((cfg.data, cfg.model_args.get('backbone'), cfg.model_args.get('weights')))
+        key = data_key(cfg)
         if key not in splits_cache:
             splits_cache[key] = load_data(cfg, log)
             log(describe_splits(splits_cache[key]))

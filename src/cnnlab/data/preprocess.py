@@ -70,6 +70,7 @@ class BatchPreprocessor:
         self.mean = mean
         self.std = std
         self.augment = augmentation_enabled(cfg.augment)
+        self._stats_on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def fit(cls, cfg: PreprocessConfig, train: ImageSet, preprocessing=None) -> "BatchPreprocessor":
@@ -97,7 +98,9 @@ class BatchPreprocessor:
         if train and self.augment:
             x = augment_batch(x, self.cfg.augment, generator or torch.Generator().manual_seed(0))
         if self.mean is not None:
-            mean = self.mean.to(x.device).view(1, -1, 1, 1)
-            std = self.std.to(x.device).view(1, -1, 1, 1)
+            if x.device not in self._stats_on:  # moved once per device, not once per batch
+                self._stats_on[x.device] = (self.mean.to(x.device).view(1, -1, 1, 1),
+                                            self.std.to(x.device).view(1, -1, 1, 1))
+            mean, std = self._stats_on[x.device]
             x = (x - mean) / std
         return x

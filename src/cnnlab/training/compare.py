@@ -10,7 +10,7 @@ from cnnlab.models import get_model_entry
 from cnnlab.reference import lab_reference
 from cnnlab.reporting.tables import mean_std, pct, pm, render_table
 from cnnlab.training.classic import run_classic_heads
-from cnnlab.training.experiment import describe_splits, load_data, new_group, run_in_group
+from cnnlab.training.experiment import data_key, describe_splits, load_data, new_group, run_in_group
 
 Log = Callable[[str], None]
 
@@ -24,7 +24,7 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
     log(f"comparison folder: {group}")
     rows, cache = [], {}
     for cfg in configs:
-        key = repr((cfg.data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
+        key = data_key(cfg)
         if key not in cache:
             cache[key] = load_data(cfg, log)
             log(describe_splits(cache[key]))
@@ -42,8 +42,7 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
         # shape another experiment's head or policy do not apply to them.
         shared = {k: v for k, v in overrides.items() if not k.startswith(("train.phases", "model_args.head"))}
         results = run_classic_heads(load_experiment("birdnet_v0", overrides={**shared, "seeds": cfg.seeds}),
-                                    cache[repr((cfg.data, cfg.model_args.get("backbone"),
-                                                cfg.model_args.get("weights")))], classic, log=log)
+                                    cache[data_key(cfg)], classic, log=log)
         for head in classic:
             mine = [r for r in results if r["head"] == head]
             rows.append({"name": f"classic: {mine[0]['label']}", "kind": "classic",

@@ -57,6 +57,11 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
     return load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=log)
 
 
+def data_key(cfg: ExperimentConfig) -> str:
+    """Experiments with equal keys read the same splits, so one load can serve them all."""
+    return repr((cfg.data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
+
+
 def new_group(cfg: ExperimentConfig, parent: Path | None = None) -> Path:
     """A new experiment folder; under torchrun process 0 makes it and the others learn its name."""
     group = None

@@ -25,7 +25,9 @@ def autocast_context(device: torch.device, enabled: bool):
 
 def resolve_amp(mode: str, device: torch.device) -> bool:
     """'auto': bf16 on CUDA only; 'bf16': on CUDA and CPU; 'off': never."""
-    return mode == "bf16" and device.type in ("cuda", "cpu") or mode == "auto" and device.type == "cuda"
+    if mode == "bf16":
+        return device.type in ("cuda", "cpu")
+    return mode == "auto" and device.type == "cuda"
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
