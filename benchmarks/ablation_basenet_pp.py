@@ -13,7 +13,7 @@ import time
 
 from _common import SHARED_DATA, write_json
 
-from cnnlab.ablation import load_ablation, run_ablation
+from cnnlab.studies.ablation import load_ablation, run_ablation
 from cnnlab.fileio import read_json
 
 

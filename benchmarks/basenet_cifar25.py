@@ -16,7 +16,7 @@ from _common import SHARED_DATA, write_json
 
 from cnnlab.config import load_experiment
 from cnnlab.reporting.tables import render_table
-from cnnlab.training import run_experiment
+from cnnlab.studies import run_experiment
 from cnnlab.fileio import read_json
 
 KERAS_EPOCH_S = (7.7, 7.9)

@@ -22,7 +22,7 @@ from _common import RESULTS, SHARED_DATA, write_json
 from cnnlab.config import load_experiment
 from cnnlab.fileio import read_json
 from cnnlab.reporting.tables import render_table
-from cnnlab.training import run_experiment
+from cnnlab.studies import run_experiment
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,8 +22,9 @@ from _common import RESULTS, SHARED_DATA, write_json
 from cnnlab.config import load_experiment
 from cnnlab.fileio import read_json
 from cnnlab.reporting.tables import pm
-from cnnlab.training import run_experiment
-from cnnlab.training.compare import compare_table, run_compare
+from cnnlab.studies import run_experiment
+from cnnlab.reporting.tables import compare_table
+from cnnlab.studies.compare import run_compare
 
 SHORTENED = {
     "birdnet_v3": {"train.phases.0.epochs": 2},

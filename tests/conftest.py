@@ -15,6 +15,12 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
+def work_in_a_temporary_folder(tmp_path, monkeypatch):
+    """Tests write only under temporary folders: a stray default `runs/` lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def no_weight_downloads(monkeypatch):
     """Tests never touch the network: any attempt to fetch weights fails loudly."""
     def refuse(*args, **kwargs):

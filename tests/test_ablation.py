@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from cnnlab.ablation import compare, load_ablation, parse_ablation, step_configs, welch_p_value
-from cnnlab.ablation.stats import bootstrap_diff_ci
+from cnnlab.studies.ablation import compare, load_ablation, parse_ablation, step_configs, welch_p_value
+from cnnlab.studies.ablation.stats import bootstrap_diff_ci
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
 
@@ -68,8 +68,14 @@ def test_tiny_ablation_through_the_cli(npz_data, tmp_path):
     (group,) = (tmp_path / "runs" / "tiny-ablation").iterdir()
     table = json.loads((group / "ablation.json").read_text())
     assert [s["name"] for s in table["steps"]] == ["baseline", "augment", "wider"]
-    assert all(len(s["test_acc"]) == 2 for s in table["steps"])
-    assert table["steps"][1]["vs_previous"]["verdict"]
+    for index, step in enumerate(table["steps"]):  # each step's figures are its runs' own
+        folder = group / f"{index}-{step['name']}"
+        assert step["test_acc"] == [json.loads((folder / f"seed-{s}" / "results.json").read_text())["test_acc"]
+                                    for s in (1, 2)]
+    for before, after in zip(table["steps"], table["steps"][1:]):  # and each test is of those figures
+        expected = compare(before["test_acc"], after["test_acc"], alpha=0.05)
+        assert after["vs_previous"] == pytest.approx(expected) and after["vs_previous"]["verdict"] == expected["verdict"]
+    assert table["steps"][0]["vs_previous"] is None
     assert (group / "val_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (group / "2-wider" / "seed-2" / "curves.png").is_file()
 
@@ -83,15 +89,16 @@ def test_kfold_reports_heldout_and_test_accuracy(npz_data, tmp_path):
     (group,) = (tmp_path / "runs" / "basenet").iterdir()
     summary = json.loads((group / "summary.json").read_text())
     assert summary["folds"] == 3 and len(summary["runs"]) == 3
-    assert 0 <= summary["heldout_acc_mean"] <= 1
+    held = [r["final_val_acc"] for r in summary["runs"]]
+    assert summary["heldout_acc_mean"] == pytest.approx(sum(held) / 3, abs=1e-12)
     sizes = [(r["num_train"], r["num_val"]) for r in summary["runs"]]
     assert all(t + v == 160 for t, v in sizes)  # each fold covers the whole training set
 
 
 def test_interrupted_ablation_resumes_to_the_full_table(npz_data, tmp_path):
-    from cnnlab.ablation import run_ablation
+    from cnnlab.studies.ablation import run_ablation
     from cnnlab.errors import RunInterrupted
-    from cnnlab.training import resume
+    from cnnlab.studies import resume
 
     ablation = parse_ablation({"name": "tiny", "steps": ["baseline", "augment"], "seeds": [1, 2]})
     overrides = {"data.path": str(npz_data), "train.epochs": 2, "device": "cpu"}
@@ -99,12 +106,14 @@ def test_interrupted_ablation_resumes_to_the_full_table(npz_data, tmp_path):
 
     def stop_in_step_two(line):
         seen.append(line)
-        if "step 1:" in " ".join(seen) and line.startswith("epoch   1/"):
+        if "step 1/1:" in " ".join(seen) and line.startswith("epoch   1/"):
             raise KeyboardInterrupt
 
-    with pytest.raises(RunInterrupted):
+    with pytest.raises(RunInterrupted) as interrupted:
         run_ablation(ablation, base_overrides=overrides, out=str(tmp_path), progress=False, log=stop_in_step_two)
     (group,) = (tmp_path / "tiny-ablation").iterdir()
+    # one command finishes everything: the message names the ablation folder, not a seed folder
+    assert str(interrupted.value).endswith(f"Continue with: cnnlab resume {group}")
     assert not (group / "ablation.json").exists()
     resume(group, progress=False, log=lambda s: None)
     table = json.loads((group / "ablation.json").read_text())

@@ -12,7 +12,7 @@ from cnnlab.data.birds import read_listed
 from cnnlab.data.streaming import StreamingSet
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.models import create_model, model_summary
-from cnnlab.training import run_experiment
+from cnnlab.studies import run_experiment
 from cnnlab.training.phases import apply_phase, set_train_mode
 from conftest import BIRD_CLASSES
 
@@ -96,7 +96,8 @@ def test_every_variant_trains_a_step_without_weights(variant, birds_lab, tmp_pat
                                               "out": str(tmp_path), "train.feature_cache_dir": str(tmp_path / "fc")})
     group = run_experiment(cfg, progress=False, log=lambda s: None)
     results = json.loads((group / "seed-1" / "results.json").read_text())
-    assert 0 <= results["test_acc"] <= 1 and results["epochs"] == phases
+    assert results["epochs"] == phases and results["num_test"] == 6
+    assert results["test_acc"] * 6 == pytest.approx(round(results["test_acc"] * 6), abs=1e-9)  # k of 6 right
     # V0-V2 train on cached features throughout; the recipe's probe phase does too
     assert results["feature_cache"] == (variant in ("birdnet_v0", "birdnet_v1", "birdnet_v2", "birdnet_recipe"))
 
@@ -134,12 +135,17 @@ def test_feature_cache_is_reused_and_invalidated(birds_lab, tmp_path):
     entries = sorted(cache.iterdir())
     assert any("computed and cached" in line for line in lines) and len(entries) == 3  # train, val, test
     lines.clear()
-    run_experiment(load_experiment("birdnet_v1", overrides={**common, "seeds": [2]}), progress=False, log=lines.append)
+    # another training recipe on the same backbone (the same seed draws the same random backbone) reuses them
+    run_experiment(load_experiment("birdnet_v0", overrides={**common, "train.optimizer.lr": 0.01}), progress=False,
+                   log=lines.append)
     assert any("reused from the cache" in line for line in lines) and sorted(cache.iterdir()) == entries
+    lines.clear()  # a randomly initialised backbone of another seed computes different features: a new key
+    run_experiment(load_experiment("birdnet_v0", overrides={**common, "seeds": [2]}), progress=False, log=lines.append)
+    assert any("computed and cached" in line for line in lines) and len(list(cache.iterdir())) == 6
     lines.clear()  # another image size is another key
     run_experiment(load_experiment("birdnet_v0", overrides={**common, "data.image_size": 32}), progress=False,
                    log=lines.append)
-    assert any("computed and cached" in line for line in lines) and len(list(cache.iterdir())) == 6
+    assert any("computed and cached" in line for line in lines) and len(list(cache.iterdir())) == 9
     # a changed image file changes the key too
     image = next((birds_lab / BIRD_CLASSES[0]).iterdir())
     image.write_bytes(image.read_bytes())
@@ -151,7 +157,7 @@ def test_feature_cache_is_reused_and_invalidated(birds_lab, tmp_path):
 
 
 def test_compare_prints_one_table_with_classic_heads(birds_lab, tmp_path):
-    from cnnlab.training.compare import run_compare
+    from cnnlab.studies.compare import run_compare
 
     lines = []
     group = run_compare(["birdnet_v0", "birdnet_v1"], overrides={**TINY, "data.path": str(birds_lab), "seeds": [1, 2],
@@ -166,7 +172,7 @@ def test_compare_prints_one_table_with_classic_heads(birds_lab, tmp_path):
 
 def test_compare_a_phased_recipe_with_classic_heads(birds_lab, tmp_path):
     """Overrides that shape the recipe's policy must not leak into the classic heads' features."""
-    from cnnlab.training.compare import run_compare
+    from cnnlab.studies.compare import run_compare
 
     group = run_compare(["birdnet_recipe"], overrides={**TINY, "data.path": str(birds_lab),
                                                        "train.phases.0.epochs": 1, "train.phases.1.epochs": 1,

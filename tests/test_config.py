@@ -74,3 +74,13 @@ def test_epochs_override_on_a_phased_policy_says_what_to_set_instead():
     assert [p.epochs for p in cfg.train.phases] == [10, 3]
     with pytest.raises(ConfigError, match="'5' is not an index of the 2-item list"):
         load_experiment("birdnet_v4", overrides={"train.phases.5.epochs": 3})
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """`cnnlab run basenet --out .` leaves a `basenet/` folder; the next `cnnlab run basenet` still works."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "basenet").mkdir()
+    assert load_experiment("basenet").model == "basenet"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="mine: is a folder, not an experiment file"):
+        load_experiment("mine")

@@ -6,12 +6,14 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab.ablation import parse_ablation
-from cnnlab.config import ExperimentConfig, parse_experiment
+from cnnlab.studies.ablation import parse_ablation
+from cnnlab.config import (ExperimentConfig, config_to_dict, list_builtin_experiments, load_experiment,
+                           parse_experiment, save_config)
 from cnnlab.data.listfile import parse_id_table, parse_image_list
 from cnnlab.errors import CnnlabError
 
@@ -99,6 +101,21 @@ def test_ablation_parser_returns_a_config_or_its_own_error(data):
         pass
 
 
-def test_yaml_round_trip_of_a_parsed_config_is_stable():
-    cfg = parse_experiment(yaml.safe_load("train: {epochs: 3, phases: [{epochs: 1, trainable: [head]}]}"))
-    assert cfg.train.phases[0].trainable == ["head"]
+@pytest.mark.parametrize("preset", list_builtin_experiments())
+def test_every_preset_survives_a_yaml_round_trip(preset, tmp_path):
+    """load → save_config → load gives the same configuration, as resume relies on."""
+    cfg = load_experiment(preset)
+    save_config(cfg, tmp_path / "again.yaml")
+    again = load_experiment(tmp_path / "again.yaml")
+    assert again == cfg and config_to_dict(again) == config_to_dict(cfg)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(values, st.dictionaries(keys, values, max_size=6)))
+def test_any_accepted_config_survives_a_yaml_round_trip(data):
+    try:
+        cfg = parse_experiment(data)
+    except CnnlabError:
+        return
+    again = parse_experiment(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
+    assert again == cfg

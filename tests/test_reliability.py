@@ -21,8 +21,8 @@ from cnnlab.config import DataConfig, load_experiment
 from cnnlab.data import load_splits
 from cnnlab.errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingDiverged
 from cnnlab.fileio import create_unique_dir
-from cnnlab.training import resume, run_experiment
-from cnnlab.training import run as run_module
+from cnnlab.studies import resume, run_experiment
+from cnnlab.training import trainer as run_module
 from conftest import BIRD_CLASSES, png_bytes
 
 PHASED = {"model": "basenet_pp", "train.batch_size": 32, "device": "cpu", "seeds": [5],
@@ -118,7 +118,8 @@ def test_ctrl_c_stops_cleanly_after_saving(npz_data, tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
-    assert "Traceback" not in stderr and f"cnnlab resume {folder}" in stderr
+    # the experiment folder, whose resume finishes every seed, is named (not the seed folder)
+    assert "Traceback" not in stderr and stderr.rstrip().endswith(f"cnnlab resume {folder.parent}")
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "interrupted" and status["epoch"] >= 1
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == status["epoch"]
@@ -312,16 +313,22 @@ def test_checkpoints_and_yaml_never_execute_code(tmp_path, npz_data):
 @pytest.mark.parametrize("args, fragment", [
     (["run", "basenet", "--source", "npz", "--data", "."], "does not look like a 'npz' dataset"),
     (["run", "birdnet_v0", "--backbone", "vgg16"], "unknown backbone 'vgg16'; valid backbones"),
-    (["run", "basenet", "--set", "train.phases=[{trainable: [neck]}]", "--data", "."], None),
+    (["run", "basenet", "--set", "train.phases=[{trainable: [neck]}]", "--data", "."],
+     "trainable part 'neck' is not a module of this model; valid: all, backbone, head"),
     (["ablation", "nosuch"], "built-in ablations: basenet_pp"),
-    (["compare", "birdnet_v0", "--set", "model_args.head=[dense:-3]"], None),
+    (["compare", "birdnet_v0", "--set", "model_args.head=[dense:-3]"], "head layer 'dense:-3': value -3 out of range"),
+    (["run", "nosuchmodel"], "key 'model': unknown model 'nosuchmodel'; valid models: basenet"),
+    (["run", "basenet", "--device", "tpu"], "--device: key 'device': expected one of auto, cpu, cuda, mps"),
+    (["run", "basenet", "--source", "zip"], "--source: key 'data.source': expected one of auto, cifar100"),
 ])
-def test_unknown_names_list_the_valid_ones(args, fragment):
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=120)
+def test_unknown_names_list_the_valid_ones(args, fragment, tmp_path):
+    # Run in an empty folder: a bad command must fail before it makes any folder, downloads or writes.
+    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    if fragment:
-        assert fragment in result.stderr
+    assert fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_policy_part_lists_the_valid_parts(npz_data, tmp_path):

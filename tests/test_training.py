@@ -4,13 +4,15 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from cnnlab.config import load_experiment
 from cnnlab.data import load_splits
 from cnnlab.models import create_model
-from cnnlab.training import run_experiment, train_seed
+from cnnlab.studies import run_experiment
+from cnnlab.training import train_seed
 
 RUN_FILES = {"config.yaml", "environment.json", "model.txt", "metrics.csv", "checkpoint.pt",
              "model.safetensors", "results.json", "curves.png", "status.json"}
@@ -53,7 +55,11 @@ def test_experiment_folder_is_complete_and_never_reused(npz_data, tmp_path):
     assert {"experiment.yaml", "results.csv", "summary.json", "summary.md", "seed-1", "seed-2"} <= \
         {p.name for p in group.iterdir()}
     summary = json.loads((group / "summary.json").read_text())
-    assert len(summary["runs"]) == 2 and 0 <= summary["test_acc_mean"] <= 1
+    runs = [json.loads((group / f"seed-{s}" / "results.json").read_text()) for s in (1, 2)]
+    assert summary["runs"] == runs
+    assert summary["test_acc_mean"] == pytest.approx((runs[0]["test_acc"] + runs[1]["test_acc"]) / 2, abs=1e-12)
+    assert summary["test_acc_std"] == pytest.approx(abs(runs[0]["test_acc"] - runs[1]["test_acc"]) / 2 ** 0.5,
+                                                    abs=1e-12)
     assert summary["lab"]["mean_test_acc"] == (0.4260 + 0.3972 + 0.4176) / 3
     for seed in (1, 2):
         folder = group / f"seed-{seed}"

@@ -18,8 +18,13 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import ConfigError
+from cnnlab.fileio import atomic_write_text
 
-_BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
+BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
+
+# The one list of each: the command line, the loaders and `cnnlab list` all read these.
+DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
@@ -35,12 +40,12 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 class DataConfig:
     """Where the images come from and how the hold-out split is drawn."""
 
-    source: str = _opt("auto", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab",
-                                        "cub200-2010", "cub200-2011"),
+    source: str = _opt("auto", choices=DATA_SOURCES,
                        help="auto detects the layout of `path`; cifar100 downloads through torchvision")
     path: str | None = _opt(None, help="dataset folder; for cifar100 the download cache "
                                        "(default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
-    num_classes: int = _opt(25, min=2, max=100, help="CIFAR-100: keep fine labels 0..num_classes-1")
+    num_classes: int = _opt(25, min=2, help="CIFAR-100: keep fine labels 0..num_classes-1 (at most 100); "
+                                             "a run records here the classes its data had")
     val_fraction: float = _opt(0.1, min=0.0, max=0.9, help="stratified hold-out taken from train")
     split_seed: int = _opt(0, min=0, help="seed of the train/validation split, fixed across runs")
     download: bool = _opt(True, help="allow downloading CIFAR-100 when it is not cached")
@@ -140,7 +145,7 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: list[int] = _opt([1])
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
+    device: str = _opt("auto", choices=DEVICES)
     out: str = _opt("runs", help="parent folder of the run folders")
 
     @property
@@ -188,17 +193,25 @@ def _describe(tp: Any) -> str:
 class _Reader:
     """Turns a plain dict into typed dataclasses, raising ConfigError with file:line: key."""
 
-    def __init__(self, source: str, lines: dict[str, int]):
-        self.source, self.lines = source, lines
+    def __init__(self, source: str, lines: dict[str, int], origins: dict[str, str] | None = None):
+        self.source, self.lines, self.origins = source, lines, origins or {}
 
     def fail(self, key: str, message: str) -> typing.NoReturn:
-        # Report the line of the key itself, or of its closest parent that has one.
+        raise ConfigError(f"{self.where(key)}: key '{key}': {message}")
+
+    def where(self, key: str) -> str:
+        """What the user wrote that set `key`: an option (`--epochs`), else the file's line."""
+        dotted = key.replace("[", ".").replace("]", "")
+        probe = dotted
+        while probe:  # the key itself or the closest parent that an option set
+            if probe in self.origins:
+                return self.origins[probe]
+            probe = probe.rpartition(".")[0]
         probe, line = key, None
-        while probe and line is None:
+        while probe and line is None:  # the line of the key, or of its closest parent that has one
             line = self.lines.get(probe)
             probe = probe.rpartition(".")[0]
-        where = f"{self.source}:{line}" if line else self.source
-        raise ConfigError(f"{where}: key '{key}': {message}")
+        return f"{self.source}:{line}" if line else self.source
 
     def build(self, cls: type, data: Any, prefix: str = "") -> Any:
         if not isinstance(data, dict):
@@ -283,11 +296,16 @@ def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
 
 
 def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = None,
-                     overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Validate a raw mapping (plus dotted-key overrides) into an ExperimentConfig."""
+                     overrides: dict[str, Any] | None = None, origins: dict[str, str] | None = None
+                     ) -> ExperimentConfig:
+    """Validate a raw mapping (plus dotted-key overrides) into an ExperimentConfig.
+
+    `origins` names where an override came from (`{"train.epochs": "--epochs"}`), so an
+    error blames the option the user typed rather than the file it overrides.
+    """
     if data is None:
         data = {}
-    reader = _Reader(source, _yaml_lines(text) if text else {})
+    reader = _Reader(source, _yaml_lines(text) if text else {}, origins)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
     data = copy.deepcopy(data)
@@ -298,29 +316,36 @@ def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = 
         reader.fail("seeds", "expected at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         reader.fail("seeds", f"seeds must be distinct, got {cfg.seeds}")
-    if cfg.train.phases and "train.epochs" in (overrides or {}):
-        raise ConfigError(f"{source}: key 'train.epochs': this experiment trains in phases "
+    if "train.epochs" in (overrides or {}) and len(cfg.train.phases) == 1:
+        cfg.train.phases[0].epochs = cfg.train.epochs  # one phase: its length is the run's length
+    elif "train.epochs" in (overrides or {}) and cfg.train.phases:
+        raise ConfigError(f"{reader.where('train.epochs')}: key 'train.epochs': this experiment trains in phases "
                           f"({', '.join(f'{p.name}: {p.epochs}' for p in cfg.train.phases)}); "
                           "set train.phases.N.epochs instead (e.g. --set train.phases.0.epochs=5)")
     return cfg
 
 
 def resolve_experiment_path(name_or_path: str) -> Path:
-    """A path to a YAML file, or the name of a built-in experiment (see `cnnlab list`)."""
+    """A path to a YAML file, or the name of a built-in experiment (see `cnnlab list`).
+
+    A folder that happens to share a preset's name (`runs/` of an earlier `--out .`, say)
+    never hides the preset: only a file, or a name ending in .yaml/.yml, is read as a path.
+    """
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{path}: experiment file not found")
+    if path.is_file():
         return path
-    builtin = _BUILTIN_EXPERIMENTS / f"{name_or_path}.yaml"
-    if builtin.is_file():
+    builtin = BUILTIN_EXPERIMENTS / f"{name_or_path}.yaml"
+    if path.suffix not in (".yaml", ".yml") and builtin.is_file():
         return builtin
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        what = "is a folder, not an experiment file" if path.is_dir() else "experiment file not found"
+        raise ConfigError(f"{path}: {what}")
     raise ConfigError(f"no experiment file or built-in experiment named '{name_or_path}'; "
                       f"built-in experiments: {', '.join(list_builtin_experiments())}")
 
 
 def list_builtin_experiments() -> list[str]:
-    return sorted(p.stem for p in _BUILTIN_EXPERIMENTS.glob("*.yaml"))
+    return sorted(p.stem for p in BUILTIN_EXPERIMENTS.glob("*.yaml"))
 
 
 def read_yaml(path: Path) -> tuple[Any, str]:
@@ -338,14 +363,14 @@ def read_yaml(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
 
 
-def load_experiment(name_or_path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
-                    ) -> ExperimentConfig:
+def load_experiment(name_or_path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+                    origins: dict[str, str] | None = None) -> ExperimentConfig:
     """Load an experiment file (or built-in preset name) and apply dotted-key overrides."""
     if name_or_path is None:
-        return parse_experiment({}, overrides=overrides)
+        return parse_experiment({}, overrides=overrides, origins=origins)
     path = resolve_experiment_path(str(name_or_path))
     data, text = read_yaml(path)
-    return parse_experiment(data, source=str(path), text=text, overrides=overrides)
+    return parse_experiment(data, source=str(path), text=text, overrides=overrides, origins=origins)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
@@ -359,3 +384,12 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
         return obj
 
     return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: ExperimentConfig, path: Path, **replace: Any) -> None:
+    """Write `cfg` as YAML that `load_experiment` reads back (top-level keys replaced by `replace`)."""
+    save_yaml({**config_to_dict(cfg), **replace}, path)
+
+
+def save_yaml(data: dict, path: Path) -> None:
+    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False))

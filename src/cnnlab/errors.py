@@ -28,9 +28,22 @@ class RunError(CnnlabError):
 
 
 class RunInterrupted(CnnlabError):
-    """Ctrl-C or SIGTERM stopped a run; its last epoch-end checkpoint is on disk."""
+    """Ctrl-C or SIGTERM stopped a run; its last epoch-end checkpoint is on disk.
+
+    Each layer that catches it on the way out (experiment, ablation) re-raises it with
+    `resume_from(its folder)`, so the message names the one folder that finishes everything.
+    """
 
     exit_code = 130
+
+    def __init__(self, run_dir, epochs_done: int, resume_path=None):
+        self.run_dir, self.epochs_done = run_dir, epochs_done
+        self.resume_path = resume_path or run_dir
+        saved = f"epochs 1..{epochs_done} of {run_dir} are saved" if epochs_done else f"no epoch of {run_dir} finished"
+        super().__init__(f"interrupted; {saved}. Continue with: cnnlab resume {self.resume_path}")
+
+    def resume_from(self, path) -> "RunInterrupted":
+        return RunInterrupted(self.run_dir, self.epochs_done, path)
 
 
 class TrainingDiverged(CnnlabError):

@@ -14,13 +14,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable, IO
 
-from cnnlab.errors import RunError
+from cnnlab.errors import CheckpointError, RunError
+
+
+def _creation_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the process's umask (0o644 usually)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; results, figures and weights must stay readable by the group
+        # (or a web server) on a shared machine, as a plain open() would leave them.
+        os.fchmod(fd, _creation_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -66,6 +76,41 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     import torch
 
     _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def read_state_file(path: Path) -> dict:
+    """A tensor dictionary from a weights file, without ever executing code from it.
+
+    Accepts safetensors, and `torch.save` files that `torch.load(weights_only=True)` reads:
+    a plain state dict (torchvision, timm), `{"state_dict": ...}`, or a cnnlab checkpoint
+    (`{"format": ..., "model": ...}`). Anything else is one clear `CheckpointError`.
+    """
+    import torch
+
+    path = Path(path)
+    expected = ("expected a state dict (torchvision/timm .pth), a cnnlab checkpoint.pt "
+                "or a .safetensors file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception:  # SafetensorError, OSError, ...: the library's text is no help to the user
+            raise CheckpointError(f"{path}: not a readable safetensors file; {expected}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # PyTorch's own message would suggest weights_only=False, i.e. running the file's code.
+        raise CheckpointError(f"{path}: not a weights file cnnlab can read safely; {expected}") from None
+    for key in ("state_dict", "model"):  # a training checkpoint wrapping the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CheckpointError(f"{path}: holds no tensors by name; {expected}")
+    return state
 
 
 def read_json(path: Path) -> Any:

@@ -8,88 +8,92 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.cli.parser import build_parser
-from cnnlab.config import ExperimentConfig, list_builtin_experiments, load_experiment, resolve_experiment_path
+from cnnlab.cli.parser import OPTION_KEYS, build_parser
+from cnnlab.config import DEVICES, ExperimentConfig, list_builtin_experiments, load_experiment, resolve_experiment_path
 from cnnlab.errors import CnnlabError, ConfigError
 
 
-def _overrides(args) -> dict:
-    """Command-line options as dotted configuration keys (validated with the file's rules)."""
-    pairs = {"data.path": args.data, "data.source": args.source, "train.epochs": args.epochs,
-             "train.batch_size": args.batch_size, "seeds": args.seeds, "device": args.device, "out": args.out,
-             "data.folds": args.folds}
-    overrides = {k: v for k, v in pairs.items() if v is not None}
-    if args.backbone:
-        overrides["model_args.backbone"] = args.backbone
-    if args.weights:
-        overrides["model_args.weights"] = args.weights
+def _overrides(args) -> tuple[dict, dict]:
+    """Command-line options as dotted configuration keys, and the option that set each key.
+
+    The values are validated with the file's rules; an error then names the option
+    (`--epochs: key 'train.epochs': expected a value >= 1, got -1`), not the preset file.
+    """
+    overrides, origins = {}, {}
+    for option, key in OPTION_KEYS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides[key], origins[key] = value, f"--{option.replace('_', '-')}"
     if args.no_feature_cache:
-        overrides["train.feature_cache"] = False
+        overrides["train.feature_cache"], origins["train.feature_cache"] = False, "--no-feature-cache"
     for item in args.set:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optimizer.lr=3e-4")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
+            overrides[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-    return overrides
+        origins[key] = f"--set {key}"
+    return overrides, origins
 
 
 def experiment_from_args(args) -> ExperimentConfig:
     """--config FILE, else the built-in preset named MODEL, else defaults; then the options on top."""
-    overrides = _overrides(args)
+    overrides, origins = _overrides(args)
     if args.config:
         source = args.config
         if args.model:
-            overrides["model"] = args.model
+            overrides["model"], origins["model"] = args.model, "MODEL"
     elif args.model:
         source = args.model if args.model in list_builtin_experiments() else None
         if source is None:
-            overrides["model"] = args.model
+            overrides["model"], origins["model"] = args.model, "MODEL"
     else:
         raise ConfigError("name a MODEL or give --config FILE (see `cnnlab list`)")
-    return load_experiment(source, overrides=overrides)
+    return load_experiment(source, overrides=overrides, origins=origins)
 
 
 def cmd_run(args) -> int:
-    from cnnlab.models import get_model_entry
-    from cnnlab.training import run_experiment
+    from cnnlab.studies import run_experiment
+    from cnnlab.training import distributed
 
     cfg = experiment_from_args(args)
-    get_model_entry(cfg.model)
+    distributed.setup(cfg.device)
     run_experiment(cfg, progress=not args.no_progress)
     return 0
 
 
 def cmd_ablation(args) -> int:
-    from cnnlab.ablation import load_ablation, run_ablation
+    from cnnlab.studies import load_ablation, run_ablation
 
     if not (args.config or args.ablation):
         raise ConfigError("name a built-in ablation (e.g. basenet_pp) or give --config FILE")
     ablation = load_ablation(args.config or args.ablation)
-    overrides = _overrides(args)
+    overrides, origins = _overrides(args)
     if "seeds" in overrides:
         ablation.seeds = overrides.pop("seeds")
     out = overrides.pop("out", None)
-    run_ablation(ablation, base_overrides=overrides, out=out, progress=not args.no_progress)
+    run_ablation(ablation, base_overrides=overrides, origins=origins, out=out, progress=not args.no_progress)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.training.compare import run_compare
+    from cnnlab.studies import run_compare
 
-    overrides = _overrides(args)
+    overrides, origins = _overrides(args)
     out = overrides.pop("out", None)
-    run_compare(args.experiments, overrides=overrides, classic=args.classic, out=out, progress=not args.no_progress)
+    run_compare(args.experiments, overrides=overrides, origins=origins, classic=args.classic, out=out,
+                progress=not args.no_progress)
     return 0
 
 
 def cmd_summary(args) -> int:
     from cnnlab.models import get_model_entry
     from cnnlab.models.summary import model_summary
+    from cnnlab.training import build_model
     from cnnlab.training.phases import freeze_for_phase, resolve_phases
-    from cnnlab.training.run import build_model
 
     if args.config:
         cfg = load_experiment(args.config, overrides={"model": args.model})
@@ -121,7 +125,7 @@ def cmd_list(args) -> int:
         phases = f" in {len(cfg.train.phases)} phases" if len(cfg.train.phases) > 1 else ""
         print(f"  {name:<18} model {cfg.model}, {total_epochs(cfg.train)} epochs{phases}, seeds {cfg.seeds}  "
               f"[{resolve_experiment_path(name)}]")
-    from cnnlab.ablation.config import BUILTIN_ABLATIONS
+    from cnnlab.studies.ablation.config import BUILTIN_ABLATIONS
 
     print("ablations (cnnlab ablation NAME):")
     for path in sorted(BUILTIN_ABLATIONS.glob("*.yaml")):
@@ -140,13 +144,18 @@ def cmd_list(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from cnnlab.training import resume
+    from cnnlab.studies import resume
+    from cnnlab.training import distributed
 
+    if args.device is not None and args.device not in DEVICES:
+        raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
+    distributed.setup(args.device or "auto")
     resume(Path(args.run_dir), device=args.device, progress=not args.no_progress)
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary, "list": cmd_list, "resume": cmd_resume}
+COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
+            "list": cmd_list, "resume": cmd_resume}
 
 
 def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly
@@ -172,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnlab list | head`: the reader left; not an error worth a traceback
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,21 +1,29 @@
-"""The command-line contract: `cnnlab run|summary|list|resume ...`."""
+"""The command-line contract: `cnnlab run|ablation|compare|summary|list|resume ...`.
+
+Only argparse and the configuration's lists are imported here, so `cnnlab --help` is fast.
+Values are checked once, by the configuration, whose errors name the option typed.
+"""
 from __future__ import annotations
 
 import argparse
 
-from cnnlab import __version__
+from cnnlab.config import DATA_SOURCES, DEVICES
+from cnnlab.version import __version__
+
+# option → the configuration key it sets (errors about the key name the option)
+OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
+               "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
+               "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="experiment YAML file (or a built-in preset name)")
     p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected) or CIFAR-100 cache folder")
-    p.add_argument("--source", choices=("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab",
-                                        "cub200-2010", "cub200-2011"),
-                   help="dataset layout (default: auto: detected)")
+    p.add_argument("--source", metavar="NAME", help=f"dataset layout: {', '.join(DATA_SOURCES)} (default: auto)")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
     p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
     p.add_argument("--folds", type=int, metavar="K",
                    help="k-fold cross-validation on the training set instead of the hold-out split")
@@ -71,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list models, experiment presets and data sources")
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",
-                            description="RUN_DIR is a seed folder (…/seed-1) or a whole experiment folder.")
+                            description="RUN_DIR is a seed folder (…/seed-1), an experiment folder or an "
+                                        "ablation folder; everything unfinished that it belongs to is finished.")
     resume.add_argument("run_dir", metavar="RUN_DIR")
-    resume.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    resume.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: the run's own)")
     resume.add_argument("--no-progress", action="store_true")
     return parser

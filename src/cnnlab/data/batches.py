@@ -5,8 +5,6 @@ from typing import Iterator
 
 import torch
 
-from cnnlab.data.images import ImageSet
-
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling RNG of one epoch, derived from (seed, epoch) alone.
@@ -33,10 +31,10 @@ def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Ge
     return batches
 
 
-def iterate_batches(data: ImageSet, batch_size: int, *, shuffle: bool = False,
+def iterate_batches(data, batch_size: int, *, shuffle: bool = False,
                     generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches sliced from the tensors."""
+    """Yield (uint8 images, labels) batches sliced from `data.images` and `data.labels`."""
     if not shuffle and shard[1] == 1:  # plain slices: no index tensor needed
         for start in range(0, len(data), batch_size):
             yield data.images[start:start + batch_size], data.labels[start:start + batch_size]

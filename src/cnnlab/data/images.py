@@ -7,11 +7,41 @@ pushed one by one through Python (what makes airbench fast).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from cnnlab.data.batches import iterate_batches
 from cnnlab.errors import DataError
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images or features, int64 labels)
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What the training loop, evaluation and feature extraction need from a dataset split.
+
+    Three kinds implement it: `ImageSet` (uint8 images in memory), `StreamingSet` (decoded
+    from disk by worker processes) and the `ImageSet` of cached backbone features.
+    """
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def subset(self, index) -> "ImageSource": ...
+
+    def to(self, device: torch.device) -> "ImageSource": ...
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]: ...
 
 
 @dataclass
@@ -40,16 +70,14 @@ class ImageSet:
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 shard: tuple[int, int] = (0, 1)):
         """(images, labels) mini-batches sliced from the tensors (see batches.py)."""
-        from cnnlab.data.batches import iterate_batches
-
         return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, shard=shard)
 
 
 @dataclass
 class DataSplits:
-    train: ImageSet  # or a StreamingSet: anything with len, labels, subset, to, batches, image_shape
-    val: ImageSet | None
-    test: ImageSet
+    train: ImageSource
+    val: ImageSource | None
+    test: ImageSource
     class_names: list[str]
     description: str  # where the data came from, for the run record
 

@@ -28,6 +28,9 @@ def _read(path: Path) -> tuple[ImageSet, list[str] | None]:
             names = [str(n) for n in archive["class_names"]] if "class_names" in archive.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if images.shape[0] == 0:
+        raise DataError(f"{path}: holds no images ('images' has shape {images.shape}); "
+                        "expected at least one uint8 N×H×W×3 image")
     return imageset_from_numpy(images, labels, source=str(path)), names
 
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from cnnlab.config import DataConfig
+from cnnlab.config import DATA_SOURCES, DataConfig
 from cnnlab.data.birds import detect_layout, read_listed
 from cnnlab.data.streaming import StreamingSet, default_workers
 from cnnlab.data.cifar import default_cache_dir, download_cifar100, is_cifar_folder, read_cifar100
@@ -34,6 +34,10 @@ LISTED = {"cub-lab": "class folders NNN.Name/ beside train.txt and test.txt (the
           "cub200-2010": "CUB-200 as distributed: images/ + lists/train.txt, lists/test.txt",
           "cub200-2011": "CUB-200-2011 as distributed: images.txt, image_class_labels.txt, train_test_split.txt, "
                          "classes.txt, images/"}
+
+
+# Every name the configuration accepts has a reader here, and nothing else does.
+assert set(DATA_SOURCES) == {"auto", *SOURCES, *LISTED}, "data sources out of step with config.DATA_SOURCES"
 
 
 def describe_sources() -> dict[str, str]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.fileio import read_state_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,6 +40,7 @@ class WeightsEntry:
     preprocessing: Preprocessing
     load_state_dict: Callable[[], dict]  # returns the state dict in the *source* layout
     licence: str = ""
+    url: str = ""  # where it is downloaded from, when it is (named in the offline error)
 
 
 @dataclass(frozen=True)
@@ -97,20 +99,39 @@ def preprocessing_for(entry: BackboneEntry, weights: str) -> Preprocessing:
         entry.weights[entry.default_weights].preprocessing
 
 
-def _load_file(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from cnnlab.training.checkpoint import load_weights
+def _download_error(entry: BackboneEntry, weights: WeightsEntry, exc: Exception) -> CheckpointError:
+    """No network (or a broken download): one line that says the two ways on."""
+    file = weights.url.rsplit("/", 1)[-1] or "the weights file"
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CheckpointError(
+        f"could not download the ImageNet weights '{weights.name}' of backbone '{entry.name}' ({reason}); "
+        f"either copy {file} (from {weights.url}) into {folder} or pass --weights PATH to a copy of it, "
+        f"or use a backbone whose weights need no download: --backbone efficientnet_lite0")
 
-        return load_weights(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable weights file ({exc})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict")
-    return state
+
+# Loaded weights by (backbone, weights, file identity): every seed of a run, and the check made
+# before its run folder exists, build the model from one read of the file.
+_SOURCE_STATES: dict[tuple, dict] = {}
+
+
+def _source_state(entry: BackboneEntry, resolved: WeightsEntry | Path) -> dict:
+    if isinstance(resolved, Path):
+        stat = resolved.stat()
+        key = (entry.name, str(resolved.resolve()), stat.st_size, stat.st_mtime_ns)
+    else:
+        key = (entry.name, resolved.name)
+    if key not in _SOURCE_STATES:
+        if isinstance(resolved, Path):
+            state = read_state_file(resolved)
+        else:
+            try:
+                state = resolved.load_state_dict()
+            except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+                raise _download_error(entry, resolved, exc) from None
+        _SOURCE_STATES.clear()  # one backbone's weights in memory at a time
+        _SOURCE_STATES[key] = state
+    return _SOURCE_STATES[key]
 
 
 def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, BackboneEntry]:
@@ -119,7 +140,9 @@ def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, Bac
     resolved = resolve_weights(entry, weights)
     if resolved is None:
         return trunk, entry
-    state = _load_file(resolved) if isinstance(resolved, Path) else resolved.load_state_dict()
+    state = _source_state(entry, resolved)
+    if any(k.startswith("backbone.") for k in state):  # a whole cnnlab model's weights: take its backbone
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     try:
         entry.adapt_state_dict(trunk, state)
     except (RuntimeError, KeyError, ValueError) as exc:
@@ -162,7 +185,8 @@ def _torchvision_weights(member: str) -> WeightsEntry:
         preprocessing=Preprocessing(size=crop, resize="crop", crop_ratio=crop / tf.resize_size[0],
                                     mean=tuple(tf.mean), std=tuple(tf.std)),
         # Downloads to torchvision's cache (TORCH_HOME) on first use; needs the internet once.
-        load_state_dict=lambda: weights.get_state_dict(progress=True), licence="BSD-3-Clause (torchvision)")
+        load_state_dict=lambda: weights.get_state_dict(progress=True), licence="BSD-3-Clause (torchvision)",
+        url=weights.url)
 
 
 register_backbone(BackboneEntry(

@@ -9,19 +9,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.models.backbones import create_backbone, preprocessing_for, get_backbone
+from cnnlab.errors import ConfigError
+from cnnlab.models.backbones import create_backbone, get_backbone, preprocessing_for
+from cnnlab.models.base import Classifier
 from cnnlab.models.heads import build_head
 from cnnlab.models.registry import register_model
 
 
-class BirdNet(nn.Module):
+class BirdNet(Classifier):
     def __init__(self, *, num_classes: int, backbone: str = "resnet50", weights: str = "default",
                  head: list[str] | tuple[str, ...] = (), pool: str = "avg", image_size: int = 224,
                  in_channels: int = 3):
         super().__init__()
         if pool not in ("avg", "none"):
-            from cnnlab.errors import ConfigError
-
             raise ConfigError(f"pool '{pool}': expected avg or none")
         self.backbone, entry = create_backbone(backbone, weights)
         self.backbone_name, self.weights_name = backbone, weights
@@ -33,22 +33,25 @@ class BirdNet(nn.Module):
                                in_channels=entry.num_features if pool == "none" else None,
                                spatial=spatial, num_classes=num_classes)
         self.num_classes = num_classes
-        # The summary shows each backbone stage as one row, as a readable stand-in for Keras's 175.
-        self.summary_collapse = tuple(f"backbone.{s}" for s in entry.stages)
-        self.part_aliases = {f"backbone.{k}": f"backbone.{v}" for k, v in (entry.aliases or {}).items()}
+        self.flat_features = pool != "none"
+        self._entry = entry
+
+    def part_aliases(self) -> dict[str, str]:
+        return {f"backbone.{k}": f"backbone.{v}" for k, v in (self._entry.aliases or {}).items()}
 
     def init_targets(self) -> list[nn.Module]:
         """Initialisers re-draw the head, and the backbone only when it has no pretrained weights."""
         return [self.head] if self.weights_name != "none" else [self.backbone, self.head]
 
+    def summary_collapse(self) -> tuple[str, ...]:
+        # Each backbone stage is one row, a readable stand-in for Keras's 175.
+        return tuple(f"backbone.{s}" for s in self._entry.stages)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.backbone(x))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _feature_modules(self) -> list[nn.Module]:
+        return [self.backbone, self.pool]
 
 
 V1_HEAD = ("dense:768", "bn", "dropout:0.25", "dense:512", "dropout:0.25")

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from cnnlab.models.base import KERAS_BN_EPS, KERAS_BN_MOMENTUM, Classifier
 from cnnlab.models.registry import register_model
-
-# Keras BatchNormalization defaults: momentum 0.99 is PyTorch momentum 0.01.
-KERAS_BN_MOMENTUM = 0.01
-KERAS_BN_EPS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -26,7 +22,7 @@ class ConvBlock:
     pool: bool = False
 
 
-class ConvNet(nn.Module):
+class ConvNet(Classifier):
     """Conv blocks (the backbone) followed by a dense classifier (the head)."""
 
     def __init__(self, *, blocks: tuple[ConvBlock, ...], hidden: tuple[int, ...], num_classes: int,
@@ -61,16 +57,6 @@ class ConvNet(nn.Module):
         head.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*head)
         self.num_classes = num_classes
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits; the softmax of the Keras model lives in the loss."""
-        return self.forward_head(self.forward_features(x))
 
 
 _BASENET = dict(blocks=(ConvBlock(6, 5, pool=True), ConvBlock(16, 5, pool=True)), hidden=(50,))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.models.convnet import KERAS_BN_EPS, KERAS_BN_MOMENTUM
+from cnnlab.models.base import KERAS_BN_EPS, KERAS_BN_MOMENTUM
 
 
 def _number(text: str, kind: type, spec: str):

@@ -1,8 +1,8 @@
 """Models are data: one registry maps a name to a builder (timm's `register_model`).
 
 Every builder takes keyword-only arguments (`num_classes`, `in_channels`, ...) and
-returns an `nn.Module` with two named parts, `backbone` and `head`, so freezing,
-per-group learning rates and feature extraction work the same on every model.
+returns a `Classifier` (models/base.py) with two named parts, `backbone` and `head`, so
+freezing, per-group learning rates and feature extraction work the same on every model.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.base import Classifier
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; unknown arguments are reported with the model's name."""
     entry = get_model_entry(name)
     try:
-        return entry.builder(**kwargs)
+        model = entry.builder(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model '{name}': bad model_args {sorted(kwargs)} ({exc})") from None
+    if not isinstance(model, Classifier):
+        raise TypeError(f"model '{name}': its builder returned a {type(model).__name__}; registered models "
+                        "subclass cnnlab.models.base.Classifier (a backbone and a head)")
+    return model

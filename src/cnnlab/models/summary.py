@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from cnnlab.models.base import Classifier
+
 _FOLDED = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Softmax, nn.Identity, nn.Sigmoid, nn.Tanh)
 
 
@@ -73,10 +75,10 @@ def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device:
                   ) -> ModelSummary:
     """Run one dummy batch through `model` and tabulate each leaf layer.
 
-    A model may name containers to report as one row each in `summary_collapse`
-    (BirdNet: the backbone's stages).
+    A `Classifier` may name containers to report as one row each in `summary_collapse()`
+    (BirdNet: the backbone's stages); any other module is shown leaf by leaf.
     """
-    collapse = tuple(getattr(model, "summary_collapse", ()))
+    collapse = model.summary_collapse() if isinstance(model, Classifier) else ()
     summary = ModelSummary()
     hooks = []
 

@@ -62,3 +62,33 @@ def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
                  pm([r["test_loss"] for r in results], percent=False),
                  pm([r["test_acc"] for r in results], percent=True)])
     return render_table(header, rows, markdown=markdown)
+
+
+def ablation_table(rows: list[dict], alpha: float, *, markdown: bool) -> str:
+    """Each cumulative step: mean ± std, the lab's figure, and the gain over the previous step with its test."""
+    header = ["step", "change", "model", "test accuracy", "test loss", "lab", "gain", "Welch p",
+              f"{100 * (1 - alpha):.0f} % CI of gain", "beyond noise?"]
+    body = []
+    for r in rows:
+        cmp = r["vs_previous"]
+        body.append([
+            str(r["step"]), r["label"], r["model"], pm(r["test_acc"], percent=True),
+            pm(r["test_loss"], percent=False), pct(r["lab"][1]) if r["lab"] else "—",
+            f"{100 * cmp['gain']:+.2f} pts" if cmp else "—",
+            ("—" if cmp is None else "n/a" if cmp["p_value"] is None else f"{cmp['p_value']:.3g}"),
+            f"[{100 * cmp['ci_low']:+.2f}, {100 * cmp['ci_high']:+.2f}]" if cmp else "—",
+            cmp["verdict"] if cmp else "—"])
+    return render_table(header, body, markdown=markdown)
+
+
+def compare_table(rows: list[dict], *, markdown: bool = False) -> str:
+    """Several experiments (and classic heads) over the same seeds, the lab's figures beside them."""
+    header = ["variant", "runs", "test accuracy", "test loss", "wall time / run (s)", "lab accuracy", "lab loss"]
+    body = []
+    for r in rows:
+        lab = r["lab"]
+        body.append([r["name"], str(len(r["test_acc"])), pm(r["test_acc"], percent=True),
+                     pm(r["test_loss"], percent=False) if r["test_loss"] else "—",
+                     f"{mean_std(r['wall_time_s'])[0]:.1f}", pct(lab["mean_test_acc"]) if lab else "—",
+                     f"{lab['mean_test_loss']:.4f}" if lab else "—"])
+    return render_table(header, body, markdown=markdown)

@@ -1,5 +1,5 @@
-"""Training: the loop, optimizers, checkpoints, one run per seed, experiments over seeds."""
-from cnnlab.training.experiment import resume, run_experiment, summarize
-from cnnlab.training.run import build_model, train_seed
+"""The training engine: the loop, optimizers, fine-tuning phases, checkpoints, feature cache,
+and one run (one seed) into its folder. Studies over many runs live in `cnnlab.studies`."""
+from cnnlab.training.trainer import Trainer, build_model, train_seed
 
-__all__ = ["build_model", "resume", "run_experiment", "summarize", "train_seed"]
+__all__ = ["Trainer", "build_model", "train_seed"]

@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from cnnlab.errors import CheckpointError
@@ -53,12 +52,3 @@ def save_weights(path: Path, model: nn.Module, *, model_name: str, class_names: 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"model": model_name, "class_names": json.dumps(class_names), "format": "cnnlab-1"}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: weights file not found") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None

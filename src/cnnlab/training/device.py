@@ -6,6 +6,7 @@ import random
 import numpy as np
 import torch
 
+from cnnlab.config import DEVICES
 from cnnlab.errors import ConfigError
 
 
@@ -19,8 +20,8 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
     if name == "mps" and not has_mps:
         raise ConfigError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown device '{name}'; valid: auto, cpu, cuda, mps")
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device '{name}'; valid: {', '.join(DEVICES)}")
     return torch.device(name)
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
-from torch import nn
-
 from cnnlab.data.images import ImageSet
 from cnnlab.data.streaming import StreamingSet
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.models.base import Classifier
 from cnnlab.training.loop import autocast_context
 
 
@@ -27,15 +26,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("CNNLAB_CACHE"):
         return Path(os.environ["CNNLAB_CACHE"]).expanduser() / "features"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "features"
-
-
-def _weights_identity(model: nn.Module) -> str:
-    weights = getattr(model, "weights_name", "")
-    path = Path(weights)
-    if weights not in ("", "default", "none") and path.is_file():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return weights
 
 
 def _data_identity(data) -> str:
@@ -51,16 +41,15 @@ def _data_identity(data) -> str:
     return digest.hexdigest()
 
 
-def feature_key(model: nn.Module, data, preprocess, amp: bool) -> str:
-    """A digest of everything the features depend on."""
-    parts = {"backbone": getattr(model, "backbone_name", type(model).__name__), "weights": _weights_identity(model),
-             "pool": type(getattr(model, "pool", None)).__name__, "mean": preprocess.state(), "amp": amp,
-             "data": _data_identity(data), "format": 1}
+def feature_key(model: Classifier, data, preprocess, amp: bool) -> str:
+    """A digest of everything the features depend on: the backbone's tensors, input, precision."""
+    parts = {"model": model.features_identity(), "mean": preprocess.state(), "amp": amp,
+             "data": _data_identity(data), "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, data, preprocess, *, batch_size: int, device: torch.device,
+def compute_features(model: Classifier, data, preprocess, *, batch_size: int, device: torch.device,
                      amp: bool, channels_last: bool = False) -> torch.Tensor:
     model.eval()
     chunks = []
@@ -73,7 +62,7 @@ def compute_features(model: nn.Module, data, preprocess, *, batch_size: int, dev
     return torch.cat(chunks)
 
 
-def cached_features(model: nn.Module, data, preprocess, *, cache_dir: Path | None, batch_size: int,
+def cached_features(model: Classifier, data, preprocess, *, cache_dir: Path | None, batch_size: int,
                     device: torch.device, amp: bool, channels_last: bool = False, log=print
                     ) -> tuple[ImageSet, bool]:
     """(features as an ImageSet of float16 tensors, whether they came from the cache)."""

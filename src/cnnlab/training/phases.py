@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnlab.config import OptimizerConfig, PhaseConfig, TrainConfig
 from cnnlab.errors import ConfigError
+from cnnlab.models.base import Classifier
 from cnnlab.training.optim import build_optimizer, build_scheduler
 
 
@@ -24,27 +25,23 @@ def total_epochs(tc: TrainConfig) -> int:
     return sum(p.epochs for p in resolve_phases(tc))
 
 
-def phase_index(phases: list[PhaseConfig], epoch: int) -> int:
-    end = 0
-    for index, phase in enumerate(phases):
-        end += phase.epochs
-        if epoch <= end:
-            return index
-    raise ValueError(f"epoch {epoch} is past the last phase")
-
-
-def phase_start_epoch(phases: list[PhaseConfig], index: int) -> int:
-    return 1 + sum(p.epochs for p in phases[:index])
+def phase_epochs(phases: list[PhaseConfig]) -> list[range]:
+    """Each phase's epochs, numbered from 1 across the whole run: [range(1, 11), range(11, 21)]."""
+    spans, start = [], 1
+    for phase in phases:
+        spans.append(range(start, start + phase.epochs))
+        start += phase.epochs
+    return spans
 
 
 def _matches(name: str, prefixes: list[str]) -> bool:
     return "all" in prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _expand(model: nn.Module, trainable: list[str], phase: str) -> list[str]:
+def _expand(model: Classifier, trainable: list[str], phase: str) -> list[str]:
     """Check each named part exists; 'backbone.layer3' also trains the backbone stages after it."""
     modules = dict(model.named_modules())
-    aliases = getattr(model, "part_aliases", {})
+    aliases = model.part_aliases()
     expanded: list[str] = []
     for part in trainable:
         part = aliases.get(part, part)
@@ -63,7 +60,7 @@ def _expand(model: nn.Module, trainable: list[str], phase: str) -> list[str]:
     return expanded
 
 
-def freeze_for_phase(model: nn.Module, phase: PhaseConfig) -> tuple[list[str], list, list]:
+def freeze_for_phase(model: Classifier, phase: PhaseConfig) -> tuple[list[str], list, list]:
     """Set requires_grad for `phase`; return its parts and its (backbone, other) trainable parameters."""
     parts = _expand(model, phase.trainable, phase.name)
     backbone, rest = [], []
@@ -77,13 +74,13 @@ def freeze_for_phase(model: nn.Module, phase: PhaseConfig) -> tuple[list[str], l
     return parts, backbone, rest
 
 
-def trains_head_only(model: nn.Module, phase: PhaseConfig) -> bool:
+def trains_head_only(model: Classifier, phase: PhaseConfig) -> bool:
     """True when the phase trains nothing but the head (the backbone stays a fixed function)."""
     parts = _expand(model, phase.trainable, phase.name)
     return all(p == "head" or p.startswith("head.") for p in parts) and phase.frozen_bn == "eval"
 
 
-def apply_phase(model: nn.Module, phase: PhaseConfig, optimizer_cfg: OptimizerConfig, tc: TrainConfig,
+def apply_phase(model: Classifier, phase: PhaseConfig, optimizer_cfg: OptimizerConfig, tc: TrainConfig,
                 steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, list[str]]:
     """Freeze/unfreeze for `phase` and build its optimizer (per-group learning rates) and schedule."""
     parts, backbone, rest = freeze_for_phase(model, phase)

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.ablation.steps import get_improvement
-from cnnlab.config import _opt, _Reader, _yaml_lines, read_yaml
+from cnnlab.studies.ablation.steps import get_improvement
+from cnnlab.config import BUILTIN_EXPERIMENTS, _opt, _Reader, _yaml_lines, read_yaml
 from cnnlab.errors import ConfigError
 
-BUILTIN_ABLATIONS = Path(__file__).resolve().parents[1] / "experiments" / "ablations"
+BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
 
 
 @dataclass

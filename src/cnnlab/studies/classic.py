@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -18,6 +17,7 @@ from cnnlab.models import model_preprocessing
 from cnnlab.training.device import resolve_device, seed_everything
 from cnnlab.training.features import cached_features
 from cnnlab.training.loop import resolve_amp
+from cnnlab.training.trainer import build_model
 
 CLASSIC_HEADS = {
     "logreg": ("logistic regression (L2, C=1)", lambda seed: LogisticRegression(max_iter=3000, C=1.0)),
@@ -28,18 +28,17 @@ CLASSIC_HEADS = {
 
 
 def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=print) -> list[dict]:
-    """Fit each head on the training split's pooled features; report held-out and test accuracy."""
+    """Fit each head on the training split's features of `cfg`'s model; report held-out and test accuracy."""
     unknown = [h for h in heads if h not in CLASSIC_HEADS]
     if unknown:
         raise ConfigError(f"unknown classic head(s) {', '.join(unknown)}; valid: {', '.join(CLASSIC_HEADS)}")
-    from cnnlab.training.run import build_model
-
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.train.amp, device)
     seed_everything(cfg.seeds[0])
     model = build_model(cfg, splits.num_classes, splits.input_size).to(device)
-    if not hasattr(model, "pool") or isinstance(model.pool, torch.nn.Identity):
-        raise ConfigError(f"classic heads need pooled features; model '{cfg.model}' does not pool (use birdnet_v0)")
+    if not model.flat_features:
+        raise ConfigError(f"classic heads need pooled features; model '{cfg.model}' of experiment "
+                          f"'{cfg.experiment_name}' does not pool them (model_args.pool: none)")
     preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train, model_preprocessing(cfg.model, cfg.model_args))
     data = {}
     for name in ("train", "val", "test"):

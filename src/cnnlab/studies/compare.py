@@ -1,0 +1,67 @@
+"""`cnnlab compare`: several experiments (and classic heads) over the same seeds, one table.
+
+    runs/compare/<time>-<id>/<experiment>/<time>-<id>/...   one experiment folder each
+                            /compare.json, compare.md        the table
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnlab.config import ExperimentConfig, load_experiment
+from cnnlab.errors import ConfigError
+from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
+from cnnlab.models import get_model_entry
+from cnnlab.reference import lab_reference
+from cnnlab.reporting.tables import compare_table
+from cnnlab.studies.classic import run_classic_heads
+from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
+from cnnlab.studies.preflight import check_experiment
+from cnnlab.training.trainer import build_model
+
+Log = Callable[[str], None]
+
+
+def feature_experiment(configs: list[ExperimentConfig]) -> ExperimentConfig:
+    """The experiment whose model provides the classic heads' features: the first pretrained one that pools."""
+    for cfg in configs:
+        entry = get_model_entry(cfg.model)
+        if entry.preprocessing is not None and build_model(cfg, 2, entry.input_size).flat_features:
+            return cfg
+    raise ConfigError("--classic needs pooled backbone features: compare at least one experiment whose model "
+                      "pools them (birdnet_v0, birdnet_v1, birdnet_v3, birdnet_v4, birdnet_recipe)")
+
+
+def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: list[str], out: str | None = None,
+                progress: bool = True, log: Log = print, origins: dict[str, str] | None = None) -> Path:
+    configs = [load_experiment(name, overrides=overrides, origins=origins) for name in experiments]
+    for cfg in configs:
+        check_experiment(cfg)
+    features_cfg = feature_experiment(configs) if classic else None
+    splits_by_key = {data_key(configs[0]): load_data(configs[0], log)}  # bad data fails before the folder
+    folder = create_unique_dir(Path(out or configs[0].out) / "compare")
+    log(f"comparison folder: {folder}")
+    rows = []
+    for cfg in configs:
+        key = data_key(cfg)
+        if key not in splits_by_key:
+            splits_by_key[key] = load_data(cfg, log)
+        log(f"\n=== {cfg.experiment_name} ({cfg.model}) ===")
+        experiment_dir = new_experiment_dir(cfg, parent=folder / cfg.experiment_name)
+        runs = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)["runs"]
+        rows.append({"name": cfg.experiment_name, "kind": "network", "test_acc": [r["test_acc"] for r in runs],
+                     "test_loss": [r["test_loss"] for r in runs], "wall_time_s": [r["wall_time_s"] for r in runs],
+                     "lab": lab_reference(cfg.experiment_name), "folder": str(experiment_dir)})
+    if features_cfg is not None:
+        log(f"\n=== classic heads on the features of {features_cfg.experiment_name} "
+            f"({features_cfg.model_args.get('backbone', 'resnet50')}) ===")
+        results = run_classic_heads(features_cfg, splits_by_key[data_key(features_cfg)], classic, log=log)
+        for head in classic:
+            mine = [r for r in results if r["head"] == head]
+            rows.append({"name": f"classic: {mine[0]['label']}", "kind": "classic",
+                         "test_acc": [r["test_acc"] for r in mine], "test_loss": None,
+                         "wall_time_s": [r["fit_time_s"] for r in mine], "lab": None})
+    atomic_write_json(folder / "compare.json", {"experiments": experiments, "overrides": overrides, "rows": rows})
+    atomic_write_text(folder / "compare.md", f"# Comparison\n\n{compare_table(rows, markdown=True)}\n")
+    log(f"\n{compare_table(rows)}\n\nresults: {folder}")
+    return folder

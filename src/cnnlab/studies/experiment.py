@@ -1,0 +1,173 @@
+"""An experiment: N seeds (or K folds) of one configuration, each in its own run folder.
+
+    runs/<experiment>/<time>-<id>/experiment.yaml   the resolved configuration
+                                 /seed-<s>/...      one run folder per seed (training/run_folder.py)
+                                 /fold-<k>/...      ... or per fold with data.folds = K
+                                 /results.csv       one row per run
+                                 /summary.json      per-run results, mean ± std, the lab's figures
+                                 /summary.md        the table, ready for a report
+                                 /status.json       only when the experiment failed: the message
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.config import ExperimentConfig, load_experiment, save_config
+from cnnlab.data.images import DataSplits
+from cnnlab.data.sources import load_splits
+from cnnlab.data.split import kfold_splits
+from cnnlab.errors import CnnlabError, RunInterrupted
+from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
+from cnnlab.models import model_preprocessing
+from cnnlab.reference import lab_reference
+from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
+from cnnlab.studies.preflight import check_experiment
+from cnnlab.training import distributed
+from cnnlab.training.trainer import silent, train_seed
+
+Log = Callable[[str], None]
+
+
+def unit_names(cfg: ExperimentConfig) -> list[str]:
+    """The run folders of an experiment: one per seed, or one per fold (first seed)."""
+    if cfg.data.folds:
+        return [f"fold-{k}" for k in range(1, cfg.data.folds + 1)]
+    return [f"seed-{s}" for s in cfg.seeds]
+
+
+def unit_seed(cfg: ExperimentConfig, unit: str) -> int:
+    return cfg.seeds[0] if unit.startswith("fold-") else int(unit.removeprefix("seed-"))
+
+
+def unit_data(cfg: ExperimentConfig, base: DataSplits, unit: str) -> DataSplits:
+    """The splits of one unit: the shared hold-out, or fold k of the training set."""
+    if not unit.startswith("fold-"):
+        return base
+    k = int(unit.removeprefix("fold-"))
+    fit, held = kfold_splits(base.train, cfg.data.folds, cfg.data.split_seed)[k - 1]
+    return DataSplits(train=fit, val=held, test=base.test, class_names=base.class_names,
+                      description=f"{base.description}, fold {k}/{cfg.data.folds}")
+
+
+def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
+    """The experiment's data, sized and resized as its model's pretrained weights expect."""
+    splits = load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=log)
+    log(describe_splits(splits))
+    return splits
+
+
+def data_key(cfg: ExperimentConfig) -> str:
+    """Experiments with equal keys read the same splits, so one load can serve them all."""
+    return repr((cfg.data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
+
+
+def describe_splits(splits: DataSplits) -> str:
+    return (f"data: {splits.description}: {len(splits.train)} train / "
+            f"{len(splits.val) if splits.val is not None else 0} val / {len(splits.test)} test, "
+            f"{splits.num_classes} classes")
+
+
+def new_experiment_dir(cfg: ExperimentConfig, parent: Path | None = None) -> Path:
+    """A new experiment folder; under torchrun process 0 makes it and the others learn its name."""
+    folder = None
+    if distributed.current().is_main:
+        folder = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
+        save_config(cfg, folder / "experiment.yaml")
+    return Path(distributed.broadcast(str(folder) if folder else None))
+
+
+def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progress: bool = True,
+              log: Log = print, resume: bool = False) -> dict:
+    """Train every unfinished unit (seed or fold) of `cfg` in its experiment folder, then summarise it.
+
+    A failure marks the experiment folder (`status.json`) as well as the run's own; Ctrl-C
+    names this folder, whose `cnnlab resume` finishes every unit.
+    """
+    main = distributed.current().is_main
+    units = unit_names(cfg)
+    try:
+        for k, unit in enumerate(units, start=1):
+            run_dir = folder / unit
+            if (run_dir / "results.json").is_file():
+                continue
+            if len(units) > 1:
+                log(f"\n— {unit.replace('-', ' ')} ({k}/{len(units)}) —")
+            if main:
+                run_dir.mkdir(exist_ok=True)
+            train_seed(cfg, run_dir, unit_data(cfg, splits, unit), seed=unit_seed(cfg, unit),
+                       resume=resume and (run_dir / "checkpoint.pt").is_file(), progress=progress, log=log)
+    except RunInterrupted as exc:
+        raise exc.resume_from(folder) from None
+    except CnnlabError as exc:
+        if main:
+            atomic_write_json(folder / "status.json", {"state": "failed", "message": str(exc)})
+        raise
+    distributed.barrier()
+    return summarize_experiment(folder, log=log) if main else {}
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = print) -> Path:
+    """Train every seed (or fold) of `cfg` into a new experiment folder and write the summary table.
+
+    Under torchrun, call `distributed.setup()` first (the CLI does).
+    """
+    if not distributed.current().is_main:
+        log = silent
+    check_experiment(cfg)
+    splits = load_data(cfg, log)
+    cfg.data.num_classes = splits.num_classes  # record what was used, not what the preset assumed
+    folder = new_experiment_dir(cfg)
+    log(f"run folder: {folder}")
+    run_units(cfg, folder, splits, progress=progress, log=log)
+    return folder
+
+
+def resume_experiment(folder: Path, *, device: str | None = None, progress: bool = True, log: Log = print) -> None:
+    """Finish every unfinished unit of an experiment folder, then summarise it."""
+    cfg = load_experiment(folder / "experiment.yaml")
+    if device:
+        cfg.device = device
+    if any(not (folder / unit / "results.json").is_file() for unit in unit_names(cfg)):
+        run_units(cfg, folder, load_data(cfg, log), progress=progress, log=log, resume=True)
+    elif distributed.current().is_main:
+        log(f"{folder}: every run has finished")
+        summarize_experiment(folder, log=log)
+
+
+def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
+    """Build results.csv, summary.json and summary.md from the units' results.json files."""
+    cfg = load_experiment(folder / "experiment.yaml")
+    results = [read_json(folder / unit / "results.json") for unit in unit_names(cfg)]
+    lab = lab_reference(cfg.experiment_name)
+    accs, losses = [r["test_acc"] for r in results], [r["test_loss"] for r in results]
+    summary = {
+        "experiment": cfg.experiment_name, "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.data.folds,
+        "runs": results,
+        "test_acc_mean": mean_std(accs)[0], "test_acc_std": mean_std(accs)[1],
+        "test_loss_mean": mean_std(losses)[0], "test_loss_std": mean_std(losses)[1],
+        "mean_epoch_time_s": mean_std([r["mean_epoch_time_s"] for r in results])[0],
+        "lab": lab,
+    }
+    if cfg.data.folds:
+        held = [r["final_val_acc"] for r in results]
+        summary.update(heldout_acc_mean=mean_std(held)[0], heldout_acc_std=mean_std(held)[1])
+    atomic_write_json(folder / "summary.json", summary)
+    buffer = io.StringIO()
+    columns = ["seed", "test_loss", "test_acc", "final_val_acc", "best_val_acc", "mean_epoch_time_s", "wall_time_s"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(results)
+    atomic_write_text(folder / "results.csv", buffer.getvalue())
+    if cfg.data.folds:
+        title = f"{cfg.experiment_name}: {cfg.data.folds}-fold cross-validation (seed {cfg.seeds[0]})"
+        render = lambda md: folds_table(results, markdown=md)  # noqa: E731
+    else:
+        title = f"{cfg.experiment_name}: test results over {len(results)} seed(s)"
+        render = lambda md: seeds_table(results, lab, markdown=md)  # noqa: E731
+    atomic_write_text(folder / "summary.md", f"# {title}\n\n{render(True)}\n"
+                      + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else ""))
+    log(f"\n{title}\n{render(False)}\n\nresults: {folder}")
+    return summary

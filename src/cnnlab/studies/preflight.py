@@ -1,0 +1,38 @@
+"""Everything that can be checked before a run folder is made, checked before it is made.
+
+A mistyped head, an unknown policy part, a weights file that is not weights or weights
+that cannot be downloaded fail here, in one line, leaving nothing behind on disk.
+"""
+from __future__ import annotations
+
+import copy
+
+from cnnlab.config import ExperimentConfig
+from cnnlab.errors import ConfigError, DataError
+from cnnlab.models import get_model_entry, model_preprocessing
+from cnnlab.training.phases import freeze_for_phase, resolve_phases
+from cnnlab.training.trainer import build_model
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Model name and arguments, head, weights and fine-tuning parts; data that must be named."""
+    try:
+        entry = get_model_entry(cfg.model)
+    except ConfigError as exc:
+        raise ConfigError(f"experiment '{cfg.experiment_name}': key 'model': {exc}") from None
+    pretrained = entry.preprocessing is not None
+    model_preprocessing(cfg.model, cfg.model_args)  # unknown backbone or weights name
+    # The architecture first (head spec, policy parts), without reading or downloading weights.
+    shape_only = copy.deepcopy(cfg)
+    if pretrained:
+        shape_only.model_args["weights"] = "none"
+    model = build_model(shape_only, max(2, cfg.data.num_classes), entry.input_size)
+    for phase in resolve_phases(cfg.train):
+        freeze_for_phase(model, phase)
+    if pretrained and cfg.data.path is None and cfg.data.source == "auto":
+        raise DataError(f"experiment '{cfg.experiment_name}' fine-tunes a pretrained network on photographs: "
+                        "give --data PATH, a bird folder (the lab's list layout, CUB-200 or CUB-200-2011) "
+                        "or any folder of class folders")
+    if pretrained and cfg.model_args.get("weights", "default") != "none":
+        # Reading (or downloading) the weights: once, the trainer's builds reuse them.
+        build_model(cfg, max(2, cfg.data.num_classes), entry.input_size)

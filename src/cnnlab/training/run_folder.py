@@ -1,0 +1,86 @@
+"""A run folder and everything written into it, behind one object.
+
+    seed-<s>/config.yaml        resolved configuration of this run (rerun it with --config)
+             environment.json   seed, device, library versions, command line
+             model.txt          the model summary
+             metrics.csv        one row per epoch, rewritten atomically every epoch
+             checkpoint.pt      model, optimizer, scheduler, RNG state (every epoch, atomic)
+             model.safetensors  the trained weights
+             results.json       test figures, timings, preprocessing
+             curves.png         learning curves
+             status.json        running / finished / interrupted / diverged / failed
+
+Under torchrun only process 0 writes: every other process gets a folder whose writing
+methods do nothing (nanoGPT's `master_process`, torchvision's `save_on_master`), so the
+training code needs no `if rank == 0` branches.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+from cnnlab.config import ExperimentConfig, save_config
+from cnnlab.fileio import atomic_write_json, atomic_write_text
+from cnnlab.reporting.curves import plot_learning_curves
+from cnnlab.reporting.metrics import write_metrics
+from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+
+
+def environment_record(device, seed: int) -> dict:
+    import numpy as np
+    import torch
+    import torchvision
+
+    from cnnlab.version import __version__
+
+    return {
+        "seed": seed, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+        "platform": platform.platform(), "cnnlab": __version__, "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "numpy": np.__version__,
+        "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+class RunFolder:
+    def __init__(self, path: Path, *, writes: bool = True):
+        self.path, self.writes = Path(path), writes
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def read_checkpoint(self, model_name: str) -> dict:
+        return load_checkpoint(self.checkpoint_path, model_name=model_name)
+
+    def status(self, state: str, **extra) -> None:
+        if self.writes:
+            atomic_write_json(self.path / "status.json",
+                              {"state": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra})
+
+    def record(self, cfg: ExperimentConfig, *, seed: int, device, summary: str) -> None:
+        """What made the run: resolved configuration, environment, and the model summary."""
+        if self.writes:
+            save_config(cfg, self.path / "config.yaml", seeds=[seed])
+            atomic_write_json(self.path / "environment.json", environment_record(device, seed))
+            atomic_write_text(self.path / "model.txt", summary + "\n")
+
+    def epoch_end(self, checkpoint: dict, history: list[dict]) -> None:
+        if self.writes:
+            save_checkpoint(self.checkpoint_path, checkpoint)
+            write_metrics(self.path / "metrics.csv", history)
+
+    def metrics(self, history: list[dict]) -> None:
+        if self.writes:
+            write_metrics(self.path / "metrics.csv", history)
+
+    def finish(self, model, *, model_name: str, class_names: list[str], results: dict, title: str) -> None:
+        """The trained weights, the results and the curves; then the status says finished."""
+        if self.writes:
+            save_weights(self.path / "model.safetensors", model, model_name=model_name, class_names=class_names)
+            atomic_write_json(self.path / "results.json", results)
+            plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title)
+            self.status("finished", epoch=results["epochs"])

@@ -1,0 +1,275 @@
+"""One training run (one seed): phases as the outer loop, epochs as the inner one.
+
+    for each phase of the fine-tuning policy (one phase for plain training):
+        freeze / unfreeze, rebuild the optimizer and schedule (Keras's "recompile"),
+        choose the data (images, or cached backbone features for a head-only phase)
+        for each epoch of the phase:
+            train one epoch, evaluate on the validation split, checkpoint, log
+
+`train_seed` runs it into a `RunFolder`; `Trainer` holds the state a checkpoint restores.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.config import ExperimentConfig, PhaseConfig
+from cnnlab.data.batches import epoch_generator, num_batches
+from cnnlab.data.images import DataSplits, ImageSource
+from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
+from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
+from cnnlab.models import Classifier, create_model, get_model_entry, initialise, model_preprocessing, model_summary
+from cnnlab.training import distributed
+from cnnlab.training.checkpoint import load_state_strict
+from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
+from cnnlab.training.features import cached_features, feature_preprocess
+from cnnlab.training.loop import evaluate, resolve_amp, train_one_epoch
+from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
+                                    trains_head_only)
+from cnnlab.training.run_folder import RunFolder
+
+Log = Callable[[str], None]
+
+
+def silent(line: str) -> None:
+    """The log of processes other than 0 under torchrun."""
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, int, int]) -> Classifier:
+    """Create the registered model for this data and apply the configured initialiser."""
+    model = create_model(cfg.model, num_classes=num_classes, in_channels=input_size[0],
+                         image_size=input_size[1], **cfg.model_args)
+    return initialise(model, cfg.init)
+
+
+def uses_feature_cache(cfg: ExperimentConfig, model: Classifier, phase: PhaseConfig) -> bool:
+    """A phase can train on cached features when the backbone is frozen and nothing is augmented."""
+    augmented = augmentation_enabled(cfg.preprocess.augment) and phase.augment
+    return cfg.train.feature_cache and not augmented and trains_head_only(model, phase)
+
+
+@dataclass
+class PhaseData:
+    """What one phase trains on and with: images or cached features, and the module that learns."""
+
+    train: ImageSource
+    val: ImageSource | None
+    test: ImageSource
+    preprocess: Callable[..., torch.Tensor]
+    module: nn.Module  # the whole model, or only its head on cached features
+    channels_last: bool
+
+    @property
+    def on_features(self) -> bool:
+        return self.preprocess is feature_preprocess
+
+
+class Trainer:
+    """The model, its data and preprocessing, and the training state a checkpoint holds."""
+
+    def __init__(self, cfg: ExperimentConfig, splits: DataSplits, *, seed: int, log: Log = print,
+                 progress: bool = True):
+        self.cfg, self.splits, self.seed, self.log, self.progress = cfg, splits, seed, log, progress
+        self.ctx = distributed.current()
+        tc = cfg.train
+        if tc.batch_size % self.ctx.world:
+            raise ConfigError(f"train.batch_size {tc.batch_size} must be divisible by the {self.ctx.world} processes")
+        self.device = distributed.device_for(self.ctx, resolve_device(cfg.device))
+        seed_everything(seed)
+        self.model = build_model(cfg, splits.num_classes, splits.input_size)
+        self.channels_last = tc.channels_last and self.device.type in ("cuda", "cpu")
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
+                                                model_preprocessing(cfg.model, cfg.model_args))
+        self.augment = self.preprocess.augment
+        self.phases = resolve_phases(tc)
+        self.epochs = sum(p.epochs for p in self.phases)
+        self.amp = resolve_amp(tc.amp, self.device)
+        self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
+        self.train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+        self.eval_loss = nn.CrossEntropyLoss()
+        self.images = tuple(s.to(self.device) if s is not None else None
+                            for s in (splits.train, splits.val, splits.test))
+        self.features: tuple | None = None  # computed by the first phase that trains on them
+        self.history: list[dict] = []
+        self.resumed: dict | None = None  # the checkpoint being resumed, until its phase has restarted
+        self.phase_index = 0
+        self.optimizer = self.scheduler = None
+        self.used_features = False
+        self.one_off_s = 0.0  # feature extraction and other work outside the epochs
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def epochs_done(self) -> int:
+        return self.history[-1]["epoch"] if self.history else 0
+
+    def summary(self) -> str:
+        freeze_for_phase(self.model, self.phases[0])  # the summary counts what the first phase trains
+        return model_summary(self.model, self.splits.input_size, device=self.device).render(self.cfg.model)
+
+    def checkpoint(self) -> dict:
+        return {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
+                "phase": self.phase_index, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "history": self.history}
+
+    def restore(self, state: dict, source: Path) -> None:
+        load_state_strict(self.model, state["model"], source=source, model_name=self.cfg.model)
+        set_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.resumed = state
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, on_epoch_end: Callable[["Trainer"], None] = lambda trainer: None) -> None:
+        """Train every epoch not done yet, phase by phase."""
+        for index, (phase, epochs) in enumerate(zip(self.phases, phase_epochs(self.phases))):
+            remaining = [e for e in epochs if e > self.epochs_done]
+            if not remaining:
+                continue
+            data, train_model = self._start_phase(index, phase, epochs)
+            for epoch in remaining:
+                self.history.append(self._train_epoch(epoch, phase, data, train_model))
+                on_epoch_end(self)
+                self.log(epoch_line(self.history[-1], self.epochs))
+
+    def _start_phase(self, index: int, phase: PhaseConfig, epochs: range) -> tuple[PhaseData, nn.Module]:
+        """Freeze/unfreeze for `phase`, build its optimizer and schedule, and choose its data."""
+        self.phase_index = index
+        self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, self.cfg.train.optimizer,
+                                                            self.cfg.train, self.steps_per_epoch)
+        if self.resumed is not None and self.resumed.get("phase") == index:  # resumed inside this phase
+            self.optimizer.load_state_dict(self.resumed["optimizer"])
+            self.scheduler.load_state_dict(self.resumed["scheduler"])
+        self.resumed = None
+        data = self.phase_data(phase)
+        self.used_features |= data.on_features
+        # DDP is rebuilt for each phase: it registers the parameters that train now.
+        train_model = distributed.wrap(data.module, self.ctx, self.device)
+        if self.cfg.train.compile:
+            train_model = torch.compile(train_model)
+        if len(self.phases) > 1:
+            self.log(f"phase '{phase.name}' (epochs {epochs.start}-{epochs.stop - 1}): training {', '.join(parts)}"
+                     + (" on cached backbone features" if data.on_features else ""))
+        return data, train_model
+
+    def phase_data(self, phase: PhaseConfig) -> PhaseData:
+        if uses_feature_cache(self.cfg, self.model, phase):
+            # The backbone is a fixed function in this phase: train the head on its cached features.
+            if self.features is None:
+                self.features = self._cached_feature_sets()
+            train, val, test = self.features
+            return PhaseData(train, val, test, feature_preprocess, self.model.head, channels_last=False)
+        self.preprocess.augment = self.augment and phase.augment
+        train, val, test = self.images
+        return PhaseData(train, val, test, self.preprocess, self.model, self.channels_last)
+
+    def _cached_feature_sets(self) -> tuple:
+        """Each split's backbone features, from the on-disk cache or computed once into it."""
+        tick = time.perf_counter()
+        out, hits = [], []
+        for split in self.images:
+            if split is None:
+                out.append(None)
+                continue
+            features, hit = cached_features(self.model, split, self.preprocess,
+                                            cache_dir=self.cfg.train.feature_cache_dir,
+                                            batch_size=self.cfg.train.eval_batch_size, device=self.device,
+                                            amp=self.amp, channels_last=self.channels_last, log=self.log)
+            out.append(features.to(self.device))
+            hits.append(hit)
+        elapsed = time.perf_counter() - tick
+        self.one_off_s += elapsed
+        self.log(f"features: {'reused from the cache' if all(hits) else 'computed and cached'} in {elapsed:.1f}s")
+        return tuple(out)
+
+    def _train_epoch(self, epoch: int, phase: PhaseConfig, data: PhaseData, train_model: nn.Module) -> dict:
+        tc, shard = self.cfg.train, (self.ctx.rank, self.ctx.world)
+        tick = time.perf_counter()
+        train = train_one_epoch(
+            train_model, data.train, preprocess=data.preprocess, optimizer=self.optimizer, scheduler=self.scheduler,
+            loss_fn=self.train_loss, batch_size=tc.batch_size, generator=epoch_generator(self.seed, epoch),
+            epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
+            train_mode=lambda m: set_train_mode(m, phase), shard=shard)
+        val = self._evaluate(data, data.val) if data.val is not None else {"loss": None, "acc": None}
+        return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
+                "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - tick}
+
+    def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
+        return evaluate(data.module, split, preprocess=data.preprocess, loss_fn=self.eval_loss,
+                        batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
+                        channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world))
+
+    def test(self) -> dict:
+        """Loss and accuracy on the test split, as the last phase sees its data."""
+        data = self.phase_data(self.phases[-1])
+        return self._evaluate(data, data.test)
+
+    def results(self, test: dict, wall_time_s: float) -> dict:
+        history, splits = self.history, self.splits
+        epoch_times = [r["epoch_time_s"] for r in history]
+        return {
+            "experiment": self.cfg.experiment_name, "model": self.cfg.model, "seed": self.seed,
+            "epochs": self.epochs, "test_loss": test["loss"], "test_acc": test["acc"],
+            "final_val_loss": history[-1]["val_loss"], "final_val_acc": history[-1]["val_acc"],
+            "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
+            "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
+            "one_off_time_s": self.one_off_s, "wall_time_s": wall_time_s,
+            "device": str(self.device), "num_train": len(splits.train),
+            "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
+            "preprocess": self.preprocess.state(), "feature_cache": self.used_features,
+            "processes": self.ctx.world, "global_batch_size": self.cfg.train.batch_size,
+        }
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    val = (f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+           if row.get("val_loss") is not None else "no validation split")
+    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc "
+            f"{100 * row['train_acc']:.2f}%  {val}  ({row['epoch_time_s']:.1f}s)")
+
+
+def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed: int, resume: bool = False,
+               progress: bool = True, log: Log = print) -> dict:
+    """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results."""
+    ctx = distributed.current()
+    folder = RunFolder(run_dir, writes=ctx.is_main)
+    if not ctx.is_main:  # one process writes and prints; the others only train
+        log, progress = silent, False
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(cfg, splits, seed=seed, log=log, progress=progress)
+        if resume:
+            trainer.restore(folder.read_checkpoint(cfg.model), folder.checkpoint_path)
+            folder.metrics(trainer.history)  # drop rows of an epoch the checkpoint lacks
+            log(f"resuming {folder.path} at epoch {trainer.epochs_done + 1}/{trainer.epochs}")
+        else:
+            folder.record(cfg, seed=seed, device=trainer.device, summary=trainer.summary())
+        folder.status("running", epoch=trainer.epochs_done)
+        start = time.perf_counter()
+        trainer.fit(on_epoch_end=lambda t: folder.epoch_end(t.checkpoint(), t.history))
+        test = trainer.test()
+    except KeyboardInterrupt:
+        done = trainer.epochs_done if trainer else 0
+        folder.status("interrupted", epoch=done)
+        raise RunInterrupted(folder.path, done) from None
+    except TrainingDiverged as exc:
+        folder.status("diverged", epoch=exc.epoch, step=exc.step)
+        raise
+    except CnnlabError as exc:
+        folder.status("failed", message=str(exc))
+        raise
+    wall = sum(r["epoch_time_s"] for r in trainer.history) if resume else time.perf_counter() - start
+    results = trainer.results(test, wall_time_s=wall)
+    folder.finish(trainer.model, model_name=cfg.model, class_names=splits.class_names, results=results,
+                  title=f"{cfg.experiment_name} — seed {seed}")
+    log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
+    return results

@@ -1,0 +1,94 @@
+"""The layers of cnnlab import only downwards, and no modules import each other in a circle.
+
+    cli, cnnlab (package API)          ← top: may import anything
+    studies                            experiments over seeds, ablations, comparisons, resume
+    training                           the engine: loop, phases, checkpoints, one run
+    data, models, reporting            independent of each other
+    config                             typed configuration
+    errors, fileio, reference, version ← bottom: import no other cnnlab module but errors
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+
+PACKAGE = Path(cnnlab.__file__).parent
+LAYERS = {
+    "cnnlab.version": 0, "cnnlab.errors": 0, "cnnlab.fileio": 0, "cnnlab.reference": 0,
+    "cnnlab.config": 1,
+    "cnnlab.data": 2, "cnnlab.models": 2, "cnnlab.reporting": 2,
+    "cnnlab.training": 3,
+    "cnnlab.studies": 4,
+    "cnnlab.cli": 5, "cnnlab.__main__": 5, "cnnlab": 5,
+}
+# Same-rank packages that must not know each other (data does not know models, and so on).
+INDEPENDENT = {"cnnlab.data", "cnnlab.models", "cnnlab.reporting"}
+
+
+def module_name(path: Path) -> str:
+    parts = ["cnnlab", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    best = max((name for name in LAYERS if module == name or module.startswith(name + ".")), key=len)
+    return best
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every cnnlab module a file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cnnlab"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("cnnlab"))
+    return found
+
+
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_point_down(module):
+    here = layer_of(module)
+    for target in GRAPH[module]:
+        there = layer_of(target)
+        if here == there:
+            continue
+        assert LAYERS[there] <= LAYERS[here], f"{module} (layer {here}) imports {target} from the layer above"
+        if here in INDEPENDENT and there in INDEPENDENT:
+            raise AssertionError(f"{module} imports {target}: data, models and reporting stay independent")
+
+
+def test_no_import_cycles():
+    """Depth-first search over the module graph; a back edge is a circle."""
+    graph = {m: {t for t in targets if t in GRAPH and t != m} for m, targets in GRAPH.items()}
+    # A package's __init__ re-exporting its own modules is not a circle with them.
+    graph = {m: {t for t in ts if not (m.startswith(t + ".") and t != "cnnlab")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycle = path[path.index(target):] + [target] if target in path else [node, target]
+                raise AssertionError("import cycle: " + " → ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_check_sees_real_imports():
+    """Guard against a walker that finds nothing and so passes vacuously."""
+    assert "cnnlab.training.trainer" in GRAPH["cnnlab.studies.experiment"]
+    assert "cnnlab.data.batches" in GRAPH["cnnlab.data.images"]
+    assert len(GRAPH) > 40
