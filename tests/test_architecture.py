@@ -22,6 +22,7 @@ LAYERS = {
     "cnnlab.config": 1,
     "cnnlab.data": 2, "cnnlab.models": 2, "cnnlab.reporting": 2,
     "cnnlab.training": 3,
+    "cnnlab.inference": 4,
     "cnnlab.studies": 4,
     "cnnlab.cli": 5, "cnnlab.__main__": 5, "cnnlab": 5,
 }

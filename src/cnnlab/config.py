@@ -23,7 +23,8 @@ from cnnlab.fileio import atomic_write_text
 BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
 
 # The one list of each: the command line, the loaders and `cnnlab list` all read these.
-DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011")
+DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011",
+                "classfolder", "csv")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -47,6 +48,10 @@ class DataConfig:
     num_classes: int = _opt(25, min=2, help="CIFAR-100: keep fine labels 0..num_classes-1 (at most 100); "
                                              "a run records here the classes its data had")
     val_fraction: float = _opt(0.1, min=0.0, max=0.9, help="stratified hold-out taken from train")
+    test_fraction: float = _opt(0.2, min=0.0, max=0.9, help="class folders / CSV without a test split: the "
+                                                             "stratified share of all images held out for test")
+    split_file: str | None = _opt(None, help="class folders / CSV: reuse a saved split.csv (path,label,split) "
+                                             "instead of drawing one")
     split_seed: int = _opt(0, min=0, help="seed of the train/validation split, fixed across runs")
     download: bool = _opt(True, help="allow downloading CIFAR-100 when it is not cached")
     folds: int = _opt(0, min=0, max=50, help="k-fold cross-validation instead of the hold-out (0: hold-out)")
@@ -55,7 +60,8 @@ class DataConfig:
     resize: str = _opt("auto", choices=("auto", "stretch", "crop"),
                        help="streamed images: stretch to a square (the lab's), or resize + centre crop; "
                             "auto: what the model's weights were trained with")
-    cache: bool = _opt(False, help="streamed images: decode once into a uint8 in-memory cache")
+    cache: bool | None = _opt(None, help="decode images once into a uint8 in-memory set; default: class "
+                                         "folders and CSVs when they fit in 1 GiB, bird lists never")
     workers: int = _opt(-1, min=-1, help="decoding worker processes for streamed images (-1: cores - 1)")
     skip_bad_images: bool = _opt(False, help="leave out images that do not decode (reported by name)")
 
@@ -110,6 +116,18 @@ class PhaseConfig:
                                     "without it trains on cached backbone features")
 
 
+MONITORS = ("val_loss", "val_acc")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop a phase when its validation figure has not improved for `patience` epochs (Keras's EarlyStopping)."""
+
+    monitor: str = _opt("off", choices=("off", *MONITORS))
+    patience: int = _opt(5, min=1, help="epochs without an improvement larger than min_delta")
+    min_delta: float = _opt(0.0, min=0.0, help="smallest change that counts as an improvement")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = _opt(50, min=1)
@@ -129,6 +147,10 @@ class TrainConfig:
     feature_cache_dir: str | None = _opt(None, help="default: $CNNLAB_CACHE/features or ~/.cache/cnnlab/features")
     phases: list[PhaseConfig] = _opt([], help="fine-tuning policy; empty: one phase, everything trainable, "
                                              "train.epochs long. With phases, the run lasts their total epochs")
+    keep_best: str = _opt("off", choices=("off", *MONITORS),
+                          help="test (and save) the weights of the epoch with the best validation figure; "
+                               "off: the last epoch's, as the lab did")
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass

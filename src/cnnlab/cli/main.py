@@ -154,7 +154,51 @@ def cmd_resume(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
+def cmd_predict(args) -> int:
+    from cnnlab.inference import load_trained, trained_runs
+    from cnnlab.inference.predict import accuracy, free_output_path, predict, top_k, write_predictions
+    from cnnlab.reporting.tables import render_table
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ConfigError("--top-k and --batch-size: expected a value >= 1")
+    if args.device not in DEVICES:
+        raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
+    out = free_output_path(Path(args.out) if args.out else None)
+    paths = trained_runs(Path(args.run_dir)) if args.ensemble else [None]
+    models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device) for p in paths]
+    names = models[0].class_names
+    predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
+                                  workers=args.workers, strict=args.strict, progress=not args.no_progress)
+    write_predictions(out, predictions, names, args.top_k)
+    shown = predictions[:20]
+    header = ["image", *[f"top {i}" for i in range(1, min(args.top_k, len(names), 3) + 1)]]
+    rows = [[str(p.path), *[f"{name} ({100 * prob:.1f} %)" for name, prob in top_k(p, names, 3)][:len(header) - 1]]
+            for p in shown]
+    print(render_table(header, rows))
+    if len(predictions) > len(shown):
+        print(f"... and {len(predictions) - len(shown)} more")
+    source = f"an ensemble of {len(models)} runs" if len(models) > 1 else str(models[0].source)
+    print(f"{len(predictions)} image(s) predicted with {source}; top-{min(args.top_k, len(names))} in {out}")
+    if errors:
+        print(f"skipped {len(errors)} unreadable file(s): " + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""),
+              file=sys.stderr)
+    score = accuracy(predictions, names)
+    if score:
+        print(f"accuracy: {100 * score[0]:.2f} % of {score[1]} images in class folders")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cnnlab.inference import load_trained
+    from cnnlab.inference.export import export_onnx
+
+    trained = load_trained(args.run_dir, seed=args.seed, device="cpu")
+    out = Path(args.out) if args.out else trained.source.parent / "model.onnx"
+    export_onnx(trained, out, uint8_input=args.uint8_input, opset=args.opset)
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "export": cmd_export, "run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
             "list": cmd_list, "resume": cmd_resume}
 
 

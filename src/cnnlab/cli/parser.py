@@ -76,6 +76,37 @@ def build_parser() -> argparse.ArgumentParser:
                          help="classic heads on pooled features: logreg, linear_svm, knn")
     _add_run_options(compare)
 
+    predict = sub.add_parser(
+        "predict", help="class probabilities of a trained model for image files and folders",
+        description="Run a trained model (a seed folder, an experiment folder or a model.safetensors file) on "
+                    "images and folders of images; print the top-k classes and write them as CSV "
+                    "(path, pred_1, prob_1, ...). Images in class folders named like the classes also give accuracy.")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS")
+    predict.add_argument("--top-k", type=int, default=5, metavar="K")
+    predict.add_argument("--out", metavar="CSV", help="where to write the CSV (default: predictions.csv, never "
+                                                      "overwriting: predictions-1.csv, ...)")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to use")
+    which.add_argument("--ensemble", action="store_true", help="average the probabilities of every seed")
+    predict.add_argument("--device", metavar="NAME", default="auto", help=f"{', '.join(DEVICES)} (default: auto)")
+    predict.add_argument("--batch-size", type=int, default=64, metavar="N")
+    predict.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
+    predict.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped)")
+    predict.add_argument("--no-progress", action="store_true")
+
+    export = sub.add_parser(
+        "export", help="export a trained model (ONNX) and check it against PyTorch",
+        description="Write the trained model as ONNX with a dynamic batch size, class names and preprocessing in "
+                    "its metadata, then run it with onnxruntime on test images and compare with PyTorch.")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", metavar="FILE", help="default: model.onnx in the run folder")
+    export.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to export")
+    export.add_argument("--uint8-input", action="store_true",
+                        help="take uint8 NHWC pixels and preprocess inside the graph")
+    export.add_argument("--opset", type=int, default=17)
+
     sub.add_parser("list", help="list models, experiment presets and data sources")
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",

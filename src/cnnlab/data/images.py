@@ -80,6 +80,11 @@ class DataSplits:
     test: ImageSource
     class_names: list[str]
     description: str  # where the data came from, for the run record
+    # How an image of another size is brought to the input size (recorded with the trained weights).
+    resize: str = "stretch"
+    crop_ratio: float = 0.875
+    # Class folders / CSV: the drawn split as rows (path, label, split), saved with the run as split.csv.
+    split_rows: list[dict] | None = None
 
     @property
     def num_classes(self) -> int:

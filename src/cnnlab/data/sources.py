@@ -11,7 +11,9 @@ from cnnlab.data.birds import detect_layout, read_listed
 from cnnlab.data.streaming import StreamingSet, default_workers
 from cnnlab.data.cifar import default_cache_dir, download_cifar100, is_cifar_folder, read_cifar100
 from cnnlab.data.images import DataSplits
-from cnnlab.data.imagefolder import is_image_folder, read_image_folder
+from cnnlab.data.classfolder import (LabelledFiles, is_class_folder, list_class_folder, list_image_folder,
+                                     read_labels_csv, read_split_file, split_rows, three_way_split)
+from cnnlab.data.imagefolder import is_image_folder
 from cnnlab.data.npz import is_npz_folder, read_npz_folder
 from cnnlab.data.split import holdout_split, stratified_subset
 from cnnlab.errors import DataError
@@ -24,9 +26,12 @@ SOURCES: dict[str, tuple[str, Callable[[Path], bool], Callable[[Path, int], Data
                         is_cifar_folder, read_cifar100),
     "npz": ("train.npz + test.npz with images (uint8 N×H×W×3), labels, optional class_names",
             is_npz_folder, read_npz_folder),
-    "imagefolder": ("train/<class>/*.png|jpg and test/<class>/* image folders",
-                    is_image_folder, read_image_folder),
 }
+# Photographs of any size, decoded and resized by worker processes (kept in memory when small).
+PHOTOS = {"imagefolder": "train/<class>/* and test/<class>/* image folders (any sizes and formats)",
+          "classfolder": "<class>/* folders of your own photos, no split: train/val/test drawn for you",
+          "csv": "a CSV file of path,label rows (paths relative to it), split like class folders"}
+MEMORY_LIMIT = 1 << 30  # bytes of uint8 images under which class folders are held in memory
 
 
 # Bird layouts are streamed from disk (see birds.py, streaming.py).
@@ -37,25 +42,32 @@ LISTED = {"cub-lab": "class folders NNN.Name/ beside train.txt and test.txt (the
 
 
 # Every name the configuration accepts has a reader here, and nothing else does.
-assert set(DATA_SOURCES) == {"auto", *SOURCES, *LISTED}, "data sources out of step with config.DATA_SOURCES"
+assert set(DATA_SOURCES) == {"auto", *SOURCES, *LISTED, *PHOTOS}, "data sources out of step with config.DATA_SOURCES"
 
 
 def describe_sources() -> dict[str, str]:
     return {"auto": "detect the layout of --data PATH (default: cifar100)",
-            **{name: what for name, (what, _, _) in SOURCES.items()}, **LISTED}
+            **{name: what for name, (what, _, _) in SOURCES.items()}, **PHOTOS, **LISTED}
 
 
 def detect_source(path: Path) -> str:
-    for name in ("npz", "cifar100-folder", "imagefolder"):
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "csv"
+    for name in ("npz", "cifar100-folder"):
         if SOURCES[name][1](path):
             return name
+    if is_image_folder(path):
+        return "imagefolder"
     layout = detect_layout(path)
     if layout:
         return layout
+    if is_class_folder(path):
+        return "classfolder"
     raise DataError(f"{path}: no dataset layout recognised; expected one of: "
                     "train.npz + test.npz; cifar-100-python/{train,test,meta}; "
                     "train/<class>/ + test/<class>/ image folders; train.txt + test.txt beside class folders; "
-                    "CUB-200 (images/ + lists/) or CUB-200-2011 (images.txt, ...)")
+                    "CUB-200 (images/ + lists/) or CUB-200-2011 (images.txt, ...); "
+                    "a folder of class folders of images; a CSV of path,label")
 
 
 def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log) -> DataSplits:
@@ -73,10 +85,81 @@ def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log)
     if cfg.skip_bad_images:
         train, test = _drop_bad_images(train, "train", path, log), _drop_bad_images(test, "test", path, log)
     description = f"{listed.description}, images {resize} to {size}×{size}"
-    if cfg.cache:
+    if cfg.cache:  # bird lists stream unless asked (None or false)
         train, test = train.cache_in_memory(), test.cache_in_memory()
         description += ", cached in memory as uint8"
-    return DataSplits(train=train, val=None, test=test, class_names=listed.class_names, description=description)
+    return DataSplits(train=train, val=None, test=test, class_names=listed.class_names, description=description,
+                      resize=resize, crop_ratio=crop_ratio)
+
+
+def _photo_size(cfg: DataConfig, preprocessing, default_size: int, paths: list[Path]) -> int:
+    """The side images are resized to: asked for, the weights', the images' own (one square size), or the model's."""
+    if cfg.image_size:
+        return cfg.image_size
+    if preprocessing is not None:
+        return preprocessing.size
+    from PIL import Image
+
+    sizes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:  # reads the header only
+                sizes.add(image.size)
+        except Exception:  # a broken file is named when it is decoded
+            continue
+        if len(sizes) > 1:
+            break
+    if len(sizes) == 1 and len({*next(iter(sizes))}) == 1:
+        return next(iter(sizes))[0]
+    return default_size
+
+
+def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, default_size: int, log) -> DataSplits:
+    """Image folders, class folders and CSVs: listed files, decoded by workers, in memory when small."""
+    if source == "imagefolder":
+        files, test_files = list_image_folder(path)
+        plan = None
+    else:
+        files = read_labels_csv(path) if source == "csv" else list_class_folder(path)
+        test_files = None
+        if cfg.split_file:
+            plan = read_split_file(Path(cfg.split_file).expanduser(), files)
+        else:
+            plan = three_way_split(files, val_fraction=0.0 if cfg.folds else cfg.val_fraction,
+                                   test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+        if not plan["test"]:
+            raise DataError(f"{path}: no test split (data.test_fraction is 0); set data.test_fraction > 0")
+    size = _photo_size(cfg, preprocessing, default_size, files.paths + (test_files.paths if test_files else []))
+    resize = cfg.resize if cfg.resize != "auto" else (preprocessing.resize if preprocessing else "stretch")
+    crop_ratio = preprocessing.crop_ratio if preprocessing else 0.875
+    workers = default_workers() if cfg.workers < 0 else cfg.workers
+
+    def make(source_files: LabelledFiles, index: list[int] | None = None):
+        index = list(range(len(source_files.paths))) if index is None else index
+        return StreamingSet([source_files.paths[i] for i in index],
+                            torch.tensor([source_files.labels[i] for i in index], dtype=torch.long), size=size,
+                            resize=resize, crop_ratio=crop_ratio, num_workers=workers)
+
+    if plan is None:
+        train, val, test = make(files), None, make(test_files)
+        rows = None
+    else:
+        train, val, test = make(files, plan["train"]), make(files, plan["val"]) if plan["val"] else None, \
+            make(files, plan["test"])
+        rows = split_rows(files, plan)
+    if cfg.skip_bad_images:
+        train, test = _drop_bad_images(train, "train", path, log), _drop_bad_images(test, "test", path, log)
+        val = _drop_bad_images(val, "val", path, log) if val is not None else None
+    total = sum(len(s) for s in (train, val, test) if s is not None)
+    cache = cfg.cache if cfg.cache is not None else total * 3 * size * size <= MEMORY_LIMIT
+    description = f"{PHOTOS[source].split(' (')[0].split(',')[0]} {path}, images {resize} to {size}×{size}"
+    if cache:
+        log(f"decoding {total} images into memory ...")
+        train, test = train.cache_in_memory(), test.cache_in_memory()
+        val = val.cache_in_memory() if val is not None else None
+        description += ", held in memory as uint8"
+    return DataSplits(train=train, val=val, test=test, class_names=files.class_names, description=description,
+                      resize=resize, crop_ratio=crop_ratio, split_rows=rows)
 
 
 def _drop_bad_images(split: StreamingSet, name: str, path: Path, log) -> StreamingSet:
@@ -92,11 +175,12 @@ def _drop_bad_images(split: StreamingSet, name: str, path: Path, log) -> Streami
     return split.subset(keep)
 
 
-def load_splits(cfg: DataConfig, preprocessing=None, log=print) -> DataSplits:
+def load_splits(cfg: DataConfig, preprocessing=None, log=print, default_size: int = 32) -> DataSplits:
     """Read the dataset `cfg` names and carve the stratified validation split out of train.
 
     `preprocessing` (a backbone weights' Preprocessing) sets the size and resize mode of
-    streamed images unless `cfg` names them.
+    streamed images unless `cfg` names them; photos for a model trained from scratch are
+    resized to `default_size` (the model's input size) unless they all share one size.
     """
     source = cfg.source
     path = Path(cfg.path).expanduser() if cfg.path else None
@@ -106,13 +190,15 @@ def load_splits(cfg: DataConfig, preprocessing=None, log=print) -> DataSplits:
         raise DataError(f"data.source '{source}' needs a path (--data PATH)")
     elif not path.exists():
         raise DataError(f"{path}: data folder does not exist")
-    elif not path.is_dir():
-        raise DataError(f"{path}: expected a folder, found a file")
+    elif not path.is_dir() and not (source in ("auto", "csv") and path.suffix.lower() == ".csv"):
+        raise DataError(f"{path}: expected a folder (or a .csv file of path,label), found a file")
     if source == "auto":
         source = detect_source(path)
     if source in LISTED:
         splits = _listed_splits(cfg, path, source, preprocessing, log)
         return _finish(cfg, splits)
+    if source in PHOTOS:
+        return _finish(cfg, _photo_splits(cfg, path, source, preprocessing, default_size, log))
     if source == "cifar100" and not is_cifar_folder(path):
         if not cfg.download:
             raise DataError(f"CIFAR-100 is not in {path} and data.download is false; "
@@ -127,6 +213,8 @@ def load_splits(cfg: DataConfig, preprocessing=None, log=print) -> DataSplits:
 def _finish(cfg: DataConfig, splits: DataSplits) -> DataSplits:
     if cfg.subset:
         splits.train = stratified_subset(splits.train, cfg.subset, cfg.split_seed)
+    if splits.split_rows is not None:  # class folders: the validation split is drawn already
+        return splits
     # With k folds the folds themselves are the validation sets (see experiment.py).
     splits.train, splits.val = holdout_split(splits.train, 0.0 if cfg.folds else cfg.val_fraction, cfg.split_seed)
     return splits

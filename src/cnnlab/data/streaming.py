@@ -38,7 +38,9 @@ def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0
     return image.crop((left, top, left + size, top + size))
 
 
-class _Decode(Dataset):
+class DecodeImages(Dataset):
+    """Image files → (uint8 CHW tensor, index, None), or (None, index, message) for a file that does not decode."""
+
     def __init__(self, paths: list[Path], size: int, mode: str, crop_ratio: float):
         self.paths, self.size, self.mode, self.crop_ratio = paths, size, mode, crop_ratio
 
@@ -90,7 +92,7 @@ class StreamingSet:
         return replace(self, device=torch.device(device))
 
     def _loader(self, batches: list[list[int]]) -> DataLoader:
-        return DataLoader(_Decode(self.paths, self.size, self.resize, self.crop_ratio), batch_sampler=batches,
+        return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio), batch_sampler=batches,
                           num_workers=self.num_workers, collate_fn=_collate,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
@@ -110,7 +112,7 @@ class StreamingSet:
                                                                                   generator=None)]):
             if errors:  # re-check one by one to know which failed
                 for i in index.tolist():
-                    _, _, err = _Decode(self.paths, 8, "stretch", self.crop_ratio)[i]
+                    _, _, err = DecodeImages(self.paths, 8, "stretch", self.crop_ratio)[i]
                     if err:
                         bad.append((i, err))
         return bad

@@ -38,16 +38,16 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
     for cfg in configs:
         check_experiment(cfg)
     features_cfg = feature_experiment(configs) if classic else None
-    splits_by_key = {data_key(configs[0]): load_data(configs[0], log)}  # bad data fails before the folder
+    keys = [data_key(cfg) for cfg in configs]  # taken before a run records its data into its config
+    splits_by_key = {keys[0]: load_data(configs[0], log)}  # bad data fails before the folder
     folder = create_unique_dir(Path(out or configs[0].out) / "compare")
     log(f"comparison folder: {folder}")
     rows = []
-    for cfg in configs:
-        key = data_key(cfg)
+    for cfg, key in zip(configs, keys):
         if key not in splits_by_key:
             splits_by_key[key] = load_data(cfg, log)
         log(f"\n=== {cfg.experiment_name} ({cfg.model}) ===")
-        experiment_dir = new_experiment_dir(cfg, parent=folder / cfg.experiment_name)
+        experiment_dir = new_experiment_dir(cfg, splits_by_key[key], parent=folder / cfg.experiment_name)
         runs = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)["runs"]
         rows.append({"name": cfg.experiment_name, "kind": "network", "test_acc": [r["test_acc"] for r in runs],
                      "test_loss": [r["test_loss"] for r in runs], "wall_time_s": [r["wall_time_s"] for r in runs],
@@ -55,7 +55,7 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
     if features_cfg is not None:
         log(f"\n=== classic heads on the features of {features_cfg.experiment_name} "
             f"({features_cfg.model_args.get('backbone', 'resnet50')}) ===")
-        results = run_classic_heads(features_cfg, splits_by_key[data_key(features_cfg)], classic, log=log)
+        results = run_classic_heads(features_cfg, splits_by_key[keys[configs.index(features_cfg)]], classic, log=log)
         for head in classic:
             mine = [r for r in results if r["head"] == head]
             rows.append({"name": f"classic: {mine[0]['label']}", "kind": "classic",

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ from cnnlab.data.sources import load_splits
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
-from cnnlab.models import model_preprocessing
+from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_reference
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
 from cnnlab.studies.preflight import check_experiment
@@ -48,13 +49,13 @@ def unit_data(cfg: ExperimentConfig, base: DataSplits, unit: str) -> DataSplits:
         return base
     k = int(unit.removeprefix("fold-"))
     fit, held = kfold_splits(base.train, cfg.data.folds, cfg.data.split_seed)[k - 1]
-    return DataSplits(train=fit, val=held, test=base.test, class_names=base.class_names,
-                      description=f"{base.description}, fold {k}/{cfg.data.folds}")
+    return dataclasses.replace(base, train=fit, val=held, description=f"{base.description}, fold {k}/{cfg.data.folds}")
 
 
 def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
-    """The experiment's data, sized and resized as its model's pretrained weights expect."""
-    splits = load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=log)
+    """The experiment's data, sized and resized as its model's pretrained weights (or input) expect."""
+    splits = load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=log,
+                         default_size=get_model_entry(cfg.model).input_size[1])
     log(describe_splits(splits))
     return splits
 
@@ -70,13 +71,29 @@ def describe_splits(splits: DataSplits) -> str:
             f"{splits.num_classes} classes")
 
 
-def new_experiment_dir(cfg: ExperimentConfig, parent: Path | None = None) -> Path:
+def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits) -> None:
+    """Record in `cfg` what the data turned out to be: its classes, and a drawn split saved as split.csv
+    (which the recorded configuration then names, so a resumed or repeated run reuses it exactly)."""
+    cfg.data.num_classes = splits.num_classes
+    if splits.split_rows is not None and not cfg.data.split_file:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["path", "label", "split"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(splits.split_rows)
+        atomic_write_text(folder / "split.csv", buffer.getvalue())
+        cfg.data.split_file = str((folder / "split.csv").resolve())
+
+
+def new_experiment_dir(cfg: ExperimentConfig, splits: DataSplits, parent: Path | None = None) -> Path:
     """A new experiment folder; under torchrun process 0 makes it and the others learn its name."""
     folder = None
     if distributed.current().is_main:
         folder = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
+        record_data(cfg, folder, splits)
         save_config(cfg, folder / "experiment.yaml")
-    return Path(distributed.broadcast(str(folder) if folder else None))
+    folder = Path(distributed.broadcast(str(folder) if folder else None))
+    cfg.data = distributed.broadcast(cfg.data)
+    return folder
 
 
 def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progress: bool = True,
@@ -118,8 +135,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = p
         log = silent
     check_experiment(cfg)
     splits = load_data(cfg, log)
-    cfg.data.num_classes = splits.num_classes  # record what was used, not what the preset assumed
-    folder = new_experiment_dir(cfg)
+    folder = new_experiment_dir(cfg, splits)
     log(f"run folder: {folder}")
     run_units(cfg, folder, splits, progress=progress, log=log)
     return folder

@@ -48,7 +48,13 @@ def load_state_strict(model: nn.Module, state_dict: dict, *, source: Path | str,
         raise CheckpointError(f"{source}: weights do not fit model '{model_name}' ({first}: {detail})") from None
 
 
-def save_weights(path: Path, model: nn.Module, *, model_name: str, class_names: list[str]) -> None:
+WEIGHTS_FORMAT = "cnnlab-2"
+
+
+def save_weights(path: Path, model: nn.Module, record: dict) -> None:
+    """The trained weights as safetensors, with `record` (model, arguments, classes, preprocessing)
+    as JSON in the metadata, so the file alone is enough to predict (see inference/trained.py)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"model": model_name, "class_names": json.dumps(class_names), "format": "cnnlab-1"}
+    metadata = {"format": WEIGHTS_FORMAT, "model": record["model"], "cnnlab": json.dumps(record),
+                "class_names": json.dumps(record["class_names"])}
     atomic_write_bytes(path, save(tensors, metadata=metadata))

@@ -77,10 +77,10 @@ class RunFolder:
         if self.writes:
             write_metrics(self.path / "metrics.csv", history)
 
-    def finish(self, model, *, model_name: str, class_names: list[str], results: dict, title: str) -> None:
-        """The trained weights, the results and the curves; then the status says finished."""
+    def finish(self, model, *, record: dict, results: dict, title: str) -> None:
+        """The trained weights (with what using them needs), the results and the curves; then finished."""
         if self.writes:
-            save_weights(self.path / "model.safetensors", model, model_name=model_name, class_names=class_names)
+            save_weights(self.path / "model.safetensors", model, record)
             atomic_write_json(self.path / "results.json", results)
             plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title)
             self.status("finished", epoch=results["epochs"])

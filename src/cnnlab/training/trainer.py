@@ -33,6 +33,7 @@ from cnnlab.training.loop import evaluate, resolve_amp, train_one_epoch
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
                                     trains_head_only)
 from cnnlab.training.run_folder import RunFolder
+from cnnlab.training.selection import improves, should_stop
 
 Log = Callable[[str], None]
 
@@ -98,6 +99,12 @@ class Trainer:
                             for s in (splits.train, splits.val, splits.test))
         self.features: tuple | None = None  # computed by the first phase that trains on them
         self.history: list[dict] = []
+        self.best: dict | None = None  # {"epoch", "value", "model"}: the weights train.keep_best keeps
+        self.stopped: list[str] = []  # phases that early stopping ended
+        monitors = {tc.keep_best, tc.early_stopping.monitor} - {"off"}
+        if monitors and splits.val is None:
+            raise ConfigError(f"train.keep_best / train.early_stopping monitor {', '.join(sorted(monitors))}, which "
+                              "needs a validation split: set data.val_fraction > 0 (or use data.folds)")
         self.resumed: dict | None = None  # the checkpoint being resumed, until its phase has restarted
         self.phase_index = 0
         self.optimizer = self.scheduler = None
@@ -115,15 +122,19 @@ class Trainer:
         return model_summary(self.model, self.splits.input_size, device=self.device).render(self.cfg.model)
 
     def checkpoint(self) -> dict:
-        return {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
-                "phase": self.phase_index, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "history": self.history}
+        state = {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
+                 "phase": self.phase_index, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": rng_state(), "history": self.history}
+        if self.best is not None:
+            state["best"] = self.best
+        return state
 
     def restore(self, state: dict, source: Path) -> None:
         load_state_strict(self.model, state["model"], source=source, model_name=self.cfg.model)
         set_rng_state(state["rng"])
         self.history = list(state["history"])
+        self.best = state.get("best")
         self.resumed = state
 
     # ------------------------------------------------------------------ training
@@ -132,13 +143,38 @@ class Trainer:
         """Train every epoch not done yet, phase by phase."""
         for index, (phase, epochs) in enumerate(zip(self.phases, phase_epochs(self.phases))):
             remaining = [e for e in epochs if e > self.epochs_done]
-            if not remaining:
+            if not remaining or self._stops(phase, epochs):
                 continue
             data, train_model = self._start_phase(index, phase, epochs)
             for epoch in remaining:
                 self.history.append(self._train_epoch(epoch, phase, data, train_model))
+                self._keep_if_best(self.history[-1])
                 on_epoch_end(self)
                 self.log(epoch_line(self.history[-1], self.epochs))
+                if epoch != epochs[-1] and self._stops(phase, epochs):
+                    stop = self.cfg.train.early_stopping
+                    self.log(f"early stopping: {stop.monitor} has not improved by more than {stop.min_delta} for "
+                             f"{stop.patience} epoch(s); phase '{phase.name}' ends at epoch {epoch}")
+                    break
+
+    def _stops(self, phase: PhaseConfig, epochs: range) -> bool:
+        stops = should_stop([r for r in self.history if r["epoch"] in epochs], self.cfg.train.early_stopping)
+        if stops and phase.name not in self.stopped:
+            self.stopped.append(phase.name)
+        return stops
+
+    def _keep_if_best(self, row: dict) -> None:
+        monitor = self.cfg.train.keep_best
+        if monitor != "off" and improves(row[monitor], self.best["value"] if self.best else None, monitor):
+            self.best = {"epoch": row["epoch"], "value": row[monitor],
+                         "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+
+    def use_kept_weights(self) -> int:
+        """Load the kept epoch's weights (train.keep_best) and return that epoch; the last one otherwise."""
+        if self.best is None:
+            return self.epochs_done
+        self.model.load_state_dict(self.best["model"])
+        return int(self.best["epoch"])
 
     def _start_phase(self, index: int, phase: PhaseConfig, epochs: range) -> tuple[PhaseData, nn.Module]:
         """Freeze/unfreeze for `phase`, build its optimizer and schedule, and choose its data."""
@@ -213,12 +249,25 @@ class Trainer:
         data = self.phase_data(self.phases[-1])
         return self._evaluate(data, data.test)
 
-    def results(self, test: dict, wall_time_s: float) -> dict:
+    def inference_record(self) -> dict:
+        """Everything needed to use the trained weights on new images (stored with model.safetensors)."""
+        from cnnlab.version import __version__
+
+        channels, height, width = self.splits.input_size
+        return {"model": self.cfg.model, "model_args": self.cfg.model_args, "init": self.cfg.init,
+                "class_names": self.splits.class_names, "input_size": [channels, height, width],
+                "resize": self.splits.resize, "crop_ratio": self.splits.crop_ratio,
+                **self.preprocess.state(), "experiment": self.cfg.experiment_name, "seed": self.seed,
+                "cnnlab": __version__}
+
+    def results(self, test: dict, wall_time_s: float, kept_epoch: int) -> dict:
         history, splits = self.history, self.splits
         epoch_times = [r["epoch_time_s"] for r in history]
         return {
             "experiment": self.cfg.experiment_name, "model": self.cfg.model, "seed": self.seed,
-            "epochs": self.epochs, "test_loss": test["loss"], "test_acc": test["acc"],
+            "epochs": self.epochs, "epochs_trained": len(history), "kept_epoch": kept_epoch,
+            "keep_best": self.cfg.train.keep_best, "stopped_early": self.stopped,
+            "test_loss": test["loss"], "test_acc": test["acc"],
             "final_val_loss": history[-1]["val_loss"], "final_val_acc": history[-1]["val_acc"],
             "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
             "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
@@ -256,6 +305,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         folder.status("running", epoch=trainer.epochs_done)
         start = time.perf_counter()
         trainer.fit(on_epoch_end=lambda t: folder.epoch_end(t.checkpoint(), t.history))
+        kept_epoch = trainer.use_kept_weights()
         test = trainer.test()
     except KeyboardInterrupt:
         done = trainer.epochs_done if trainer else 0
@@ -268,8 +318,10 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         folder.status("failed", message=str(exc))
         raise
     wall = sum(r["epoch_time_s"] for r in trainer.history) if resume else time.perf_counter() - start
-    results = trainer.results(test, wall_time_s=wall)
-    folder.finish(trainer.model, model_name=cfg.model, class_names=splits.class_names, results=results,
+    results = trainer.results(test, wall_time_s=wall, kept_epoch=kept_epoch)
+    if kept_epoch != trainer.epochs_done:
+        log(f"kept the weights of epoch {kept_epoch} (best {cfg.train.keep_best})")
+    folder.finish(trainer.model, record=trainer.inference_record(), results=results,
                   title=f"{cfg.experiment_name} — seed {seed}")
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
     return results

@@ -20,7 +20,7 @@ from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
 from cnnlab.studies.ablation.config import AblationConfig, parse_ablation
 from cnnlab.studies.ablation.stats import compare
-from cnnlab.studies.experiment import data_key, load_data, resume_experiment, run_units, unit_names
+from cnnlab.studies.experiment import data_key, load_data, record_data, resume_experiment, run_units, unit_names
 from cnnlab.studies.preflight import check_experiment
 
 Log = Callable[[str], None]
@@ -72,6 +72,7 @@ def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | N
             log(f"\n=== step {index}/{len(configs) - 1}: {step.label} ({cfg.model}) ===")
             step_folder = step_dir(folder, index, step.name)
             step_folder.mkdir()
+            record_data(cfg, step_folder, splits_by_key[key])
             save_config(cfg, step_folder / "experiment.yaml")
             run_units(cfg, step_folder, splits_by_key[key], progress=progress, log=log)
     except RunInterrupted as exc:

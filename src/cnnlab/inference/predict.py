@@ -1,0 +1,128 @@
+"""`cnnlab predict`: class probabilities for image files and folders, as a table and a CSV.
+
+The CSV's columns are a contract scripts can rely on: `path, pred_1, prob_1, ..., pred_k, prob_k`.
+Images are decoded and resized by worker processes exactly as training streamed them
+(`data/streaming.py`), so a file predicts as its twin in the training data evaluated.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cnnlab.data.imagefolder import IMAGE_SUFFIXES
+from cnnlab.data.streaming import DecodeImages, default_workers
+from cnnlab.errors import DataError, RunError
+from cnnlab.fileio import atomic_write_text
+from cnnlab.inference.trained import TrainedModel
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Prediction:
+    path: Path
+    probabilities: torch.Tensor  # (num_classes,)
+    label: str | None  # the class folder it came from, if any
+
+
+def collect_images(inputs: list[Path]) -> list[tuple[Path, str | None]]:
+    """Image files named or found under folders; a file inside a subfolder of a named folder is
+    labelled with that subfolder's name (a folder of class folders)."""
+    found: list[tuple[Path, str | None]] = []
+    for item in map(Path, inputs):
+        if item.is_file():
+            found.append((item, None))
+        elif item.is_dir():
+            for path in sorted(item.rglob("*")):
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    relative = path.relative_to(item)
+                    found.append((path, relative.parts[0] if len(relative.parts) > 1 else None))
+        else:
+            raise DataError(f"{item}: no such image file or folder")
+    if not found:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+    return found
+
+
+def _collate(items):
+    good = [(x, i) for x, i, err in items if err is None]
+    bad = [(i, err) for _, i, err in items if err is not None]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, [i for _, i in good], bad
+
+
+def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int = 64, workers: int | None = None,
+            strict: bool = False, progress: bool = True, log: Log = print) -> tuple[list[Prediction], list[str]]:
+    """Probabilities for every readable image (averaged over `models` for an ensemble); the unreadable named."""
+    first = models[0]
+    for other in models[1:]:
+        if other.class_names != first.class_names or other.input_size != first.input_size:
+            raise RunError(f"{other.source}: its classes or input size differ from {first.source}; "
+                           "an ensemble needs runs of one experiment")
+    items = collect_images(inputs)
+    decode = DecodeImages([p for p, _ in items], first.input_size[1], first.record.get("resize", "stretch"),
+                          first.record.get("crop_ratio", 0.875))
+    batches = [list(range(s, min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
+    loader = DataLoader(decode, batch_sampler=batches, collate_fn=_collate,
+                        num_workers=default_workers() if workers is None else workers)
+    predictions, errors = [], []
+    bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False)
+    for images, index, bad in loader:
+        for _, message in bad:
+            if strict:
+                raise DataError(f"{message} (without --strict, unreadable files are skipped and counted)")
+            errors.append(message)
+        if images is not None:
+            probs = torch.stack([m.probabilities(images) for m in models]).mean(0).cpu()
+            predictions += [Prediction(items[i][0], p, items[i][1]) for i, p in zip(index, probs)]
+        bar.update(len(index) + len(bad))
+    bar.close()
+    return predictions, errors
+
+
+def top_k(prediction: Prediction, class_names: list[str], k: int) -> list[tuple[str, float]]:
+    probs, index = prediction.probabilities.topk(min(k, len(class_names)))
+    return [(class_names[i], float(p)) for p, i in zip(probs.tolist(), index.tolist())]
+
+
+def predictions_csv(predictions: list[Prediction], class_names: list[str], k: int) -> str:
+    k = min(k, len(class_names))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", *[f"{name}_{i}" for i in range(1, k + 1) for name in ("pred", "prob")]])
+    for p in predictions:
+        writer.writerow([str(p.path), *[v for name, prob in top_k(p, class_names, k) for v in (name, f"{prob:.6f}")]])
+    return buffer.getvalue()
+
+
+def accuracy(predictions: list[Prediction], class_names: list[str]) -> tuple[float, int] | None:
+    """Top-1 accuracy when every image came from a class folder named like one of the classes."""
+    labelled = [p for p in predictions if p.label is not None]
+    if not labelled or len(labelled) != len(predictions) or any(p.label not in class_names for p in labelled):
+        return None
+    right = sum(class_names[int(p.probabilities.argmax())] == p.label for p in labelled)
+    return right / len(labelled), len(labelled)
+
+
+def free_output_path(path: Path | None) -> Path:
+    """--out as given (never overwriting a file), else predictions.csv, predictions-1.csv, ..."""
+    if path is not None:
+        if path.exists():
+            raise RunError(f"{path}: already exists; cnnlab does not overwrite files: choose another --out")
+        return path
+    candidate, n = Path("predictions.csv"), 0
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"predictions-{n}.csv")
+    return candidate
+
+
+def write_predictions(path: Path, predictions: list[Prediction], class_names: list[str], k: int) -> None:
+    atomic_write_text(path, predictions_csv(predictions, class_names, k))

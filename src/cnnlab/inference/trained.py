@@ -1,0 +1,120 @@
+"""A trained model ready for inference: `load_trained(RUN_DIR or model.safetensors)`.
+
+`model.safetensors` carries, as JSON in its metadata, the model's name and arguments, the
+class names, the input size, how images of another size are resized, and the normalisation
+(fitted mean/std included, which BaseNet++ needs): the file alone predicts correctly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from cnnlab.config import PreprocessConfig
+from cnnlab.data.preprocess import BatchPreprocessor
+from cnnlab.errors import CheckpointError, RunError
+from cnnlab.fileio import read_state_file
+from cnnlab.models import Classifier, create_model, get_model_entry
+from cnnlab.training.device import resolve_device
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class TrainedModel:
+    model: Classifier
+    record: dict  # what train wrote beside the weights (see Trainer.inference_record)
+    source: Path
+    device: torch.device
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.record["class_names"]
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(self.record["input_size"])  # type: ignore[return-value]
+
+    @property
+    def mean(self) -> list[float] | None:
+        return self.record.get("mean")
+
+    @property
+    def std(self) -> list[float] | None:
+        return self.record.get("std")
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW images at the input size → the float batch the model was trained on."""
+        mean = None if self.mean is None else torch.tensor(self.mean)
+        std = None if self.std is None else torch.tensor(self.std)
+        return BatchPreprocessor(PreprocessConfig(), mean, std)(images.to(self.device), train=False)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the logits) for a uint8 NCHW batch."""
+        return torch.softmax(self.model(self.preprocess(images)).float(), dim=1)
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:
+        raise CheckpointError(f"{path}: not a readable safetensors file") from None
+    if "cnnlab" not in metadata:
+        raise CheckpointError(f"{path}: holds no record of its model and preprocessing (written by cnnlab "
+                              "before 0.2, or not by cnnlab); retrain it, or load the tensors with safetensors")
+    return json.loads(metadata["cnnlab"])
+
+
+def trained_runs(path: Path) -> list[Path]:
+    """The weights files under PATH: itself, a run folder's, or every finished seed of an experiment folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if (path / WEIGHTS_FILE).is_file():
+        return [path / WEIGHTS_FILE]
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run folder or weights file")
+    found = sorted(path.glob(f"*/{WEIGHTS_FILE}"), key=lambda p: p.parent.name)
+    if not found:
+        raise RunError(f"{path}: no trained weights here ({WEIGHTS_FILE} in it or in its seed folders); "
+                       "is the run finished?")
+    return found
+
+
+def pick_run(path: Path, seed: int | None) -> Path:
+    """One weights file: the seed asked for, or the only one."""
+    runs = trained_runs(path)
+    if seed is not None:
+        chosen = [r for r in runs if r.parent.name in (f"seed-{seed}", f"fold-{seed}")]
+        if not chosen:
+            raise RunError(f"{path}: no finished seed {seed}; found {', '.join(r.parent.name for r in runs)}")
+        return chosen[0]
+    if len(runs) > 1:
+        raise RunError(f"{path} holds {len(runs)} trained runs ({', '.join(r.parent.name for r in runs)}): "
+                       "choose one with --seed S, or average them with --ensemble")
+    return runs[0]
+
+
+def load_trained(path: str | Path, *, seed: int | None = None, device: str | torch.device = "cpu") -> TrainedModel:
+    """The trained model at PATH (a weights file, a run folder, or an experiment folder with `seed`)."""
+    weights = pick_run(Path(path), seed)
+    record = _read_record(weights)
+    args = dict(record.get("model_args") or {})
+    if get_model_entry(record["model"]).preprocessing is not None:
+        args["weights"] = "none"  # the trained tensors replace the pretrained ones: nothing to download
+    channels, height, _ = record["input_size"]
+    model = create_model(record["model"], num_classes=len(record["class_names"]), in_channels=channels,
+                         image_size=height, **args)
+    state = read_state_file(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit model '{record['model']}' "
+                              f"({str(exc).splitlines()[0]})") from None
+    device = resolve_device(device) if isinstance(device, str) else device
+    return TrainedModel(model.to(device).eval(), record, weights, device)
