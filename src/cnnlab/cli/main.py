@@ -198,7 +198,16 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "export": cmd_export, "run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
+def cmd_interpret(args) -> int:
+    from cnnlab.inference.interpret import interpret
+
+    if args.gradcam < 0:
+        raise ConfigError(f"--gradcam: expected a number of images >= 0, got {args.gradcam}")
+    interpret(Path(args.run_dir), gradcam_images=args.gradcam, layer=args.layer)
+    return 0
+
+
+COMMANDS = {"interpret": cmd_interpret, "predict": cmd_predict, "export": cmd_export, "run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
             "list": cmd_list, "resume": cmd_resume}
 
 

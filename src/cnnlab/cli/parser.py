@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take uint8 NHWC pixels and preprocess inside the graph")
     export.add_argument("--opset", type=int, default=17)
 
+    interpret = sub.add_parser(
+        "interpret", help="confusion matrix, per-class figures, top losses and Grad-CAM of a finished run",
+        description="Recompute the interpretation files of a seed folder (or of every seed of an experiment "
+                    "folder, then pooled) on its test split; --gradcam N adds gradcam.png for N test images.")
+    interpret.add_argument("run_dir", metavar="RUN_DIR")
+    interpret.add_argument("--gradcam", type=int, default=0, metavar="N", help="Grad-CAM maps of N test images")
+    interpret.add_argument("--layer", metavar="NAME", help="the layer Grad-CAM explains (default: the backbone's "
+                                                           "last layer with a feature map)")
+
     sub.add_parser("list", help="list models, experiment presets and data sources")
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",

@@ -152,7 +152,8 @@ def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, defau
         val = _drop_bad_images(val, "val", path, log) if val is not None else None
     total = sum(len(s) for s in (train, val, test) if s is not None)
     cache = cfg.cache if cfg.cache is not None else total * 3 * size * size <= MEMORY_LIMIT
-    description = f"{PHOTOS[source].split(' (')[0].split(',')[0]} {path}, images {resize} to {size}×{size}"
+    kind = {"imagefolder": "image folders", "classfolder": "class folders", "csv": "images listed in"}[source]
+    description = f"{kind} {path}, images {resize} to {size}×{size}"
     if cache:
         log(f"decoding {total} images into memory ...")
         train, test = train.cache_in_memory(), test.cache_in_memory()

@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ConfigError, RunError
 from cnnlab.fileio import atomic_write_bytes
-from cnnlab.inference.trained import TrainedModel
+from cnnlab.inference.trained import TrainedModel, run_data
 
 Log = Callable[[str], None]
 
@@ -55,16 +55,8 @@ def _onnx_modules():
 
 def sample_images(trained: TrainedModel, count: int, log: Log) -> tuple[torch.Tensor, str]:
     """uint8 NCHW test images of the run (its recorded data), or random pixels when unreadable."""
-    config = trained.source.parent / "config.yaml"
     try:
-        from cnnlab.config import load_experiment
-        from cnnlab.data.sources import load_splits
-        from cnnlab.models import model_preprocessing
-
-        cfg = load_experiment(config)
-        cfg.data.val_fraction = 0.0
-        splits = load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=lambda s: None,
-                             default_size=trained.input_size[1])
+        splits = run_data(trained)
         images, _ = next(iter(splits.test.batches(count)))
         return images.cpu(), f"{len(images)} test images of {splits.description}"
     except (CnnlabError, OSError, StopIteration) as exc:

@@ -118,3 +118,17 @@ def load_trained(path: str | Path, *, seed: int | None = None, device: str | tor
                               f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(device) if isinstance(device, str) else device
     return TrainedModel(model.to(device).eval(), record, weights, device)
+
+
+def run_data(trained: TrainedModel):
+    """The data the run was trained on, read again from its recorded configuration (test split exact)."""
+    from cnnlab.config import load_experiment
+    from cnnlab.data.sources import load_splits
+    from cnnlab.models import model_preprocessing
+
+    config = trained.source.parent / "config.yaml"
+    if not config.is_file():
+        raise RunError(f"{trained.source.parent}: no config.yaml beside the weights; the run's data is unknown")
+    cfg = load_experiment(config)
+    return load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=lambda s: None,
+                       default_size=trained.input_size[1])

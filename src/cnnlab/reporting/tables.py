@@ -17,7 +17,10 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def pm(values: Sequence[float], *, percent: bool, digits: int = 2) -> str:
+    """mean ± std; a single run shows its value alone (a "± 0.00" would claim a spread never measured)."""
     mean, std = mean_std(values)
+    if len(list(values)) == 1:
+        return f"{100 * mean:.{digits}f} %" if percent else f"{mean:.4f}"
     if percent:
         return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f} %"
     return f"{mean:.4f} ± {std:.4f}"

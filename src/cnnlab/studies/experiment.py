@@ -24,6 +24,7 @@ from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_reference
+from cnnlab.reporting.interpretation import pool_interpretation
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
@@ -185,5 +186,7 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
         render = lambda md: seeds_table(results, lab, markdown=md)  # noqa: E731
     atomic_write_text(folder / "summary.md", f"# {title}\n\n{render(True)}\n"
                       + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else ""))
+    pool_interpretation(folder, [folder / unit for unit in unit_names(cfg)],
+                        title=f"{cfg.experiment_name}: test confusion pooled over {len(results)} run(s) (row-normalised)")
     log(f"\n{title}\n{render(False)}\n\nresults: {folder}")
     return summary

@@ -20,6 +20,10 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         entry = get_model_entry(cfg.model)
     except ConfigError as exc:
         raise ConfigError(f"experiment '{cfg.experiment_name}': key 'model': {exc}") from None
+    monitors = sorted({cfg.train.keep_best, cfg.train.early_stopping.monitor} - {"off"})
+    if monitors and cfg.data.val_fraction == 0 and not cfg.data.folds:
+        raise ConfigError(f"train.keep_best / train.early_stopping watch {', '.join(monitors)}, which needs a "
+                          "validation split: set data.val_fraction > 0")
     pretrained = entry.preprocessing is not None
     model_preprocessing(cfg.model, cfg.model_args)  # unknown backbone or weights name
     # The architecture first (head spec, policy parts), without reading or downloading weights.

@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.data.batches import num_batches
-from cnnlab.data.images import ImageSet
+from cnnlab.data.images import ImageSource
 from cnnlab.errors import TrainingDiverged
 from cnnlab.training.distributed import all_sum
 
@@ -34,7 +34,7 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, optimizer: torch.optim.Optimizer,
                     scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     train_mode: Callable[[nn.Module], None] | None = None,
@@ -79,7 +79,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, *, preprocess: Preprocess,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
+def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
              amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout)."""
     model.eval()
@@ -103,3 +103,17 @@ def _eval_batches(data, batch_size: int, shard: tuple[int, int]):
     if world == 1:
         return data.batches(batch_size)
     return data.subset(torch.arange(rank, len(data), world)).batches(batch_size)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, batch_size: int,
+                   amp: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image's logits (float32, on the CPU) and label, in the split's order, in eval mode."""
+    model.eval()
+    outputs, labels = [], []
+    for images, batch_labels in data.batches(batch_size):
+        x = _prepare(preprocess(images, train=False), channels_last)
+        with autocast_context(data.device, amp):
+            outputs.append(model(x).float().cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(outputs), torch.cat(labels)

@@ -24,6 +24,9 @@ from pathlib import Path
 from cnnlab.config import ExperimentConfig, save_config
 from cnnlab.fileio import atomic_write_json, atomic_write_text
 from cnnlab.reporting.curves import plot_learning_curves
+from cnnlab.reporting.interpretation import (confusion, most_confused, per_class, plot_confusion, plot_top_losses,
+                                             top_losses, write_confusion_csv, write_most_confused_csv,
+                                             write_per_class_csv, write_top_losses_csv)
 from cnnlab.reporting.metrics import write_metrics
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 
@@ -77,6 +80,12 @@ class RunFolder:
         if self.writes:
             write_metrics(self.path / "metrics.csv", history)
 
+    def interpretation(self, logits, labels, images, class_names: list[str], *, title: str,
+                       top_k: int = 12) -> None:
+        """confusion_matrix.csv/.png, per_class.csv, most_confused.csv and top_losses.png of the test split."""
+        if self.writes:
+            write_interpretation(self.path, logits, labels, images, class_names, title=title, top_k=top_k)
+
     def finish(self, model, *, record: dict, results: dict, title: str) -> None:
         """The trained weights (with what using them needs), the results and the curves; then finished."""
         if self.writes:
@@ -84,3 +93,27 @@ class RunFolder:
             atomic_write_json(self.path / "results.json", results)
             plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title)
             self.status("finished", epoch=results["epochs"])
+
+
+def write_interpretation(folder: Path, logits, labels, images, class_names: list[str], *, title: str,
+                         top_k: int = 12) -> None:
+    """The interpretation files of one run from its test logits (torch, CPU) and labels."""
+    import torch
+    import torch.nn.functional as F
+
+    predictions = logits.argmax(1)
+    matrix = confusion(labels.numpy(), predictions.numpy(), len(class_names))
+    write_confusion_csv(folder / "confusion_matrix.csv", matrix, class_names)
+    plot_confusion(folder / "confusion_matrix.png", matrix, class_names, title=f"{title}: test confusion (row-normalised)")
+    write_per_class_csv(folder / "per_class.csv", per_class(matrix, class_names))
+    write_most_confused_csv(folder / "most_confused.csv", most_confused(matrix, class_names))
+    losses = F.cross_entropy(logits, labels, reduction="none").numpy()
+    worst = top_losses(losses, min(top_k, len(losses)))
+    pixels, _ = next(iter(images.subset(torch.as_tensor(worst)).batches(len(worst))))
+    probabilities = torch.softmax(logits[worst], 1).max(1).values.numpy()
+    write_top_losses_csv(folder / "top_losses.csv", [
+        {"test_index": int(i), "true": class_names[int(labels[i])], "predicted": class_names[int(predictions[i])],
+         "probability": float(p), "loss": float(losses[i])} for i, p in zip(worst, probabilities)])
+    plot_top_losses(folder / "top_losses.png", pixels.permute(0, 2, 3, 1).cpu().numpy(),
+                    [class_names[int(labels[i])] for i in worst], [class_names[int(predictions[i])] for i in worst],
+                    probabilities, losses[worst], title=f"{title}: the {len(worst)} test images with the highest loss")

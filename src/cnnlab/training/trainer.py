@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.config import ExperimentConfig, PhaseConfig
@@ -29,7 +30,7 @@ from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_state_strict
 from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
 from cnnlab.training.features import cached_features, feature_preprocess
-from cnnlab.training.loop import evaluate, resolve_amp, train_one_epoch
+from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
                                     trains_head_only)
 from cnnlab.training.run_folder import RunFolder
@@ -53,6 +54,15 @@ def uses_feature_cache(cfg: ExperimentConfig, model: Classifier, phase: PhaseCon
     """A phase can train on cached features when the backbone is frozen and nothing is augmented."""
     augmented = augmentation_enabled(cfg.preprocess.augment) and phase.augment
     return cfg.train.feature_cache and not augmented and trains_head_only(model, phase)
+
+
+@dataclass
+class TestOutputs:
+    """The test split's logits and labels, and its images (to draw the worst ones)."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    images: ImageSource
 
 
 @dataclass
@@ -218,7 +228,8 @@ class Trainer:
             features, hit = cached_features(self.model, split, self.preprocess,
                                             cache_dir=self.cfg.train.feature_cache_dir,
                                             batch_size=self.cfg.train.eval_batch_size, device=self.device,
-                                            amp=self.amp, channels_last=self.channels_last, log=self.log)
+                                            amp=self.amp, channels_last=self.channels_last, log=self.log,
+                                            progress=self.progress)
             out.append(features.to(self.device))
             hits.append(hit)
         elapsed = time.perf_counter() - tick
@@ -244,10 +255,23 @@ class Trainer:
                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world))
 
-    def test(self) -> dict:
-        """Loss and accuracy on the test split, as the last phase sees its data."""
+    def test(self) -> tuple[dict, TestOutputs | None]:
+        """Loss and accuracy on the test split, as the last phase sees its data, and (one process)
+        every test image's logits for the interpretation files."""
         data = self.phase_data(self.phases[-1])
-        return self._evaluate(data, data.test)
+        if self.ctx.enabled:  # sharded over the processes; process 0 then computes the outputs alone
+            metrics = self._evaluate(data, data.test)
+            outputs = self._test_outputs(data) if self.ctx.is_main else None
+            return metrics, outputs
+        outputs = self._test_outputs(data)
+        loss = F.cross_entropy(outputs.logits, outputs.labels, reduction="sum").item() / max(1, len(outputs.labels))
+        return {"loss": loss, "acc": float((outputs.logits.argmax(1) == outputs.labels).float().mean())}, outputs
+
+    def _test_outputs(self, data: PhaseData) -> "TestOutputs":
+        logits, labels = predict_logits(data.module, data.test, preprocess=data.preprocess,
+                                        batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
+                                        channels_last=data.channels_last)
+        return TestOutputs(logits, labels, self.images[2])
 
     def inference_record(self) -> dict:
         """Everything needed to use the trained weights on new images (stored with model.safetensors)."""
@@ -306,7 +330,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         start = time.perf_counter()
         trainer.fit(on_epoch_end=lambda t: folder.epoch_end(t.checkpoint(), t.history))
         kept_epoch = trainer.use_kept_weights()
-        test = trainer.test()
+        test, outputs = trainer.test()
     except KeyboardInterrupt:
         done = trainer.epochs_done if trainer else 0
         folder.status("interrupted", epoch=done)
@@ -321,7 +345,9 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     results = trainer.results(test, wall_time_s=wall, kept_epoch=kept_epoch)
     if kept_epoch != trainer.epochs_done:
         log(f"kept the weights of epoch {kept_epoch} (best {cfg.train.keep_best})")
-    folder.finish(trainer.model, record=trainer.inference_record(), results=results,
-                  title=f"{cfg.experiment_name} — seed {seed}")
+    title = f"{cfg.experiment_name} — seed {seed}"
+    folder.finish(trainer.model, record=trainer.inference_record(), results=results, title=title)
+    if outputs is not None:
+        folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
     return results
