@@ -321,13 +321,14 @@ def test_checkpoints_and_yaml_never_execute_code(tmp_path, npz_data):
     (["run", "basenet", "--device", "tpu"], "--device: key 'device': expected one of auto, cpu, cuda, mps"),
     (["run", "basenet", "--source", "zip"], "--source: key 'data.source': expected one of auto, cifar100"),
 ])
-def test_unknown_names_list_the_valid_ones(args, fragment, tmp_path):
-    # Run in an empty folder: a bad command must fail before it makes any folder, downloads or writes.
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert fragment in result.stderr
+def test_unknown_names_list_the_valid_ones(args, fragment, tmp_path, capsys):
+    # In an empty working folder (conftest): a bad command must fail before it makes any folder or writes.
+    from cnnlab.cli.main import main
+
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert fragment in stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -265,7 +265,8 @@ class Trainer:
             return metrics, outputs
         outputs = self._test_outputs(data)
         loss = F.cross_entropy(outputs.logits, outputs.labels, reduction="sum").item() / max(1, len(outputs.labels))
-        return {"loss": loss, "acc": float((outputs.logits.argmax(1) == outputs.labels).float().mean())}, outputs
+        right = int((outputs.logits.argmax(1) == outputs.labels).sum())
+        return {"loss": loss, "acc": right / max(1, len(outputs.labels))}, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
         logits, labels = predict_logits(data.module, data.test, preprocess=data.preprocess,
