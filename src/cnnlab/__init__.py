@@ -17,6 +17,7 @@ _EXPORTS = {
     "list_models": "cnnlab.models",
     "model_summary": "cnnlab.models",
     "run_experiment": "cnnlab.studies",
+    "load_trained": "cnnlab.inference",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
