@@ -52,8 +52,10 @@ def test_experiment_folder_is_complete_and_never_reused(npz_data, tmp_path):
     group = run_experiment(cfg, progress=False, log=lines.append)
     group2 = run_experiment(cfg, progress=False, log=lambda s: None)
     assert group != group2 and group.parent == group2.parent
-    assert {"experiment.yaml", "results.csv", "summary.json", "summary.md", "seed-1", "seed-2"} <= \
-        {p.name for p in group.iterdir()}
+    assert {"experiment.yaml", "results.csv", "summary.json", "summary.md", "seed-1", "seed-2", "curves.png",
+            "confusion_matrix.csv"} <= {p.name for p in group.iterdir()}
+    title = (group / "summary.md").read_text().splitlines()[0]
+    assert "basenet" in title and "npz (4 classes)" in title and "2 epochs" in title and "cpu" in title
     summary = json.loads((group / "summary.json").read_text())
     runs = [json.loads((group / f"seed-{s}" / "results.json").read_text()) for s in (1, 2)]
     assert summary["runs"] == runs

@@ -21,16 +21,19 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and validation, side by side."""
+def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "", test: dict | None = None) -> Path:
+    """Loss and accuracy (in %) per epoch, train and validation, side by side; the test figures marked."""
     rows = read_metrics(metrics_csv)
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
-        ax.plot(epochs, [r[f"train_{metric}"] for r in rows], label="train", marker=".")
+    for ax, metric, label, scale in ((axes[0], "loss", "loss", 1), (axes[1], "acc", "accuracy (%)", 100)):
+        ax.plot(epochs, [scale * r[f"train_{metric}"] for r in rows], label="train", marker=".")
         val = [r[f"val_{metric}"] for r in rows]
         if any(v is not None for v in val):
-            ax.plot(epochs, val, label="validation", marker=".")
+            ax.plot(epochs, [None if v is None else scale * v for v in val], label="validation", marker=".")
+        if test is not None and test.get(metric) is not None:
+            ax.plot([test.get("epoch", epochs[-1])], [scale * test[metric]], marker="*", markersize=12,
+                    linestyle="none", color="black", label=f"test ({scale * test[metric]:.2f})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -57,13 +60,17 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
         length = min(len(s) for s in series)
         by_epoch = list(zip(*[s[:length] for s in series]))
         epochs = range(1, length + 1)
+        scale = 100 if metric.endswith("acc") else 1
+        by_epoch = [[scale * x for x in v] for v in by_epoch]
         mean = [sum(v) / len(v) for v in by_epoch]
-        line, = ax.plot(epochs, mean, label=f"{label} (n={len(series)})")
+        # markers too: a one-epoch curve is a single point, which a line alone does not draw
+        line, = ax.plot(epochs, mean, label=f"{label} (n={len(series)})", marker="o", markersize=3)
         if len(series) > 1:
             ax.fill_between(epochs, [min(v) for v in by_epoch], [max(v) for v in by_epoch],
                             color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel({"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric))
+    ax.set_ylabel({"val_acc": "validation accuracy (%)", "val_loss": "validation loss",
+                   "train_acc": "training accuracy (%)", "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or metric)

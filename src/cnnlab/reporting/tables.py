@@ -39,20 +39,31 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdo
     return "\n".join(lines)
 
 
+def _seconds(result: dict, key: str, fallback: str) -> float:
+    return result.get(key, result.get(fallback, 0.0)) or 0.0
+
+
 def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = False) -> str:
-    """The lab's "Cuadro 1": each run's test loss/accuracy, then mean ± std; lab beside it."""
-    header = ["run", "seed", "test loss", "test accuracy", "epoch time (s)", "lab loss", "lab accuracy"]
-    lab_runs = (lab or {}).get("runs", [])
+    """The lab's "Cuadro 1": each seed's test loss/accuracy, then mean ± std, then the lab's own mean.
+
+    Timings: the median epoch (the first, warm-up epoch does not skew it) and one-off work
+    such as feature extraction, apart. The lab's runs are its own, so they are not paired
+    with cnnlab's seeds: they appear as one row of their own.
+    """
+    header = ["seed", "test loss", "test accuracy", "median epoch (s)", "one-off (s)"]
     rows = []
-    for i, r in enumerate(results):
-        ref = lab_runs[i] if i < len(lab_runs) else None
-        rows.append([str(i + 1), str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]),
-                     f"{r['mean_epoch_time_s']:.2f}",
-                     f"{ref['test_loss']:.4f}" if ref else "—", pct(ref["test_acc"]) if ref else "—"])
-    rows.append(["mean ± std", "", pm([r["test_loss"] for r in results], percent=False),
-                 pm([r["test_acc"] for r in results], percent=True),
-                 f"{mean_std([r['mean_epoch_time_s'] for r in results])[0]:.2f}",
-                 f"{lab['mean_test_loss']:.4f}" if lab else "—", pct(lab["mean_test_acc"]) if lab else "—"])
+    for r in results:
+        rows.append([str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]),
+                     f"{_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s'):.2f}",
+                     f"{_seconds(r, 'one_off_time_s', 'one_off_time_s'):.1f}"])
+    if len(results) > 1:
+        rows.append(["mean ± std", pm([r["test_loss"] for r in results], percent=False),
+                     pm([r["test_acc"] for r in results], percent=True),
+                     f"{mean_std([_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s') for r in results])[0]:.2f}",
+                     ""])
+    if lab:
+        rows.append([f"lab ({len(lab['runs'])} run{'s' if len(lab['runs']) > 1 else ''})",
+                     f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", ""])
     return render_table(header, rows, markdown=markdown)
 
 
@@ -67,13 +78,15 @@ def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
     return render_table(header, rows, markdown=markdown)
 
 
-def ablation_table(rows: list[dict], alpha: float, *, markdown: bool) -> str:
+def ablation_table(rows: list[dict], alpha: float, *, markdown: bool = False) -> str:
     """Each cumulative step: mean ± std, the lab's figure, and the gain over the previous step with its test."""
     header = ["step", "change", "model", "test accuracy", "test loss", "lab", "gain", "Welch p",
               f"{100 * (1 - alpha):.0f} % CI of gain", "beyond noise?"]
     body = []
     for r in rows:
         cmp = r["vs_previous"]
+        if cmp and len(r["test_acc"]) < 3:  # two runs a side: the gain is shown, a verdict would not be earned
+            cmp = {**cmp, "p_value": None, "verdict": "n/a (< 3 runs)"}
         body.append([
             str(r["step"]), r["label"], r["model"], pm(r["test_acc"], percent=True),
             pm(r["test_loss"], percent=False), pct(r["lab"][1]) if r["lab"] else "—",

@@ -24,6 +24,7 @@ from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_reference
+from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
 from cnnlab.studies.preflight import check_experiment
@@ -154,6 +155,14 @@ def resume_experiment(folder: Path, *, device: str | None = None, progress: bool
         summarize_experiment(folder, log=log)
 
 
+def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:
+    """What a table or figure is about: data, model/backbone, epochs and device."""
+    data = Path(cfg.data.path).name if cfg.data.path else "CIFAR-100"
+    backbone = cfg.model_args.get("backbone")
+    model = f"{cfg.model} on {backbone}" if backbone else cfg.model
+    return f"{model}, {data} ({cfg.data.num_classes} classes), {results[0]['epochs']} epochs, {results[0]['device']}"
+
+
 def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     """Build results.csv, summary.json and summary.md from the units' results.json files."""
     cfg = load_experiment(folder / "experiment.yaml")
@@ -182,10 +191,14 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
         title = f"{cfg.experiment_name}: {cfg.data.folds}-fold cross-validation (seed {cfg.seeds[0]})"
         render = lambda md: folds_table(results, markdown=md)  # noqa: E731
     else:
-        title = f"{cfg.experiment_name}: test results over {len(results)} seed(s)"
+        title = f"{cfg.experiment_name}: test results over {len(results)} seed(s) — {describe_setup(cfg, results)}"
         render = lambda md: seeds_table(results, lab, markdown=md)  # noqa: E731
     atomic_write_text(folder / "summary.md", f"# {title}\n\n{render(True)}\n"
                       + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else ""))
+    metrics = [folder / unit / "metrics.csv" for unit in unit_names(cfg)]
+    monitored = "val_acc" if results[0].get("final_val_acc") is not None else "train_acc"
+    plot_overlay({cfg.experiment_name: metrics}, folder / "curves.png", metric=monitored,
+                 title=f"{cfg.experiment_name}: mean over {len(results)} run(s), min-max band — {describe_setup(cfg, results)}")
     pool_interpretation(folder, [folder / unit for unit in unit_names(cfg)],
                         title=f"{cfg.experiment_name}: test confusion pooled over {len(results)} run(s) (row-normalised)")
     log(f"\n{title}\n{render(False)}\n\nresults: {folder}")

@@ -91,7 +91,9 @@ class RunFolder:
         if self.writes:
             save_weights(self.path / "model.safetensors", model, record)
             atomic_write_json(self.path / "results.json", results)
-            plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title)
+            plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title,
+                                 test={"epoch": results["kept_epoch"], "loss": results["test_loss"],
+                                       "acc": results["test_acc"]})
             self.status("finished", epoch=results["epochs"])
 
 

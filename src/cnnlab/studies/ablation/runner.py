@@ -113,7 +113,9 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     note = (f"Test accuracy over {n} run(s) per step. 'Beyond noise' asks whether the gain over the previous "
             f"step is larger than seed-to-seed noise: Welch's t-test p < {ablation.alpha} and the "
             f"{100 * (1 - ablation.alpha):.0f} % bootstrap interval of the gain excludes 0. "
-            "Lab: the report's single run per step (BaseNet: its 3-run mean).")
+            "Lab: the report's single run per step (BaseNet: its 3-run mean)."
+            + (" With fewer than 3 runs per step no verdict is given: two runs cannot estimate the "
+               "seed-to-seed spread well enough for a test to mean anything." if n < 3 else ""))
     atomic_write_text(folder / "ablation.md", f"# Ablation: {ablation.name}\n\n{table_md}\n\n{note}\n\n"
                       "![validation curves](val_curves.png)\n")
     log(f"\nAblation {ablation.name}\n{table_txt}\n\n{note}\nresults: {folder}")
