@@ -180,3 +180,20 @@ def test_compare_a_phased_recipe_with_classic_heads(birds_lab, tmp_path):
                         classic=["logreg"], out=str(tmp_path), progress=False, log=lambda s: None)
     rows = json.loads((group / "compare.json").read_text())["rows"]
     assert [r["kind"] for r in rows] == ["network", "classic"]
+
+
+def test_resnet50_weights_are_described_as_torchvision_describes_them():
+    from torchvision.models import ResNet50_Weights
+
+    from cnnlab.models.backbones import TORCHVISION_RESNET50, get_backbone
+
+    entry = get_backbone("resnet50")
+    for member, spec in TORCHVISION_RESNET50.items():
+        weights, ours = getattr(ResNet50_Weights, member), entry.weights[member.lower()]
+        transforms = weights.transforms()
+        assert ours.url == weights.url == spec["url"]
+        assert (ours.preprocessing.size, round(ours.preprocessing.size / ours.preprocessing.crop_ratio)) == \
+            (transforms.crop_size[0], transforms.resize_size[0])
+        assert list(ours.preprocessing.mean) == list(transforms.mean)
+        assert list(ours.preprocessing.std) == list(transforms.std)
+        assert spec["top1"] == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]

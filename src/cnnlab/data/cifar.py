@@ -12,13 +12,11 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import CIFAR100
-from torchvision.datasets import utils as tv_utils
 
 from cnnlab.data.images import DataSplits, ImageSet, imageset_from_numpy
 from cnnlab.errors import DataError
 
-FOLDER = CIFAR100.base_folder  # "cifar-100-python"
+FOLDER = "cifar-100-python"  # torchvision's CIFAR100.base_folder (torchvision is imported only to download)
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
@@ -88,6 +86,9 @@ def read_cifar100(path: Path, num_classes: int) -> DataSplits:
 
 def download_cifar100(root: Path) -> None:
     """Fetch and extract the official archive into `root` with torchvision's checksum."""
+    from torchvision.datasets import CIFAR100
+    from torchvision.datasets import utils as tv_utils
+
     root.mkdir(parents=True, exist_ok=True)
     try:
         tv_utils.download_and_extract_archive(CIFAR100.url, str(root), filename=CIFAR100.filename,

@@ -174,19 +174,30 @@ def _resnet50_adapt(trunk: nn.Module, state: dict) -> None:
     trunk.load_state_dict(mapped, strict=True)
 
 
-def _torchvision_weights(member: str) -> WeightsEntry:
+# torchvision's ResNet50 weights, described here so that listing or building a model does not
+# import torchvision.models (seconds); tests/test_birds.py checks every figure against it.
+TORCHVISION_RESNET50 = {
+    "IMAGENET1K_V1": {"resize": 256, "crop": 224, "top1": 76.13,
+                      "url": "https://download.pytorch.org/models/resnet50-0676ba61.pth"},
+    "IMAGENET1K_V2": {"resize": 232, "crop": 224, "top1": 80.858,
+                      "url": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"},
+}
+
+
+def _torchvision_state(member: str) -> dict:
     from torchvision.models import ResNet50_Weights
 
-    weights = getattr(ResNet50_Weights, member)
-    tf = weights.transforms()
-    crop = tf.crop_size[0]
+    # Downloads to torchvision's cache (TORCH_HOME) on first use; needs the internet once.
+    return getattr(ResNet50_Weights, member).get_state_dict(progress=True)
+
+
+def _torchvision_weights(member: str) -> WeightsEntry:
+    spec = TORCHVISION_RESNET50[member]
     return WeightsEntry(
-        name=member.lower(), description=f"torchvision ResNet50_Weights.{member} ({weights.meta['_docs'].strip()[:60]}…)",
-        preprocessing=Preprocessing(size=crop, resize="crop", crop_ratio=crop / tf.resize_size[0],
-                                    mean=tuple(tf.mean), std=tuple(tf.std)),
-        # Downloads to torchvision's cache (TORCH_HOME) on first use; needs the internet once.
-        load_state_dict=lambda: weights.get_state_dict(progress=True), licence="BSD-3-Clause (torchvision)",
-        url=weights.url)
+        name=member.lower(), description=f"torchvision ResNet50_Weights.{member} ({spec['top1']} % ImageNet top-1)",
+        preprocessing=Preprocessing(size=spec["crop"], resize="crop", crop_ratio=spec["crop"] / spec["resize"],
+                                    mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        load_state_dict=lambda: _torchvision_state(member), licence="BSD-3-Clause (torchvision)", url=spec["url"])
 
 
 register_backbone(BackboneEntry(

@@ -95,7 +95,7 @@ def plot_confusion(path: Path, matrix: np.ndarray, class_names: list[str], title
     if n <= 60:
         ax.set_xticks(range(n), class_names, rotation=90, fontsize=max(5, 10 - n // 10))
         ax.set_yticks(range(n), class_names, fontsize=max(5, 10 - n // 10))
-    if n <= 25:
+    if n <= 12:  # counts in the cells while they stay legible (and cheap to draw)
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
@@ -132,7 +132,7 @@ def plot_top_losses(path: Path, images: np.ndarray, true: list[str], predicted: 
 def pool_interpretation(folder: Path, runs: list[Path], title: str) -> np.ndarray | None:
     """Sum the runs' confusion matrices into the experiment folder (with its per-class and pair tables)."""
     files = [run / "confusion_matrix.csv" for run in runs]
-    if not files or not all(f.is_file() for f in files):
+    if len(files) < 2 or not all(f.is_file() for f in files):  # one run: its own files say it all
         return None
     matrices, names = zip(*(read_confusion_csv(f) for f in files))
     matrix = sum(matrices)

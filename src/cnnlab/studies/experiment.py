@@ -197,8 +197,10 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
                       + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else ""))
     metrics = [folder / unit / "metrics.csv" for unit in unit_names(cfg)]
     monitored = "val_acc" if results[0].get("final_val_acc") is not None else "train_acc"
-    plot_overlay({cfg.experiment_name: metrics}, folder / "curves.png", metric=monitored,
-                 title=f"{cfg.experiment_name}: mean over {len(results)} run(s), min-max band — {describe_setup(cfg, results)}")
+    if len(results) > 1:  # one run: its own curves.png is the figure
+        plot_overlay({cfg.experiment_name: metrics}, folder / "curves.png", metric=monitored,
+                     title=f"{cfg.experiment_name}: mean over {len(results)} runs, min-max band\n"
+                           f"{describe_setup(cfg, results)}")
     pool_interpretation(folder, [folder / unit for unit in unit_names(cfg)],
                         title=f"{cfg.experiment_name}: test confusion pooled over {len(results)} run(s) (row-normalised)")
     log(f"\n{title}\n{render(False)}\n\nresults: {folder}")

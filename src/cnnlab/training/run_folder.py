@@ -32,9 +32,10 @@ from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_we
 
 
 def environment_record(device, seed: int) -> dict:
+    from importlib.metadata import version
+
     import numpy as np
     import torch
-    import torchvision
 
     from cnnlab.version import __version__
 
@@ -43,7 +44,7 @@ def environment_record(device, seed: int) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "platform": platform.platform(), "cnnlab": __version__, "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__,
+        "torchvision": version("torchvision"), "numpy": np.__version__,
         "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 

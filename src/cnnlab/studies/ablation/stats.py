@@ -5,7 +5,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def welch_p_value(before: Sequence[float], after: Sequence[float]) -> float | None:
@@ -17,6 +16,8 @@ def welch_p_value(before: Sequence[float], after: Sequence[float]) -> float | No
         return None
     if np.std(before) == 0 and np.std(after) == 0:
         return None
+    from scipy import stats  # imported when a test is made, not with every `cnnlab run` (seconds)
+
     p = stats.ttest_ind(after, before, equal_var=False).pvalue
     return None if math.isnan(p) else float(p)
 
