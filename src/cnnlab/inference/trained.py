@@ -46,11 +46,14 @@ class TrainedModel:
     def std(self) -> list[float] | None:
         return self.record.get("std")
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW images at the input size → the float batch the model was trained on."""
+    def __post_init__(self) -> None:
         mean = None if self.mean is None else torch.tensor(self.mean)
         std = None if self.std is None else torch.tensor(self.std)
-        return BatchPreprocessor(PreprocessConfig(), mean, std)(images.to(self.device), train=False)
+        self._preprocessor = BatchPreprocessor(PreprocessConfig(), mean, std)  # no augmentation
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW images at the input size → the float batch the model was trained on."""
+        return self._preprocessor(images.to(self.device), train=False)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

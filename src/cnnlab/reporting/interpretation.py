@@ -50,13 +50,10 @@ def per_class(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
     return rows
 
 
-def write_top_losses_csv(path: Path, rows: list[dict]) -> None:
-    write_per_class_csv(path, rows)
-
-
-def write_per_class_csv(path: Path, rows: list[dict]) -> None:
+def write_rows_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Rows of dicts as a CSV with a header (per_class.csv, most_confused.csv, top_losses.csv)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames or list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
@@ -74,14 +71,6 @@ def most_confused(matrix: np.ndarray, class_names: list[str], k: int = 10) -> li
             break
         pairs.append({"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j])})
     return pairs
-
-
-def write_most_confused_csv(path: Path, pairs: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["true", "predicted", "count"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(pairs)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def plot_confusion(path: Path, matrix: np.ndarray, class_names: list[str], title: str) -> None:
@@ -138,8 +127,8 @@ def pool_interpretation(folder: Path, runs: list[Path], title: str) -> np.ndarra
     matrix = sum(matrices)
     write_confusion_csv(folder / "confusion_matrix.csv", matrix, names[0])
     plot_confusion(folder / "confusion_matrix.png", matrix, names[0], title=title)
-    write_per_class_csv(folder / "per_class.csv", per_class(matrix, names[0]))
-    write_most_confused_csv(folder / "most_confused.csv", most_confused(matrix, names[0]))
+    write_rows_csv(folder / "per_class.csv", per_class(matrix, names[0]))
+    write_rows_csv(folder / "most_confused.csv", most_confused(matrix, names[0]), ["true", "predicted", "count"])
     return matrix
 
 

@@ -25,8 +25,7 @@ from cnnlab.config import ExperimentConfig, save_config
 from cnnlab.fileio import atomic_write_json, atomic_write_text
 from cnnlab.reporting.curves import plot_learning_curves
 from cnnlab.reporting.interpretation import (confusion, most_confused, per_class, plot_confusion, plot_top_losses,
-                                             top_losses, write_confusion_csv, write_most_confused_csv,
-                                             write_per_class_csv, write_top_losses_csv)
+                                             top_losses, write_confusion_csv, write_rows_csv)
 from cnnlab.reporting.metrics import write_metrics
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 
@@ -108,13 +107,13 @@ def write_interpretation(folder: Path, logits, labels, images, class_names: list
     matrix = confusion(labels.numpy(), predictions.numpy(), len(class_names))
     write_confusion_csv(folder / "confusion_matrix.csv", matrix, class_names)
     plot_confusion(folder / "confusion_matrix.png", matrix, class_names, title=f"{title}: test confusion (row-normalised)")
-    write_per_class_csv(folder / "per_class.csv", per_class(matrix, class_names))
-    write_most_confused_csv(folder / "most_confused.csv", most_confused(matrix, class_names))
+    write_rows_csv(folder / "per_class.csv", per_class(matrix, class_names))
+    write_rows_csv(folder / "most_confused.csv", most_confused(matrix, class_names), ["true", "predicted", "count"])
     losses = F.cross_entropy(logits, labels, reduction="none").numpy()
     worst = top_losses(losses, min(top_k, len(losses)))
     pixels, _ = next(iter(images.subset(torch.as_tensor(worst)).batches(len(worst))))
     probabilities = torch.softmax(logits[worst], 1).max(1).values.numpy()
-    write_top_losses_csv(folder / "top_losses.csv", [
+    write_rows_csv(folder / "top_losses.csv", [
         {"test_index": int(i), "true": class_names[int(labels[i])], "predicted": class_names[int(predictions[i])],
          "probability": float(p), "loss": float(losses[i])} for i, p in zip(worst, probabilities)])
     plot_top_losses(folder / "top_losses.png", pixels.permute(0, 2, 3, 1).cpu().numpy(),
