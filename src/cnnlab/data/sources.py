@@ -70,16 +70,26 @@ def detect_source(path: Path) -> str:
                     "a folder of class folders of images; a CSV of path,label")
 
 
-def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log) -> DataSplits:
-    listed = read_listed(path, layout)
-    size = cfg.image_size or (preprocessing.size if preprocessing else 224)
+def _streamer(cfg: DataConfig, preprocessing, size: int):
+    """(make(paths, labels) → StreamingSet, resize mode, crop ratio) as `cfg` and the weights say."""
     resize = cfg.resize if cfg.resize != "auto" else (preprocessing.resize if preprocessing else "stretch")
     crop_ratio = preprocessing.crop_ratio if preprocessing else 0.875
     workers = default_workers() if cfg.workers < 0 else cfg.workers
 
+    def make(paths: list[Path], labels: list[int]) -> StreamingSet:
+        return StreamingSet(list(paths), torch.tensor(labels, dtype=torch.long), size=size, resize=resize,
+                            crop_ratio=crop_ratio, num_workers=workers)
+
+    return make, resize, crop_ratio
+
+
+def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log) -> DataSplits:
+    listed = read_listed(path, layout)
+    size = cfg.image_size or (preprocessing.size if preprocessing else 224)
+    stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
+
     def make(images) -> StreamingSet:
-        return StreamingSet(list(images.paths), torch.tensor(images.labels, dtype=torch.long), size=size,
-                            resize=resize, crop_ratio=crop_ratio, num_workers=workers)
+        return stream(images.paths, images.labels)
 
     train, test = make(listed.train), make(listed.test)
     if cfg.skip_bad_images:
@@ -130,15 +140,11 @@ def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, defau
         if not plan["test"]:
             raise DataError(f"{path}: no test split (data.test_fraction is 0); set data.test_fraction > 0")
     size = _photo_size(cfg, preprocessing, default_size, files.paths + (test_files.paths if test_files else []))
-    resize = cfg.resize if cfg.resize != "auto" else (preprocessing.resize if preprocessing else "stretch")
-    crop_ratio = preprocessing.crop_ratio if preprocessing else 0.875
-    workers = default_workers() if cfg.workers < 0 else cfg.workers
+    stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
 
-    def make(source_files: LabelledFiles, index: list[int] | None = None):
+    def make(source_files: LabelledFiles, index: list[int] | None = None) -> StreamingSet:
         index = list(range(len(source_files.paths))) if index is None else index
-        return StreamingSet([source_files.paths[i] for i in index],
-                            torch.tensor([source_files.labels[i] for i in index], dtype=torch.long), size=size,
-                            resize=resize, crop_ratio=crop_ratio, num_workers=workers)
+        return stream([source_files.paths[i] for i in index], [source_files.labels[i] for i in index])
 
     if plan is None:
         train, val, test = make(files), None, make(test_files)

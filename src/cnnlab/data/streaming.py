@@ -56,11 +56,12 @@ class DecodeImages(Dataset):
         return torch.from_numpy(array), index, None
 
 
-def _collate(items):
-    errors = [err for _, _, err in items if err]
-    if errors:
-        return None, torch.tensor([i for _, i, _ in items]), errors
-    return torch.stack([x for x, _, _ in items]), torch.tensor([i for _, i, _ in items]), []
+def collate_decoded(items):
+    """DecodeImages items → (stacked images or None, indices of those images, [(index, message)] of failures)."""
+    good = [(x, i) for x, i, err in items if err is None]
+    bad = [(i, err) for _, i, err in items if err is not None]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, [i for _, i in good], bad
 
 
 def default_workers() -> int:
@@ -93,28 +94,24 @@ class StreamingSet:
 
     def _loader(self, batches: list[list[int]]) -> DataLoader:
         return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio), batch_sampler=batches,
-                          num_workers=self.num_workers, collate_fn=_collate,
+                          num_workers=self.num_workers, collate_fn=collate_decoded,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = batch_indices(len(self), batch_size, shuffle=shuffle, generator=generator, shard=shard)
-        for images, index, errors in self._loader([b.tolist() for b in plan]):
-            if errors:
-                raise DataError(errors[0] + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else "")
+        for images, index, bad in self._loader([b.tolist() for b in plan]):
+            if bad:
+                raise DataError(bad[0][1] + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else "")
                                 + "; set data.skip_bad_images: true to leave broken images out")
             yield (images.to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True))
 
     def find_bad_images(self, batch_size: int = 64) -> list[tuple[int, str]]:
         """Decode every image once; return (index, message) for each that fails."""
         bad = []
-        for _, index, errors in self._loader([b.tolist() for b in batch_indices(len(self), batch_size, shuffle=False,
-                                                                                  generator=None)]):
-            if errors:  # re-check one by one to know which failed
-                for i in index.tolist():
-                    _, _, err = DecodeImages(self.paths, 8, "stretch", self.crop_ratio)[i]
-                    if err:
-                        bad.append((i, err))
+        for _, _, failed in self._loader([b.tolist() for b in batch_indices(len(self), batch_size, shuffle=False,
+                                                                              generator=None)]):
+            bad += failed
         return bad
 
     def cache_in_memory(self, batch_size: int = 64) -> ImageSet:

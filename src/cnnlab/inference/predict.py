@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cnnlab.data.imagefolder import IMAGE_SUFFIXES
-from cnnlab.data.streaming import DecodeImages, default_workers
+from cnnlab.data.streaming import DecodeImages, collate_decoded, default_workers
 from cnnlab.errors import DataError, RunError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.inference.trained import TrainedModel
@@ -51,13 +51,6 @@ def collect_images(inputs: list[Path]) -> list[tuple[Path, str | None]]:
     return found
 
 
-def _collate(items):
-    good = [(x, i) for x, i, err in items if err is None]
-    bad = [(i, err) for _, i, err in items if err is not None]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, [i for _, i in good], bad
-
-
 def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int = 64, workers: int | None = None,
             strict: bool = False, progress: bool = True, log: Log = print) -> tuple[list[Prediction], list[str]]:
     """Probabilities for every readable image (averaged over `models` for an ensemble); the unreadable named."""
@@ -70,7 +63,7 @@ def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int =
     decode = DecodeImages([p for p, _ in items], first.input_size[1], first.record.get("resize", "stretch"),
                           first.record.get("crop_ratio", 0.875))
     batches = [list(range(s, min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
-    loader = DataLoader(decode, batch_sampler=batches, collate_fn=_collate,
+    loader = DataLoader(decode, batch_sampler=batches, collate_fn=collate_decoded,
                         num_workers=default_workers() if workers is None else workers)
     predictions, errors = [], []
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False)

@@ -25,7 +25,7 @@ from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_di
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_reference
 from cnnlab.reporting.curves import plot_overlay
-from cnnlab.reporting.interpretation import pool_interpretation
+from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
@@ -78,11 +78,7 @@ def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits) -> None
     (which the recorded configuration then names, so a resumed or repeated run reuses it exactly)."""
     cfg.data.num_classes = splits.num_classes
     if splits.split_rows is not None and not cfg.data.split_file:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["path", "label", "split"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(splits.split_rows)
-        atomic_write_text(folder / "split.csv", buffer.getvalue())
+        write_rows_csv(folder / "split.csv", splits.split_rows, ["path", "label", "split"])
         cfg.data.split_file = str((folder / "split.csv").resolve())
 
 

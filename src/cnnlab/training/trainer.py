@@ -25,7 +25,7 @@ from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
 from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
 from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
-from cnnlab.models import Classifier, create_model, get_model_entry, initialise, model_preprocessing, model_summary
+from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_state_strict
 from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
