@@ -31,6 +31,14 @@ def no_weight_downloads(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
+def interrupt_after(epoch: int):
+    """A log function that presses Ctrl-C as the line of `epoch` is printed (after its checkpoint)."""
+    def log(line: str) -> None:
+        if line.startswith(f"epoch {epoch:>3}/"):
+            raise KeyboardInterrupt
+    return log
+
+
 def make_easy_images(num_classes: int, per_class: int, size: int = 32, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
     """An easy task: each class is a bright square at its own place, plus noise."""

@@ -15,6 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from conftest import interrupt_after
+
 from cnnlab.config import PhaseConfig, TrainConfig, load_experiment
 from cnnlab.data import load_splits
 from cnnlab.errors import RunInterrupted
@@ -136,13 +138,9 @@ def test_resume_on_another_device_setting(npz_data, tmp_path):
     whole = run_experiment(load_experiment("basenet", overrides={**common, "out": str(tmp_path / "a")}),
                            progress=False, log=lambda s: None)
 
-    def stop(line):
-        if line.startswith("epoch   1/"):
-            raise KeyboardInterrupt
-
     with pytest.raises(RunInterrupted):
         run_experiment(load_experiment("basenet", overrides={**common, "out": str(tmp_path / "b")}),
-                       progress=False, log=stop)
+                       progress=False, log=interrupt_after(1))
     (folder,) = (tmp_path / "b" / "basenet").iterdir()
     resume(folder, device="cpu", progress=False, log=lambda s: None)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731

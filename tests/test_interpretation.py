@@ -49,12 +49,12 @@ def _twins_npz(root: Path) -> Path:
     root.mkdir()
     rng = np.random.default_rng(0)
     names = np.array(["red", "green", "twin_a", "twin_b"])
-    for split, per_class in (("train", 40), ("test", 20)):
-        base = rng.integers(0, 50, (3, per_class, 32, 32, 3), dtype=np.uint8)
+    for split, count in (("train", 40), ("test", 20)):
+        base = rng.integers(0, 50, (3, count, 32, 32, 3), dtype=np.uint8)
         for k in range(3):
             base[k, :, :, :, k] = 220
         images = np.concatenate([base[0], base[1], base[2], base[2]])
-        labels = np.repeat(np.arange(4), per_class)
+        labels = np.repeat(np.arange(4), count)
         np.savez(root / f"{split}.npz", images=images, labels=labels, class_names=names)
     return root
 

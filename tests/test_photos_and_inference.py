@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from cnnlab.cli.main import main
+from conftest import interrupt_after
+
 from cnnlab.config import load_experiment
 from cnnlab.data import load_splits
 from cnnlab.errors import DataError, RunInterrupted
@@ -156,13 +158,9 @@ def test_kept_weights_give_the_reported_test_figure_and_resume_exactly(npz_data,
     assert results["test_acc"] == pytest.approx(_evaluate_weights(whole / "model.safetensors", load_splits(cfg.data)),
                                                 abs=1e-12)
 
-    def stop(line):
-        if line.startswith("epoch   2/"):
-            raise KeyboardInterrupt
-
     with pytest.raises(RunInterrupted):
         run_experiment(load_experiment("basenet_pp", overrides={**common, "out": str(tmp_path / "b")}),
-                       progress=False, log=stop)
+                       progress=False, log=interrupt_after(2))
     (folder,) = (tmp_path / "b" / "basenet_pp").iterdir()
     resume(folder, progress=False, log=lambda s: None)
     again = json.loads((folder / "seed-1" / "results.json").read_text())

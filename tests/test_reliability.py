@@ -23,7 +23,7 @@ from cnnlab.errors import CheckpointError, ConfigError, DataError, RunInterrupte
 from cnnlab.fileio import create_unique_dir
 from cnnlab.studies import resume, run_experiment
 from cnnlab.training import trainer as run_module
-from conftest import BIRD_CLASSES, png_bytes
+from conftest import BIRD_CLASSES, interrupt_after, png_bytes
 
 PHASED = {"model": "basenet_pp", "train.batch_size": 32, "device": "cpu", "seeds": [5],
           "preprocess.augment.hflip": True, "preprocess.augment.shift": 0.1, "preprocess.normalize": "featurewise",
@@ -34,13 +34,6 @@ PHASED = {"model": "basenet_pp", "train.batch_size": 32, "device": "cpu", "seeds
 def _metrics(folder: Path) -> list[dict]:
     with open(folder / "metrics.csv") as handle:
         return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(handle)]
-
-
-def _interrupt_after(epoch: int):
-    def log(line: str) -> None:
-        if line.startswith(f"epoch {epoch:>3}/"):
-            raise KeyboardInterrupt
-    return log
 
 
 # A linear-probe-then-fine-tune policy: its first phase trains on cached backbone features.
@@ -58,7 +51,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(npz_data, tmp_path, 
     whole = run_experiment(cfg, progress=False, log=lambda s: None) / "seed-5"
     cfg.out = str(tmp_path / "b")
     with pytest.raises(RunInterrupted, match="cnnlab resume"):
-        run_experiment(cfg, progress=False, log=_interrupt_after(stop_after))
+        run_experiment(cfg, progress=False, log=interrupt_after(stop_after))
     (group,) = (tmp_path / "b" / cfg.experiment_name).iterdir()
     part = group / "seed-5"
     assert json.loads((part / "status.json").read_text())["state"] == "interrupted"
@@ -276,7 +269,7 @@ def test_checkpoint_from_another_model_is_refused(npz_data, tmp_path):
     other = load_experiment("basenet", overrides={"data.path": str(npz_data), "model": "basenet_wide",
                                                   "train.epochs": 2, "device": "cpu", "out": str(tmp_path / "o")})
     with pytest.raises(RunInterrupted):
-        run_experiment(other, progress=False, log=_interrupt_after(1))
+        run_experiment(other, progress=False, log=interrupt_after(1))
     (target,) = (tmp_path / "o").glob("*/*/seed-1")
     (target / "checkpoint.pt").write_bytes((group / "seed-1" / "checkpoint.pt").read_bytes())
     with pytest.raises(CheckpointError, match="checkpoint is for model 'basenet', not 'basenet_wide'"):
