@@ -53,15 +53,19 @@ def make_easy_images(num_classes: int, per_class: int, size: int = 32, seed: int
     return images[order], labels[order].astype(np.int64)
 
 
-@pytest.fixture
-def npz_data(tmp_path: Path) -> Path:
-    folder = tmp_path / "npz"
-    folder.mkdir()
+def write_easy_npz(folder: Path, *, train_per_class: int = 40, test_per_class: int = 10) -> Path:
+    """train.npz and test.npz of a 4-class easy task in `folder`."""
+    folder.mkdir(parents=True)
     names = np.array([f"class{i}" for i in range(4)])
-    for split, per_class, seed in (("train", 40, 0), ("test", 10, 1)):
+    for split, per_class, seed in (("train", train_per_class, 0), ("test", test_per_class, 1)):
         images, labels = make_easy_images(4, per_class, seed=seed)
         np.savez(folder / f"{split}.npz", images=images, labels=labels, class_names=names)
     return folder
+
+
+@pytest.fixture
+def npz_data(tmp_path: Path) -> Path:
+    return write_easy_npz(tmp_path / "npz")
 
 
 def _cifar_pickles(folder: Path, per_class: int = 3) -> None:

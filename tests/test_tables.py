@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cnnlab.reference import lab_reference
-from cnnlab.reporting.tables import ablation_table, pm, seeds_table
+from cnnlab.reporting.tables import ablation_table, compare_table, pm, seeds_table
 
 
 def test_a_single_run_claims_no_spread():
@@ -17,8 +17,38 @@ def test_the_lab_is_a_row_of_its_own_not_paired_with_seeds():
                for s in (1, 2, 3)]
     lines = seeds_table(results, lab_reference("basenet")).splitlines()
     assert lines[0].split()[:2] == ["seed", "test"] and "lab" not in lines[0]
-    assert lines[-1].startswith("lab (3 runs)") and "41.36 %" in lines[-1]
+    assert lines[-1].startswith("lab: Keras, official CIFAR-100 split, 3 runs") and "41.36 %" in lines[-1]
     assert all("42.60" not in line for line in lines)  # the lab's first run is not set beside seed 1
+    same = seeds_table(results, {**lab_reference("basenet"), "same_protocol": True}).splitlines()
+    assert same[-1].startswith("lab (3 runs, same protocol)")
+
+
+def test_the_lab_sits_beside_a_variant_only_on_its_own_protocol():
+    row = {"name": "birdnet_v0", "test_acc": [0.8], "test_loss": [0.5], "wall_time_s": [1.0],
+           "lab": lab_reference("birdnet_v0")}
+    lines = compare_table([row]).splitlines()
+    assert lines[2].split()[-2:] == ["—", "—"]  # nothing beside the Lite0 / 50-class result
+    assert lines[3].startswith("lab: Keras ResNet50, CUB-200 (2010), 200 classes, 1 run (birdnet_v0)")
+    assert "42.57 %" in lines[3]
+    lines = compare_table([{**row, "lab": {**row["lab"], "same_protocol": True}}]).splitlines()
+    assert len(lines) == 3 and lines[2].split()[-3:] == ["42.57", "%", "2.3210"]
+
+
+def test_a_run_follows_the_lab_protocol_only_when_it_computes_the_same_thing():
+    from cnnlab.config import load_experiment
+    from cnnlab.studies.experiment import follows_lab_protocol, protocol_differences
+
+    preset = load_experiment("basenet")
+    faster = load_experiment("basenet", overrides={"train.amp": "bf16", "device": "cpu", "seeds": [4],
+                                                   "data.path": "/somewhere"})
+    assert protocol_differences(faster, preset) == []
+    shorter = load_experiment("basenet", overrides={"train.epochs": 5, "data.subset": 100})
+    assert protocol_differences(shorter, preset) == ["data.subset", "train.epochs"]
+    sizes = [{"num_train": 11250, "num_val": 1250, "num_test": 2500}]
+    faster.data.num_classes = 25
+    assert follows_lab_protocol("basenet", faster, preset, sizes)
+    assert not follows_lab_protocol("basenet", faster, preset, [{**sizes[0], "num_test": 500}])
+    assert not follows_lab_protocol("basenet", shorter, preset, sizes)
 
 
 def test_an_ablation_with_two_runs_per_step_gives_gains_but_no_verdict():

@@ -18,6 +18,7 @@ _EXPORTS = {
     "model_summary": "cnnlab.models",
     "run_experiment": "cnnlab.studies",
     "load_trained": "cnnlab.inference",
+    "write_report": "cnnlab.studies.report",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

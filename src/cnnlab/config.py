@@ -26,12 +26,13 @@ BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
 DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011",
                 "classfolder", "csv")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
-         max: float | None = None, gt: float | None = None, help: str = "") -> Any:
-    """A dataclass field carrying the validation rules the loader enforces."""
-    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "help": help}
+         max: float | None = None, gt: float | None = None, item_choices: tuple | None = None, help: str = "") -> Any:
+    """A dataclass field carrying the validation rules the loader enforces (`item_choices`: of a list's items)."""
+    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "item_choices": item_choices, "help": help}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -154,6 +155,16 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers fed every epoch besides metrics.csv (optional extras: cnnlab[tensorboard], cnnlab[mlflow])."""
+
+    trackers: list[str] = _opt([], item_choices=TRACKERS,
+                               help="tensorboard: events in each seed folder's tensorboard/; mlflow: params, "
+                                    "metrics and figures to an MLflow tracking store")
+    mlflow_uri: str | None = _opt(None, help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db, a local file)")
+
+
+@dataclass
 class ExperimentConfig:
     """Everything that defines a run; saved resolved in every run folder."""
 
@@ -166,6 +177,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seeds: list[int] = _opt([1])
     device: str = _opt("auto", choices=DEVICES)
     out: str = _opt("runs", help="parent folder of the run folders")
@@ -262,7 +274,8 @@ class _Reader:
             if not isinstance(value, list):
                 self.fail(key, f"expected {_describe(tp)}, got {value!r}")
             (item_tp,) = typing.get_args(tp)
-            return [self.value(item_tp, v, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+            items = {"choices": meta.get("item_choices")}
+            return [self.value(item_tp, v, f"{key}[{i}]", items) for i, v in enumerate(value)]
         if origin is tuple:
             args = typing.get_args(tp)
             if not isinstance(value, (list, tuple)) or len(value) != len(args):

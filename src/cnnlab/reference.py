@@ -17,6 +17,14 @@ LAB_RESULTS: dict[str, dict] = {
     "birdnet_v4": {"runs": [(2.1333, 0.5018)], "note": "Keras ResNet50, CUB-200 (2010), 200 classes, 1 run"},
 }
 
+# The data each lab experiment used: a run compares with the lab's figure as an equal only when
+# its data has these sizes (train + validation images, test images, classes).
+LAB_DATA: dict[str, dict] = {
+    "basenet": {"num_classes": 25, "train_images": 12500, "test_images": 2500},
+    "basenet_pp": {"num_classes": 25, "train_images": 12500, "test_images": 2500},
+    **{f"birdnet_v{i}": {"num_classes": 200} for i in range(5)},
+}
+
 # The lab's ablation ("Cuadro 3"): one run per step, BaseNet is its 3-run mean.
 LAB_ABLATION: dict[str, tuple[float, float]] = {
     "baseline": (3.8723, 0.4136),
@@ -36,3 +44,10 @@ def lab_reference(name: str) -> dict | None:
     return {"runs": [{"test_loss": l, "test_acc": a} for l, a in entry["runs"]],
             "mean_test_loss": sum(losses) / len(losses), "mean_test_acc": sum(accs) / len(accs),
             "note": entry["note"]}
+
+
+def lab_data_matches(name: str, *, num_classes: int, train_images: int, test_images: int) -> bool:
+    """Whether data of these sizes is the data the lab's experiment `name` used."""
+    expected = LAB_DATA.get(name)
+    found = {"num_classes": num_classes, "train_images": train_images, "test_images": test_images}
+    return expected is not None and all(found[key] == value for key, value in expected.items())

@@ -61,8 +61,17 @@ def cmd_run(args) -> int:
 
     cfg = experiment_from_args(args)
     distributed.setup(cfg.device)
-    run_experiment(cfg, progress=not args.no_progress)
+    _report(run_experiment(cfg, progress=not args.no_progress))
     return 0
+
+
+def _report(folder: Path) -> None:
+    """report.html at the end of a study: on process 0 only, and never failing the study."""
+    from cnnlab.studies.report import write_report_quietly
+    from cnnlab.training import distributed
+
+    if distributed.current().is_main:
+        write_report_quietly(folder)
 
 
 def cmd_ablation(args) -> int:
@@ -75,7 +84,8 @@ def cmd_ablation(args) -> int:
     if "seeds" in overrides:
         ablation.seeds = overrides.pop("seeds")
     out = overrides.pop("out", None)
-    run_ablation(ablation, base_overrides=overrides, origins=origins, out=out, progress=not args.no_progress)
+    _report(run_ablation(ablation, base_overrides=overrides, origins=origins, out=out,
+                         progress=not args.no_progress))
     return 0
 
 
@@ -84,8 +94,8 @@ def cmd_compare(args) -> int:
 
     overrides, origins = _overrides(args)
     out = overrides.pop("out", None)
-    run_compare(args.experiments, overrides=overrides, origins=origins, classic=args.classic, out=out,
-                progress=not args.no_progress)
+    _report(run_compare(args.experiments, overrides=overrides, origins=origins, classic=args.classic, out=out,
+                        progress=not args.no_progress))
     return 0
 
 
@@ -150,7 +160,7 @@ def cmd_resume(args) -> int:
     if args.device is not None and args.device not in DEVICES:
         raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
     distributed.setup(args.device or "auto")
-    resume(Path(args.run_dir), device=args.device, progress=not args.no_progress)
+    _report(resume(Path(args.run_dir), device=args.device, progress=not args.no_progress))
     return 0
 
 
@@ -203,12 +213,25 @@ def cmd_interpret(args) -> int:
 
     if args.gradcam < 0:
         raise ConfigError(f"--gradcam: expected a number of images >= 0, got {args.gradcam}")
-    interpret(Path(args.run_dir), gradcam_images=args.gradcam, layer=args.layer)
+    folder = Path(args.run_dir)
+    interpret(folder, gradcam_images=args.gradcam, layer=args.layer)
+    for candidate in (folder, folder.parent):  # the report shows the new figures too
+        if (candidate / "report.html").is_file():
+            _report(candidate)
     return 0
 
 
-COMMANDS = {"interpret": cmd_interpret, "predict": cmd_predict, "export": cmd_export, "run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
-            "list": cmd_list, "resume": cmd_resume}
+def cmd_report(args) -> int:
+    from cnnlab.studies.report import write_report
+
+    out = write_report(args.paths, out=args.out, fmt=args.format)
+    print(f"report: {out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
+            "list": cmd_list, "resume": cmd_resume, "predict": cmd_predict, "export": cmd_export,
+            "interpret": cmd_interpret, "report": cmd_report}
 
 
 def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly

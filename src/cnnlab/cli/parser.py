@@ -13,7 +13,8 @@ from cnnlab.version import __version__
 # option → the configuration key it sets (errors about the key name the option)
 OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
                "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
-               "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights"}
+               "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights",
+               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any configuration key, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
+    p.add_argument("--log", action="append", metavar="TRACKER",
+                   help="also log to tensorboard or mlflow (repeatable; pip install \"cnnlab[tensorboard]\" "
+                        "or \"cnnlab[mlflow]\")")
+    p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
 
 
@@ -115,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     interpret.add_argument("--gradcam", type=int, default=0, metavar="N", help="Grad-CAM maps of N test images")
     interpret.add_argument("--layer", metavar="NAME", help="the layer Grad-CAM explains (default: the backbone's "
                                                            "last layer with a feature map)")
+
+    report = sub.add_parser(
+        "report", help="one self-contained HTML (or Markdown) report of runs, experiments, ablations, comparisons",
+        description="Tables, learning curves, confusion matrix, per-class figures, top losses, Grad-CAM, "
+                    "configuration and environment of each PATH, read from its files; several PATHs are shown "
+                    "side by side. The HTML file has its images and CSS inside: it opens offline and prints to PDF.")
+    report.add_argument("paths", nargs="+", metavar="PATH",
+                        help="a seed folder, an experiment, ablation or comparison folder")
+    report.add_argument("--out", metavar="FILE", help="default: report.html in PATH (or here, for several PATHs)")
+    report.add_argument("--format", choices=("html", "md"), default=None,
+                        help="html (default) or md: Markdown with the images in a folder beside it")
 
     sub.add_parser("list", help="list models, experiment presets and data sources")
 

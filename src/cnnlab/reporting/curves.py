@@ -7,18 +7,24 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed on servers or in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 from cnnlab.reporting.metrics import read_metrics  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def figure_bytes(fig) -> bytes:
+    """The figure as PNG bytes (and closed): for files, and for figures inlined in a report."""
     import io
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write_bytes(path, figure_bytes(fig))
 
 
 def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "", test: dict | None = None) -> Path:
@@ -35,6 +41,7 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "", test
             ax.plot([test.get("epoch", epochs[-1])], [scale * test[metric]], marker="*", markersize=12,
                     linestyle="none", color="black", label=f"test ({scale * test[metric]:.2f})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -69,6 +76,7 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
             ax.fill_between(epochs, [min(v) for v in by_epoch], [max(v) for v in by_epoch],
                             color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel({"val_acc": "validation accuracy (%)", "val_loss": "validation loss",
                    "train_acc": "training accuracy (%)", "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)

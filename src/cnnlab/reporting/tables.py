@@ -43,7 +43,15 @@ def _seconds(result: dict, key: str, fallback: str) -> float:
     return result.get(key, result.get(fallback, 0.0)) or 0.0
 
 
-def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = False) -> str:
+def lab_label(lab: dict) -> str:
+    """A lab row names what the lab used unless the run followed the lab's own protocol and data."""
+    runs = len(lab["runs"])
+    if lab.get("same_protocol"):
+        return f"lab ({runs} run{'s' if runs > 1 else ''}, same protocol)"
+    return f"lab: {lab['note']}"
+
+
+def seeds_rows(results: Sequence[dict], lab: dict | None) -> tuple[list[str], list[list[str]]]:
     """The lab's "Cuadro 1": each seed's test loss/accuracy, then mean ± std, then the lab's own mean.
 
     Timings: the median epoch (the first, warm-up epoch does not skew it) and one-off work
@@ -62,12 +70,15 @@ def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = F
                      f"{mean_std([_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s') for r in results])[0]:.2f}",
                      ""])
     if lab:
-        rows.append([f"lab ({len(lab['runs'])} run{'s' if len(lab['runs']) > 1 else ''})",
-                     f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", ""])
-    return render_table(header, rows, markdown=markdown)
+        rows.append([lab_label(lab), f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", ""])
+    return header, rows
 
 
-def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
+def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = False) -> str:
+    return render_table(*seeds_rows(results, lab), markdown=markdown)
+
+
+def folds_rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """k-fold cross-validation: held-out fold accuracy and test accuracy of each fold's model."""
     header = ["fold", "held-out accuracy", "test loss", "test accuracy"]
     rows = [[str(i + 1), pct(r["final_val_acc"]), f"{r['test_loss']:.4f}", pct(r["test_acc"])]
@@ -75,12 +86,21 @@ def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
     rows.append(["mean ± std", pm([r["final_val_acc"] for r in results], percent=True),
                  pm([r["test_loss"] for r in results], percent=False),
                  pm([r["test_acc"] for r in results], percent=True)])
-    return render_table(header, rows, markdown=markdown)
+    return header, rows
 
 
-def ablation_table(rows: list[dict], alpha: float, *, markdown: bool = False) -> str:
-    """Each cumulative step: mean ± std, the lab's figure, and the gain over the previous step with its test."""
-    header = ["step", "change", "model", "test accuracy", "test loss", "lab", "gain", "Welch p",
+def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
+    return render_table(*folds_rows(results), markdown=markdown)
+
+
+def ablation_rows(rows: list[dict], alpha: float, *,
+                  lab_same_protocol: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Each cumulative step: mean ± std, the lab's figure, and the gain over the previous step with its test.
+
+    The lab's column says so when its protocol (50 epochs, all the data) is not the steps' own.
+    """
+    lab = "lab" if lab_same_protocol else "lab (own protocol)"
+    header = ["step", "change", "model", "test accuracy", "test loss", lab, "gain", "Welch p",
               f"{100 * (1 - alpha):.0f} % CI of gain", "beyond noise?"]
     body = []
     for r in rows:
@@ -94,17 +114,33 @@ def ablation_table(rows: list[dict], alpha: float, *, markdown: bool = False) ->
             ("—" if cmp is None else "n/a" if cmp["p_value"] is None else f"{cmp['p_value']:.3g}"),
             f"[{100 * cmp['ci_low']:+.2f}, {100 * cmp['ci_high']:+.2f}]" if cmp else "—",
             cmp["verdict"] if cmp else "—"])
-    return render_table(header, body, markdown=markdown)
+    return header, body
 
 
-def compare_table(rows: list[dict], *, markdown: bool = False) -> str:
-    """Several experiments (and classic heads) over the same seeds, the lab's figures beside them."""
+def ablation_table(rows: list[dict], alpha: float, *, lab_same_protocol: bool = True, markdown: bool = False) -> str:
+    return render_table(*ablation_rows(rows, alpha, lab_same_protocol=lab_same_protocol), markdown=markdown)
+
+
+def compare_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Several experiments (and classic heads) over the same seeds.
+
+    The lab's figures sit beside a variant only when it followed the lab's protocol on the lab's
+    data; otherwise they follow the variant as a row of their own, naming what the lab used.
+    """
     header = ["variant", "runs", "test accuracy", "test loss", "wall time / run (s)", "lab accuracy", "lab loss"]
     body = []
     for r in rows:
         lab = r["lab"]
+        beside = bool(lab and lab.get("same_protocol"))
         body.append([r["name"], str(len(r["test_acc"])), pm(r["test_acc"], percent=True),
                      pm(r["test_loss"], percent=False) if r["test_loss"] else "—",
-                     f"{mean_std(r['wall_time_s'])[0]:.1f}", pct(lab["mean_test_acc"]) if lab else "—",
-                     f"{lab['mean_test_loss']:.4f}" if lab else "—"])
-    return render_table(header, body, markdown=markdown)
+                     f"{mean_std(r['wall_time_s'])[0]:.1f}", pct(lab["mean_test_acc"]) if beside else "—",
+                     f"{lab['mean_test_loss']:.4f}" if beside else "—"])
+        if lab and not beside:
+            body.append([f"{lab_label(lab)} ({r['name']})", str(len(lab["runs"])), pct(lab["mean_test_acc"]),
+                         f"{lab['mean_test_loss']:.4f}", "—", "—", "—"])
+    return header, body
+
+
+def compare_table(rows: list[dict], *, markdown: bool = False) -> str:
+    return render_table(*compare_rows(rows), markdown=markdown)

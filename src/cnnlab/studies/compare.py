@@ -12,7 +12,6 @@ from cnnlab.config import ExperimentConfig, load_experiment
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models import get_model_entry
-from cnnlab.reference import lab_reference
 from cnnlab.reporting.tables import compare_table
 from cnnlab.studies.classic import run_classic_heads
 from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
@@ -48,10 +47,11 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
             splits_by_key[key] = load_data(cfg, log)
         log(f"\n=== {cfg.experiment_name} ({cfg.model}) ===")
         experiment_dir = new_experiment_dir(cfg, splits_by_key[key], parent=folder / cfg.experiment_name)
-        runs = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)["runs"]
+        summary = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)
+        runs = summary["runs"]
         rows.append({"name": cfg.experiment_name, "kind": "network", "test_acc": [r["test_acc"] for r in runs],
                      "test_loss": [r["test_loss"] for r in runs], "wall_time_s": [r["wall_time_s"] for r in runs],
-                     "lab": lab_reference(cfg.experiment_name), "folder": str(experiment_dir)})
+                     "lab": summary["lab"], "folder": str(experiment_dir)})
     if features_cfg is not None:
         log(f"\n=== classic heads on the features of {features_cfg.experiment_name} "
             f"({features_cfg.model_args.get('backbone', 'resnet50')}) ===")

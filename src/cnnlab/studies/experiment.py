@@ -16,14 +16,14 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.config import ExperimentConfig, load_experiment, save_config
+from cnnlab.config import ExperimentConfig, config_to_dict, list_builtin_experiments, load_experiment, save_config
 from cnnlab.data.images import DataSplits
 from cnnlab.data.sources import load_splits
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
-from cnnlab.reference import lab_reference
+from cnnlab.reference import lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
@@ -159,11 +159,53 @@ def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:
     return f"{model}, {data} ({cfg.data.num_classes} classes), {results[0]['epochs']} epochs, {results[0]['device']}"
 
 
+# Keys that change how fast or where a run goes, not what it computes: a run differing from the
+# lab's preset only in these still follows the lab's protocol.
+NOT_PROTOCOL = ("name", "seeds", "device", "out", "data.source", "data.path", "data.split_file", "data.download",
+                "data.cache", "data.workers", "data.num_classes", "train.eval_batch_size", "train.channels_last",
+                "train.amp", "train.compile", "train.feature_cache", "train.feature_cache_dir", "log.")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def protocol_differences(cfg: ExperimentConfig, reference: ExperimentConfig) -> list[str]:
+    """The keys where `cfg` computes something else than `reference` (timing and location keys aside)."""
+    mine, theirs = _flat(config_to_dict(cfg)), _flat(config_to_dict(reference))
+    return sorted(k for k in mine.keys() | theirs.keys()
+                  if not k.startswith(NOT_PROTOCOL) and mine.get(k) != theirs.get(k))
+
+
+def follows_lab_protocol(name: str, cfg: ExperimentConfig, reference: ExperimentConfig | None,
+                         results: list[dict]) -> bool:
+    """The lab's recipe (the preset, unchanged but for speed and location) on data of the lab's sizes."""
+    first = results[0]
+    return (reference is not None and not protocol_differences(cfg, reference)
+            and lab_data_matches(name, num_classes=cfg.data.num_classes,
+                                 train_images=first["num_train"] + first["num_val"], test_images=first["num_test"]))
+
+
+def lab_for(cfg: ExperimentConfig, results: list[dict]) -> dict | None:
+    """The lab's figures for this experiment, marked with whether the run followed the lab's protocol."""
+    lab = lab_reference(cfg.experiment_name)
+    if lab is None:
+        return None
+    preset = (load_experiment(cfg.experiment_name) if cfg.experiment_name in list_builtin_experiments() else None)
+    return {**lab, "same_protocol": follows_lab_protocol(cfg.experiment_name, cfg, preset, results)}
+
+
 def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     """Build results.csv, summary.json and summary.md from the units' results.json files."""
     cfg = load_experiment(folder / "experiment.yaml")
     results = [read_json(folder / unit / "results.json") for unit in unit_names(cfg)]
-    lab = lab_reference(cfg.experiment_name)
+    lab = lab_for(cfg, results)
     accs, losses = [r["test_acc"] for r in results], [r["test_loss"] for r in results]
     summary = {
         "experiment": cfg.experiment_name, "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.data.folds,

@@ -9,6 +9,7 @@
              results.json       test figures, timings, preprocessing
              curves.png         learning curves
              status.json        running / finished / interrupted / diverged / failed
+             tensorboard/, mlflow.json   with --log tensorboard / mlflow (training/trackers.py)
 
 Under torchrun only process 0 writes: every other process gets a folder whose writing
 methods do nothing (nanoGPT's `master_process`, torchvision's `save_on_master`), so the
@@ -30,6 +31,17 @@ from cnnlab.reporting.metrics import write_metrics
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 
 
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment_record(device, seed: int) -> dict:
     from importlib.metadata import version
 
@@ -40,7 +52,7 @@ def environment_record(device, seed: int) -> dict:
 
     return {
         "seed": seed, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "platform": platform.platform(), "cnnlab": __version__, "torch": torch.__version__,
         "torchvision": version("torchvision"), "numpy": np.__version__,
@@ -49,8 +61,9 @@ def environment_record(device, seed: int) -> dict:
 
 
 class RunFolder:
-    def __init__(self, path: Path, *, writes: bool = True):
+    def __init__(self, path: Path, *, writes: bool = True, trackers: list | None = None):
         self.path, self.writes = Path(path), writes
+        self.trackers = (trackers or []) if writes else []
 
     @property
     def checkpoint_path(self) -> Path:
@@ -75,6 +88,24 @@ class RunFolder:
         if self.writes:
             save_checkpoint(self.checkpoint_path, checkpoint)
             write_metrics(self.path / "metrics.csv", history)
+            for tracker in self.trackers:  # after the files: a tracker never holds an epoch they lack
+                tracker.epoch(history[-1])
+
+    def start_tracking(self, history: list[dict]) -> None:
+        """Open the trackers; a resumed run replays its metrics.csv rows into them."""
+        for tracker in self.trackers:
+            tracker.start(history)
+
+    def finish_tracking(self, results: dict) -> None:
+        for tracker in self.trackers:
+            tracker.finish(results, self.path)
+
+    def stop_tracking(self, state: str) -> None:
+        for tracker in self.trackers:
+            try:
+                tracker.stop(state)
+            except Exception:  # noqa: BLE001 — the run's own state is what matters on the way out
+                pass
 
     def metrics(self, history: list[dict]) -> None:
         if self.writes:

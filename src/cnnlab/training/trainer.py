@@ -34,6 +34,7 @@ from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_on
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
                                     trains_head_only)
 from cnnlab.training.run_folder import RunFolder
+from cnnlab.training.trackers import make_trackers
 from cnnlab.training.selection import improves, should_stop
 
 Log = Callable[[str], None]
@@ -315,7 +316,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
                progress: bool = True, log: Log = print) -> dict:
     """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results."""
     ctx = distributed.current()
-    folder = RunFolder(run_dir, writes=ctx.is_main)
+    folder = RunFolder(run_dir, writes=ctx.is_main, trackers=make_trackers(cfg, run_dir, seed))
     if not ctx.is_main:  # one process writes and prints; the others only train
         log, progress = silent, False
     trainer: Trainer | None = None
@@ -327,6 +328,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
             log(f"resuming {folder.path} at epoch {trainer.epochs_done + 1}/{trainer.epochs}")
         else:
             folder.record(cfg, seed=seed, device=trainer.device, summary=trainer.summary())
+        folder.start_tracking(trainer.history)
         folder.status("running", epoch=trainer.epochs_done)
         start = time.perf_counter()
         trainer.fit(on_epoch_end=lambda t: folder.epoch_end(t.checkpoint(), t.history))
@@ -335,12 +337,15 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     except KeyboardInterrupt:
         done = trainer.epochs_done if trainer else 0
         folder.status("interrupted", epoch=done)
+        folder.stop_tracking("interrupted")
         raise RunInterrupted(folder.path, done) from None
     except TrainingDiverged as exc:
         folder.status("diverged", epoch=exc.epoch, step=exc.step)
+        folder.stop_tracking("diverged")
         raise
     except CnnlabError as exc:
         folder.status("failed", message=str(exc))
+        folder.stop_tracking("failed")
         raise
     wall = sum(r["epoch_time_s"] for r in trainer.history) if resume else time.perf_counter() - start
     results = trainer.results(test, wall_time_s=wall, kept_epoch=kept_epoch)
@@ -350,5 +355,6 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     folder.finish(trainer.model, record=trainer.inference_record(), results=results, title=title)
     if outputs is not None:
         folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
+    folder.finish_tracking(results)
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
     return results

@@ -18,9 +18,10 @@ from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_di
 from cnnlab.reference import LAB_ABLATION
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
-from cnnlab.studies.ablation.config import AblationConfig, parse_ablation
+from cnnlab.studies.ablation.config import AblationConfig, load_ablation, parse_ablation
 from cnnlab.studies.ablation.stats import compare
-from cnnlab.studies.experiment import data_key, load_data, record_data, resume_experiment, run_units, unit_names
+from cnnlab.studies.experiment import (data_key, follows_lab_protocol, load_data, record_data, resume_experiment,
+                                      run_units, unit_names)
 from cnnlab.studies.preflight import check_experiment
 
 Log = Callable[[str], None]
@@ -87,8 +88,22 @@ def _read_record(folder: Path) -> AblationConfig:
                           source=str(folder / "ablation.yaml"))
 
 
+def follows_lab_ablation(ablation: AblationConfig, folder: Path) -> bool:
+    """Whether every step is the lab's own step (the built-in ablation, unchanged) on the lab's data."""
+    lab = load_ablation("basenet_pp")
+    if [s.name for s in ablation.steps] != [s.name for s in lab.steps]:
+        return False
+    for index, (step, reference) in enumerate(zip(ablation.steps, step_configs(lab, {}))):
+        step_folder = step_dir(folder, index, step.name)
+        runs = read_json(step_folder / "summary.json")["runs"]
+        if not follows_lab_protocol("basenet", load_experiment(step_folder / "experiment.yaml"), reference, runs):
+            return False
+    return True
+
+
 def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     ablation = _read_record(folder)
+    same_protocol = follows_lab_ablation(ablation, folder)
     rows, previous = [], None
     for index, step in enumerate(ablation.steps):
         summary = read_json(step_dir(folder, index, step.name) / "summary.json")
@@ -99,9 +114,10 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
                "vs_previous": compare(previous, accs, alpha=ablation.alpha) if previous else None}
         rows.append(row)
         previous = accs
-    result = {"name": ablation.name, "alpha": ablation.alpha, "steps": rows}
+    result = {"name": ablation.name, "alpha": ablation.alpha, "lab_same_protocol": same_protocol, "steps": rows}
     atomic_write_json(folder / "ablation.json", result)
-    table_md, table_txt = (ablation_table(rows, ablation.alpha, markdown=m) for m in (True, False))
+    table_md, table_txt = (ablation_table(rows, ablation.alpha, lab_same_protocol=same_protocol, markdown=m)
+                           for m in (True, False))
     curves = {}
     for r in rows:
         step_folder = step_dir(folder, r["step"], r["name"])
@@ -113,7 +129,9 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     note = (f"Test accuracy over {n} run(s) per step. 'Beyond noise' asks whether the gain over the previous "
             f"step is larger than seed-to-seed noise: Welch's t-test p < {ablation.alpha} and the "
             f"{100 * (1 - ablation.alpha):.0f} % bootstrap interval of the gain excludes 0. "
-            "Lab: the report's single run per step (BaseNet: its 3-run mean)."
+            "Lab: the report's single run per step (BaseNet: its 3-run mean)"
+            + ("." if same_protocol else ", with the lab's protocol (Keras, 50 epochs, all 12,500 training "
+               "images of the official split), which this ablation does not follow.")
             + (" With fewer than 3 runs per step no verdict is given: two runs cannot estimate the "
                "seed-to-seed spread well enough for a test to mean anything." if n < 3 else ""))
     atomic_write_text(folder / "ablation.md", f"# Ablation: {ablation.name}\n\n{table_md}\n\n{note}\n\n"

@@ -1,0 +1,362 @@
+"""`cnnlab report`: one page for a run, an experiment, an ablation or a comparison (or several side by side).
+
+Everything on the page is read from the folders' own files (summary.json, results.json,
+metrics.csv, per_class.csv, the PNGs ...), never recomputed, so the page says exactly what the
+files say; each table names the file its numbers come from. `run`, `ablation` and `compare`
+write `report.html` into their folder when they finish.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.config import load_experiment
+from cnnlab.errors import ConfigError, RunError
+from cnnlab.fileio import atomic_write_text, read_json
+from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, Preformatted, Section, SideBySide,
+                                       Table, Text)
+from cnnlab.reporting.tables import ablation_rows, compare_rows, folds_rows, pct, pm, seeds_rows
+from cnnlab.studies.experiment import describe_setup, unit_names
+from cnnlab.version import __version__
+
+GENERATOR = f"cnnlab {__version__} report"
+FORMATS = ("html", "md")
+TOP_PAIRS = 10  # most-confused pairs shown
+
+
+# ----------------------------------------------------------------------------- what a folder is
+
+def folder_kind(path: Path) -> str:
+    """run (one seed), experiment (N seeds / K folds), ablation or compare; a clear error otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such folder (give a run, experiment, ablation or comparison folder)")
+    if (path / "compare.json").is_file():
+        return "compare"
+    if (path / "ablation.yaml").is_file():
+        if not (path / "ablation.json").is_file():
+            raise RunError(f"{path}: the ablation has not finished (no ablation.json); `cnnlab resume {path}` "
+                           "finishes it")
+        return "ablation"
+    if (path / "experiment.yaml").is_file():
+        if not (path / "summary.json").is_file():
+            raise RunError(f"{path}: the experiment has not finished (no summary.json); `cnnlab resume {path}` "
+                           "finishes it")
+        return "experiment"
+    if (path / "config.yaml").is_file() and (path / "metrics.csv").is_file():
+        if not (path / "results.json").is_file():
+            raise RunError(f"{path}: the run has not finished (no results.json); `cnnlab resume {path.parent}` "
+                           "finishes it")
+        return "run"
+    raise RunError(f"{path}: not a cnnlab folder: expected summary.json (experiment), results.json (run), "
+                   "ablation.json (ablation) or compare.json (comparison)")
+
+
+# ----------------------------------------------------------------------------- small readers
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _figure(path: Path, caption: str) -> list[Figure]:
+    return [Figure(path.read_bytes(), caption, path.name)] if path.is_file() else []
+
+
+def _source(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------- pieces of a run
+
+def _interpretation_blocks(folder: Path, root: Path, runs: list[Path], what: str) -> list[Block]:
+    """Confusion matrix, most-confused pairs, per-class table (of `folder`), top losses and Grad-CAM (per run)."""
+    blocks: list[Block] = []
+    if (folder / "confusion_matrix.csv").is_file():
+        blocks.append(Heading("Which classes fail"))
+        blocks += _figure(folder / "confusion_matrix.png", f"test confusion matrix, row-normalised ({what})")
+    if (folder / "most_confused.csv").is_file():
+        pairs = _csv_rows(folder / "most_confused.csv")[:TOP_PAIRS]
+        if pairs:
+            blocks.append(Table(["true class", "predicted as", "test images"],
+                                [[p["true"], p["predicted"], p["count"]] for p in pairs],
+                                caption=f"most-confused pairs ({what})",
+                                source=_source(folder / "most_confused.csv", root)))
+    if (folder / "per_class.csv").is_file():
+        rows = _csv_rows(folder / "per_class.csv")
+        blocks.append(Table(["class", "precision", "recall", "F1", "accuracy", "support"],
+                            [[r["class"], pct(float(r["precision"])), pct(float(r["recall"])), pct(float(r["f1"])),
+                              pct(float(r["accuracy"])), r["support"]] for r in rows],
+                            caption=f"per-class figures on the test split ({what})",
+                            source=_source(folder / "per_class.csv", root), tall=len(rows) > 15))
+    losses = [f for run in runs for f in _figure(run / "top_losses.png", f"{run.name}: the test images with the "
+                                                                           "highest loss (true / predicted, probability)")]
+    if losses:
+        blocks.append(Heading("Top losses"))
+        blocks.append(losses[0])
+        if len(losses) > 1:
+            blocks.append(Text(f"The other runs' top losses: {', '.join(f'{r.name}/top_losses.png' for r in runs[1:])}.",
+                               muted=True))
+    cams = [f for run in runs for f in _figure(run / "gradcam.png", f"{run.name}: Grad-CAM, where the model looked")]
+    if cams:
+        blocks += [Heading("Grad-CAM"), Grid(cams) if len(cams) > 1 else cams[0]]
+    return blocks
+
+
+def _config_blocks(cfg, raw_yaml: str) -> list[Block]:
+    optimizer = cfg.train.optimizer
+    phases = "; ".join(f"{p.name}: {p.epochs} epochs, train {' + '.join(p.trainable)}"
+                       + (f", lr {p.lr:g}" if p.lr else "") for p in cfg.train.phases) or "one phase, all parameters"
+    augment = cfg.preprocess.augment
+    brief = [
+        ["model", cfg.model + "".join(f", {k}={v}" for k, v in sorted(cfg.model_args.items()))],
+        ["data", f"{cfg.data.path or 'CIFAR-100 (download)'} ({cfg.data.source}), {cfg.data.num_classes} classes"
+                 + (f", subset of {cfg.data.subset} training images" if cfg.data.subset else "")],
+        ["preprocessing", f"normalize: {cfg.preprocess.normalize}; augmentation: rotation {augment.rotation}, "
+                          f"flip {augment.hflip}, shift {augment.shift}"],
+        ["training", f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {optimizer.name} lr {optimizer.lr:g} "
+                     f"(weight decay {optimizer.weight_decay:g}), schedule {cfg.train.schedule}, "
+                     f"label smoothing {cfg.train.label_smoothing:g}"],
+        ["phases", phases],
+        ["weights kept", f"{cfg.train.keep_best} (early stopping: {cfg.train.early_stopping.monitor})"],
+        ["precision / device", f"amp {cfg.train.amp}, device {cfg.device}"],
+    ]
+    return [Heading("Configuration"), Table(["", "value"], brief),
+            Preformatted(raw_yaml, caption="the whole configuration (rerun it with --config)")]
+
+
+def _environment_block(run: Path) -> list[Block]:
+    if not (run / "environment.json").is_file():
+        return []
+    env = read_json(run / "environment.json")
+    keys = ["device", "device_name", "torch_threads", "cnnlab", "torch", "torchvision", "numpy", "python",
+            "platform", "started", "command"]
+    return [Table(["", "value"], [[k, str(env[k])] for k in keys if k in env], caption=f"environment ({run.name})",
+                  source="environment.json")]
+
+
+def _timing_block(results: list[dict], names: list[str], source: str) -> Table:
+    rows = [[name, f"{r['wall_time_s']:.1f}", f"{r.get('median_epoch_time_s', r['mean_epoch_time_s']):.2f}",
+             f"{r.get('one_off_time_s', 0.0):.1f}", str(r["epochs_trained"]), str(r["kept_epoch"]),
+             ", ".join(r.get("stopped_early") or []) or "—"]
+            for name, r in zip(names, results)]
+    return Table(["run", "wall time (s)", "median epoch (s)", "one-off (s)", "epochs trained", "weights of epoch",
+                  "stopped early"], rows, caption="timings", source=source)
+
+
+# ----------------------------------------------------------------------------- the four kinds
+
+def run_blocks(run: Path, root: Path) -> tuple[str, list[Block]]:
+    cfg = load_experiment(run / "config.yaml")
+    result = read_json(run / "results.json")
+    setup = describe_setup(cfg, [result])
+    header, rows = seeds_rows([result], None)
+    blocks: list[Block] = [
+        Heading("Results"), Text(setup),
+        Table(header, rows, caption="test split", source=_source(run / "results.json", root)),
+        Heading("Learning curves"), *_figure(run / "curves.png", f"{run.name}: loss and accuracy per epoch"),
+        *_interpretation_blocks(run, root, [run], run.name),
+        Heading("Model"), Preformatted((run / "model.txt").read_text(encoding="utf-8")),
+        *_config_blocks(cfg, (run / "config.yaml").read_text(encoding="utf-8")),
+        Heading("Timings and environment"), _timing_block([result], [run.name], _source(run / "results.json", root)),
+        *_environment_block(run),
+    ]
+    return f"{cfg.experiment_name} {run.name}", blocks
+
+
+def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    cfg = load_experiment(folder / "experiment.yaml")
+    summary = read_json(folder / "summary.json")
+    results, units = summary["runs"], unit_names(cfg)
+    runs = [folder / u for u in units]
+    setup = describe_setup(cfg, results)
+    if cfg.data.folds:
+        header, rows = folds_rows(results)
+        caption = f"{cfg.data.folds}-fold cross-validation (seed {cfg.seeds[0]})"
+    else:
+        header, rows = seeds_rows(results, summary.get("lab"))
+        caption = f"test split, {len(results)} run(s)"
+    lab = summary.get("lab")
+    blocks: list[Block] = [Heading("Results"), Text(setup),
+                           Table(header, rows, caption=caption, source=_source(folder / "summary.json", root))]
+    if lab and not cfg.data.folds:
+        blocks.append(Text(f"Lab figures: {lab['note']}"
+                           + ("; this experiment follows the lab's protocol on the lab's data." if lab.get("same_protocol")
+                              else "; this experiment does not follow the lab's protocol or data, so they are a "
+                                   "reference, not a like-for-like comparison."), muted=True))
+    if len(results) == 1:
+        blocks.append(Text("One run: no spread is shown; run more seeds (--seeds 1 2 3) for a mean ± std.", muted=True))
+    blocks.append(Heading("Learning curves"))
+    if len(results) > 1:
+        blocks += _figure(folder / "curves.png", f"mean over {len(results)} runs with its min-max band")
+    blocks.append(Grid([f for run in runs for f in _figure(run / "curves.png", f"{run.name}: loss and accuracy "
+                                                                                 "per epoch")]))
+    pooled = len(runs) > 1 and (folder / "confusion_matrix.csv").is_file()
+    blocks += _interpretation_blocks(folder if pooled else runs[0], root, runs,
+                                     f"pooled over {len(runs)} runs" if pooled else runs[0].name)
+    if (runs[0] / "model.txt").is_file():
+        blocks += [Heading("Model"), Preformatted((runs[0] / "model.txt").read_text(encoding="utf-8"))]
+    blocks += _config_blocks(cfg, (folder / "experiment.yaml").read_text(encoding="utf-8"))
+    blocks += [Heading("Timings and environment"),
+               _timing_block(results, units, _source(folder / "summary.json", root)), *_environment_block(runs[0])]
+    return f"{cfg.experiment_name}: {setup}", blocks
+
+
+def ablation_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    from cnnlab.reporting.charts import ablation_chart
+
+    ablation = read_json(folder / "ablation.json")
+    same = ablation.get("lab_same_protocol", False)
+    steps = ablation["steps"]
+    header, rows = ablation_rows(steps, ablation["alpha"], lab_same_protocol=same)
+    n = len(steps[0]["test_acc"])
+    first = load_experiment(next(folder.glob("0-*/experiment.yaml")))
+    first_runs = read_json(next(folder.glob("0-*/summary.json")))["runs"]
+    setup = describe_setup(first, first_runs)
+    lab = "lab" if same else "lab (own protocol: Keras, 50 epochs, all data)"
+    blocks: list[Block] = [
+        Heading("The steps"), Text(f"{len(steps)} cumulative steps, {n} run(s) each; first step: {setup}."),
+        Table(header, rows, caption="test accuracy per step and the gain over the previous step",
+              source=_source(folder / "ablation.json", root)),
+        Text(f"'Beyond noise?' asks whether a step's gain exceeds seed-to-seed noise: Welch's t-test "
+             f"p < {ablation['alpha']} and the bootstrap interval of the gain excludes 0."
+             + (" With fewer than 3 runs per step no verdict is given: two runs cannot estimate the spread."
+                if n < 3 else ""), muted=True),
+        Figure(ablation_chart(steps, title=f"{ablation['name']}: test accuracy per step ({n} run(s) each)",
+                              lab_label=lab), "each step's test accuracy: mean ± std, every run a dot", "steps.png"),
+        Heading("Validation curves"),
+        *_figure(folder / "val_curves.png", "validation accuracy per step: mean over runs, min-max band"),
+        Heading("What each step changes"),
+        Table(["step", "change", "keys set"], _step_changes(folder)),
+    ]
+    return f"ablation {ablation['name']}: {setup}", blocks
+
+
+def _step_changes(folder: Path) -> list[list[str]]:
+    import yaml
+
+    record = yaml.safe_load((folder / "ablation.yaml").read_text(encoding="utf-8"))
+    return [[f"{i} {s['name']}", s.get("label", ""), ", ".join(f"{k}={v}" for k, v in (s.get("set") or {}).items())
+             or "—"] for i, s in enumerate(record["steps"])]
+
+
+def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    from cnnlab.reporting.charts import compare_chart
+
+    comparison = read_json(folder / "compare.json")
+    rows = comparison["rows"]
+    header, body = compare_rows(rows)
+    networks = [r for r in rows if r.get("folder")]
+    setups = []
+    for r in networks:
+        experiment = Path(r["folder"])
+        if (experiment / "summary.json").is_file():
+            setups.append(f"{r['name']}: {describe_setup(load_experiment(experiment / 'experiment.yaml'), read_json(experiment / 'summary.json')['runs'])}")
+    runs = max(len(r["test_acc"]) for r in rows)
+    blocks: list[Block] = [
+        Heading("The comparison"), *[Text(s) for s in setups],
+        Table(header, body, caption="test accuracy of each variant", source=_source(folder / "compare.json", root)),
+        Figure(compare_chart(rows, title=f"test accuracy ({runs} run(s) each)"),
+               "each variant's test accuracy: mean ± std, every run a dot", "compare.png"),
+    ]
+    if any(r.get("lab") and not r["lab"].get("same_protocol") for r in rows):
+        blocks.append(Text("The lab's figures are rows of their own: the lab used another protocol or data "
+                           "(e.g. ResNet50 on 200 classes), so they are a reference, not a like-for-like comparison.",
+                           muted=True))
+    curves = [f for r in networks for f in _figure(Path(r["folder"]) / "curves.png", f"{r['name']}: mean curves")
+              or _figure(Path(r["folder"]) / "seed-1" / "curves.png", f"{r['name']}: learning curves")]
+    if curves:
+        blocks += [Heading("Learning curves"), Grid(curves)]
+    return f"comparison: {', '.join(comparison['experiments'])}", blocks
+
+
+BUILDERS: dict[str, Callable[[Path, Path], tuple[str, list[Block]]]] = {
+    "run": run_blocks, "experiment": experiment_blocks, "ablation": ablation_blocks, "compare": compare_blocks}
+
+
+def _headline(kind: str, path: Path) -> list[str]:
+    """One line of the side-by-side overview: the figure a reader compares first."""
+    if kind == "experiment":
+        s = read_json(path / "summary.json")
+        return [path.name, kind, pm([r["test_acc"] for r in s["runs"]], percent=True),
+                pm([r["test_loss"] for r in s["runs"]], percent=False), str(len(s["runs"]))]
+    if kind == "run":
+        r = read_json(path / "results.json")
+        return [path.name, kind, pct(r["test_acc"]), f"{r['test_loss']:.4f}", "1"]
+    if kind == "ablation":
+        last = read_json(path / "ablation.json")["steps"][-1]
+        return [path.name, f"ablation (last step: {last['name']})", pm(last["test_acc"], percent=True),
+                pm(last["test_loss"], percent=False), str(len(last["test_acc"]))]
+    rows = read_json(path / "compare.json")["rows"]
+    best = max(rows, key=lambda r: sum(r["test_acc"]) / len(r["test_acc"]))
+    return [path.name, f"comparison (best: {best['name']})", pm(best["test_acc"], percent=True),
+            pm(best["test_loss"], percent=False) if best["test_loss"] else "—", str(len(best["test_acc"]))]
+
+
+def build_report(paths: list[Path]) -> Document:
+    kinds = [folder_kind(p) for p in paths]
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    if len(paths) == 1:
+        title, blocks = BUILDERS[kinds[0]](paths[0], paths[0])
+        return Document(title, f"{paths[0]} · written {stamp} by {GENERATOR}", blocks)
+    sections = []
+    for kind, path in zip(kinds, paths):
+        title, blocks = BUILDERS[kind](path, path)
+        sections.append(Section(title, blocks, subtitle=str(path)))
+    overview = Table(["folder", "kind", "test accuracy", "test loss", "runs"],
+                     [_headline(k, p) for k, p in zip(kinds, paths)], caption="side by side")
+    return Document(f"{len(paths)} results side by side", f"written {stamp} by {GENERATOR}",
+                    [overview, SideBySide(sections)])
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _refuse_foreign(out: Path) -> None:
+    """Overwrite only a report cnnlab wrote: never a file the user made."""
+    if out.exists():
+        head = out.read_bytes()[:4096].decode("utf-8", "replace") if out.is_file() else ""
+        if GENERATOR.split(" ")[0] not in head or "report" not in head:
+            raise RunError(f"{out}: exists and is not a report cnnlab wrote; choose another --out")
+
+
+def write_report(paths: list[Path | str], out: Path | str | None = None, fmt: str | None = None) -> Path:
+    """Write the report of `paths` to `out` (default: report.html in the one folder, or here for several)."""
+    from cnnlab.reporting.html import render_html
+    from cnnlab.reporting.markdown import render_markdown
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("report: give at least one run, experiment, ablation or comparison folder")
+    if fmt is None:
+        fmt = "md" if out is not None and Path(out).suffix.lower() == ".md" else "html"
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{fmt}'")
+    if out is None:
+        out = (paths[0] if len(paths) == 1 else Path(".")) / f"report.{fmt}"
+    out = Path(out)
+    document = build_report(paths)  # reads everything before anything is written
+    _refuse_foreign(out)
+    footer = f"{GENERATOR} · " + " · ".join(str(p) for p in paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "html":
+        atomic_write_text(out, render_html(document, footer=footer))
+    else:
+        atomic_write_text(out, f"<!-- {GENERATOR} -->\n" + render_markdown(document, out, footer=footer))
+    return out
+
+
+def write_report_quietly(path: Path, log: Callable[[str], None] = print) -> Path | None:
+    """The report at the end of run / ablation / compare: a failure to draw it never fails the study."""
+    try:
+        out = write_report([path])
+    except Exception as exc:  # noqa: BLE001 — the results are safe on disk; say so and go on
+        log(f"report: not written ({type(exc).__name__}: {exc}); `cnnlab report {path}` retries")
+        return None
+    log(f"report: {out}")
+    return out
+
