@@ -330,3 +330,30 @@ def test_unknown_policy_part_lists_the_valid_parts(npz_data, tmp_path):
                                                 "train.phases": [{"trainable": ["neck"]}]})
     with pytest.raises(ConfigError, match="trainable part 'neck' is not a module of this model; valid: all, backbone, head"):
         run_experiment(cfg, progress=False, log=lambda s: None)
+
+
+def test_ctrl_c_while_the_last_files_are_written_leaves_an_unfinished_run(npz_data, tmp_path, monkeypatch):
+    """results.json marks a finished run, so a run stopped while writing its last files must not keep one."""
+    from cnnlab.training.run_folder import RunFolder
+
+    real = RunFolder.interpretation
+    calls = {"n": 0}
+
+    def stopped_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunFolder, "interpretation", stopped_once)
+    cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.epochs": 2, "seeds": [1],
+                                                "device": "cpu", "out": str(tmp_path)})
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg, progress=False, log=lambda s: None)
+    (folder,) = (tmp_path / "basenet").iterdir()
+    run = folder / "seed-1"
+    assert not (run / "results.json").exists()
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    resume(folder, progress=False, log=lambda s: None)
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert (run / "results.json").is_file() and (run / "per_class.csv").is_file() and (folder / "summary.json").is_file()

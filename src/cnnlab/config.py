@@ -143,6 +143,9 @@ class TrainConfig:
                     help="bf16 autocast: auto = on CUDA only (CPU runs stay fp32, as the lab's); "
                          "bf16 = also on CPU (fast where the CPU has native bf16)")
     compile: bool = _opt(False, help="torch.compile the model")
+    threads: int = _opt(0, min=0, help="CPU threads of a run (0: every core; seeds trained together share them "
+                                       "out and record their share here). BatchNorm's CPU reductions depend on "
+                                       "it, so a run is reproduced exactly with the same value")
     feature_cache: bool = _opt(True, help="frozen backbone, no augmentation: compute features once, reuse "
                                           "them across epochs, seeds and heads")
     feature_cache_dir: str | None = _opt(None, help="default: $CNNLAB_CACHE/features or ~/.cache/cnnlab/features")
@@ -179,6 +182,10 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     seeds: list[int] = _opt([1])
+    seeds_together: str = _opt("auto", choices=("auto", "on", "off"),
+                               help="train the seeds at once in worker processes, the cores shared out between "
+                                    "them (auto: on the CPU, for a small model on images held in memory, with at "
+                                    "least 4 cores: where one run cannot use them all)")
     device: str = _opt("auto", choices=DEVICES)
     out: str = _opt("runs", help="parent folder of the run folders")
 

@@ -14,7 +14,7 @@ from cnnlab.version import __version__
 OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
                "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
                "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights",
-               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri"}
+               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri", "seeds_together": "seeds_together"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
+    p.add_argument("--seeds-together", metavar="auto|on|off",
+                   help="train the seeds at once, one process each, the cores split between them (auto: on "
+                        "the CPU for images held in memory; off: one after another)")
     p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
     p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
     p.add_argument("--folds", type=int, metavar="K",

@@ -114,3 +114,32 @@ def model_summary(model: nn.Module, input_size: tuple[int, int, int], *, device:
         summary.non_trainable += nt
     return summary
 
+
+
+def macs_per_image(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass of one image (convolutions and dense layers).
+
+    What decides whether a model can use several CPU threads: BaseNet's 0.6 M is all
+    per-op overhead; a network of hundreds of M keeps every core busy.
+    """
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return total

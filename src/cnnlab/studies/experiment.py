@@ -27,9 +27,12 @@ from cnnlab.reference import lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
+from cnnlab.studies.parallel import Unit, train_together, wins
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
-from cnnlab.training.trainer import silent, train_seed
+from cnnlab.models.summary import macs_per_image
+from cnnlab.training.device import resolve_device
+from cnnlab.training.trainer import build_model, silent, train_seed
 
 Log = Callable[[str], None]
 
@@ -101,27 +104,38 @@ def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progre
     A failure marks the experiment folder (`status.json`) as well as the run's own; Ctrl-C
     names this folder, whose `cnnlab resume` finishes every unit.
     """
-    main = distributed.current().is_main
+    ctx = distributed.current()
     units = unit_names(cfg)
+    pending = [Unit(unit, folder / unit, unit_data(cfg, splits, unit), unit_seed(cfg, unit),
+                    resume and (folder / unit / "checkpoint.pt").is_file())
+               for unit in units if not (folder / unit / "results.json").is_file()]
     try:
-        for k, unit in enumerate(units, start=1):
-            run_dir = folder / unit
-            if (run_dir / "results.json").is_file():
+        if ctx.world == 1 and wins(cfg, splits, len(pending), resolve_device(cfg.device).type,
+                                   lambda: model_macs(cfg, splits)):
+            for unit in pending:
+                unit.run_dir.mkdir(exist_ok=True)
+            train_together(cfg, folder, pending, log=log)
+        for unit in pending:
+            if (unit.run_dir / "results.json").is_file():
                 continue
             if len(units) > 1:
-                log(f"\n— {unit.replace('-', ' ')} ({k}/{len(units)}) —")
-            if main:
-                run_dir.mkdir(exist_ok=True)
-            train_seed(cfg, run_dir, unit_data(cfg, splits, unit), seed=unit_seed(cfg, unit),
-                       resume=resume and (run_dir / "checkpoint.pt").is_file(), progress=progress, log=log)
+                log(f"\n— {unit.name.replace('-', ' ')} ({units.index(unit.name) + 1}/{len(units)}) —")
+            if ctx.is_main:
+                unit.run_dir.mkdir(exist_ok=True)
+            train_seed(cfg, unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume, progress=progress, log=log)
     except RunInterrupted as exc:
         raise exc.resume_from(folder) from None
     except CnnlabError as exc:
-        if main:
+        if ctx.is_main:
             atomic_write_json(folder / "status.json", {"state": "failed", "message": str(exc)})
         raise
     distributed.barrier()
-    return summarize_experiment(folder, log=log) if main else {}
+    return summarize_experiment(folder, log=log) if ctx.is_main else {}
+
+
+def model_macs(cfg: ExperimentConfig, splits: DataSplits) -> int:
+    """Multiply-adds of one image through the model of `cfg`: whether one run can fill the cores."""
+    return macs_per_image(build_model(cfg, splits.num_classes, splits.input_size), splits.input_size)
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = print) -> Path:
@@ -161,9 +175,9 @@ def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:
 
 # Keys that change how fast or where a run goes, not what it computes: a run differing from the
 # lab's preset only in these still follows the lab's protocol.
-NOT_PROTOCOL = ("name", "seeds", "device", "out", "data.source", "data.path", "data.split_file", "data.download",
+NOT_PROTOCOL = ("name", "seeds", "seeds_together", "device", "out", "data.source", "data.path", "data.split_file", "data.download",
                 "data.cache", "data.workers", "data.num_classes", "train.eval_batch_size", "train.channels_last",
-                "train.amp", "train.compile", "train.feature_cache", "train.feature_cache_dir", "log.")
+                "train.amp", "train.compile", "train.threads", "train.feature_cache", "train.feature_cache_dir", "log.")
 
 
 def _flat(data: dict, prefix: str = "") -> dict:

@@ -118,14 +118,20 @@ class RunFolder:
             write_interpretation(self.path, logits, labels, images, class_names, title=title, top_k=top_k)
 
     def finish(self, model, *, record: dict, results: dict, title: str) -> None:
-        """The trained weights (with what using them needs), the results and the curves; then finished."""
+        """The trained weights (with what using them needs), the results and the curves (then the
+        caller writes the interpretation and marks the run finished)."""
         if self.writes:
             save_weights(self.path / "model.safetensors", model, record)
             atomic_write_json(self.path / "results.json", results)
             plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title,
                                  test={"epoch": results["kept_epoch"], "loss": results["test_loss"],
                                        "acc": results["test_acc"]})
-            self.status("finished", epoch=results["epochs"])
+
+    def unfinish(self, epoch: int) -> None:
+        """Interrupted while writing the last files: no results.json, so a resume tests again from the checkpoint."""
+        if self.writes:
+            (self.path / "results.json").unlink(missing_ok=True)
+            self.status("interrupted", epoch=epoch)
 
 
 def write_interpretation(folder: Path, logits, labels, images, class_names: list[str], *, title: str,

@@ -28,7 +28,7 @@ from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted, TrainingDive
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_state_strict
-from cnnlab.training.device import resolve_device, rng_state, seed_everything, set_rng_state
+from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_everything, set_rng_state
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
@@ -95,6 +95,8 @@ class Trainer:
         self.device = distributed.device_for(self.ctx, resolve_device(cfg.device))
         seed_everything(seed)
         self.model = build_model(cfg, splits.num_classes, splits.input_size)
+        if self.device.type == "cpu":  # seeds trained together share the cores out (train.threads)
+            torch.set_num_threads(cpu_threads(tc.threads))
         self.channels_last = tc.channels_last and self.device.type in ("cuda", "cpu")
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
@@ -352,9 +354,15 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     if kept_epoch != trainer.epochs_done:
         log(f"kept the weights of epoch {kept_epoch} (best {cfg.train.keep_best})")
     title = f"{cfg.experiment_name} — seed {seed}"
-    folder.finish(trainer.model, record=trainer.inference_record(), results=results, title=title)
-    if outputs is not None:
-        folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
-    folder.finish_tracking(results)
+    try:  # results.json marks a finished run: a Ctrl-C while the last files are written takes it back
+        folder.finish(trainer.model, record=trainer.inference_record(), results=results, title=title)
+        if outputs is not None:
+            folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
+        folder.finish_tracking(results)
+        folder.status("finished", epoch=results["epochs"])
+    except KeyboardInterrupt:
+        folder.unfinish(trainer.epochs_done)
+        folder.stop_tracking("interrupted")
+        raise RunInterrupted(folder.path, trainer.epochs_done) from None
     log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
     return results

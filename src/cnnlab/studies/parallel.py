@@ -1,0 +1,153 @@
+"""Seeds trained together: one worker process per seed, the CPU's cores shared out between them.
+
+A small model (BaseNet: 0.6 M multiply-adds an image) cannot keep many cores busy in one
+process: each step is mostly per-op overhead (2 threads: 1.28x one thread). So each seed gets
+its share of the cores (`train.threads`, recorded in its config.yaml) and the seeds train at
+the same time. Each still trains through the same `train_seed` into its own folder (metrics,
+checkpoint, results, exact resume) with its RNG seeded the same way as when trained alone:
+the same data order, augmentation and dropout draws. Trained alone with the same
+`train.threads` it computes the same numbers; with another thread count, a model with
+BatchNorm differs in the last bits of its batch statistics (CPU reductions split by thread).
+
+Ctrl-C reaches every process of the terminal's group: each worker saves its state and
+reports back; the parent waits for them, then names the folder `cnnlab resume` finishes.
+A SIGTERM sent to the parent alone is passed on to the workers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.config import ExperimentConfig
+from cnnlab.data.images import DataSplits, ImageSet
+from cnnlab.errors import CnnlabError, RunError, RunInterrupted
+from cnnlab.training.device import SMALL_MODEL_MACS, cpu_cores
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Unit:
+    """One seed (or fold) to train: everything a worker needs, picklable."""
+    name: str
+    run_dir: Path
+    splits: DataSplits
+    seed: int
+    resume: bool
+
+
+def plan(pending: int, threads: int = 0) -> tuple[int, int]:
+    """(worker processes, threads each): every core in use, no more workers than seeds."""
+    cores = cpu_cores()
+    workers = max(1, min(pending, cores // threads if threads else cores))
+    return workers, threads or max(1, cores // workers)
+
+
+def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: str,
+         macs: Callable[[], int]) -> bool:
+    """Whether seeds train together: `on`, or `auto` where it was measured to win.
+
+    auto: on the CPU, a small model (`macs()` below SMALL_MODEL_MACS) on images held in memory,
+    with at least 4 cores. On 2 cores it was measured not to win (BaseNet, 3 seeds x 10 epochs:
+    74.7 s together vs 77.4 s one after another with both threads), so it stays off there;
+    streamed photos already use decoding workers and share a feature cache.
+    """
+    if cfg.seeds_together == "off" or plan(pending, cfg.train.threads)[0] < 2:
+        return False
+    if cfg.seeds_together == "on":
+        return True
+    in_memory = all(isinstance(s, ImageSet) for s in (splits.train, splits.test))
+    return device_type == "cpu" and in_memory and cpu_cores() >= 4 and macs() < SMALL_MODEL_MACS
+
+
+# ----------------------------------------------------------------------------- in a worker
+
+def _init_worker() -> None:
+    state = {"interrupted": False}
+
+    def once(signum, frame):  # the first Ctrl-C stops the run cleanly; more do not cut its saving short
+        if not state["interrupted"]:
+            state["interrupted"] = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, once)
+    signal.signal(signal.SIGTERM, once)
+
+
+def _train(cfg: ExperimentConfig, unit: Unit, progress: bool) -> tuple[str, str]:
+    """Train one unit; return (outcome, message): exceptions with custom fields do not cross processes."""
+    from cnnlab.training.trainer import train_seed
+
+    def log(line: str) -> None:
+        for part in line.splitlines() or [""]:
+            print(f"[{unit.name}] {part}" if part else "", flush=True)
+
+    try:
+        train_seed(cfg, unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume, progress=False, log=log)
+        return "finished", ""
+    except RunInterrupted as exc:
+        return "interrupted", str(exc.epochs_done)
+    except KeyboardInterrupt:  # before its training began: nothing of it to save
+        return "interrupted", "0"
+    except CnnlabError as exc:
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------- in the parent
+
+def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, log: Log = print) -> None:
+    """Train `units` in worker processes sharing the cores out (recorded as each run's train.threads);
+    raise RunInterrupted(folder) after Ctrl-C, RunError on a failure."""
+    import copy
+    import multiprocessing
+
+    import torch.multiprocessing  # noqa: F401 — tensors reach the workers through shared memory
+
+    workers, threads = plan(len(units), cfg.train.threads)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.threads = threads  # the trainer sets it; config.yaml records it, so a rerun is exact
+    log(f"training {len(units)} seeds together: {workers} processes × {threads} thread(s) "
+        "(--seeds-together off trains them one after another)")
+    sys.stdout.flush()
+    # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+    futures = {pool.submit(_train, cfg, unit, False): unit for unit in units}
+    interrupted = False
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    except KeyboardInterrupt:
+        interrupted = True
+        for process in list(getattr(pool, "_processes", {}).values()):  # a SIGTERM to us alone: pass it on
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except (ProcessLookupError, AttributeError):
+                pass
+        for future in futures:
+            future.cancel()  # units not started yet stay unstarted
+        wait([f for f in futures if not f.cancelled()])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    outcomes = {}
+    for future, unit in futures.items():
+        if future.cancelled():
+            outcomes[unit.name] = ("interrupted", "0")
+        elif future.exception() is not None:
+            if interrupted:  # a worker stopped by Ctrl-C between two of its own checkpoints' writes
+                outcomes[unit.name] = ("interrupted", "0")
+                continue
+            raise RunError(f"{unit.run_dir}: the worker training it stopped: {future.exception()!r}")
+        else:
+            outcomes[unit.name] = future.result()
+    failed = [(name, message) for name, (state, message) in outcomes.items() if state == "failed"]
+    if failed:
+        raise RunError("; ".join(f"{folder / name}: {message}" for name, message in failed))
+    stopped = [(folder / name, int(message)) for name, (state, message) in outcomes.items() if state == "interrupted"]
+    if interrupted or stopped:
+        run_dir, epochs = max(stopped, key=lambda s: s[1]) if stopped else (folder, 0)
+        raise RunInterrupted(run_dir, epochs, resume_path=folder)
