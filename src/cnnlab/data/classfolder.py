@@ -10,13 +10,14 @@ and reused (`data.split_file`).
 """
 from __future__ import annotations
 
+# scikit-learn is imported inside the functions that draw a split: `cnnlab list` and `--help` stay quick.
+
 import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from cnnlab.data.imagefolder import IMAGE_SUFFIXES
 from cnnlab.data.listfile import confine
@@ -92,6 +93,8 @@ def read_labels_csv(csv_path: Path) -> LabelledFiles:
 def three_way_split(files: LabelledFiles, *, val_fraction: float, test_fraction: float, seed: int
                     ) -> dict[str, list[int]]:
     """Stratified, seeded train/val/test indices; every class must have an image in each split."""
+    from sklearn.model_selection import train_test_split
+
     labels = np.asarray(files.labels)
     needed = 1 + (test_fraction > 0) + (val_fraction > 0)
     counts = Counter(files.labels)

@@ -1,8 +1,9 @@
 """Seeded, stratified hold-out and k-fold splits (scikit-learn does the sampling)."""
 from __future__ import annotations
 
+# scikit-learn is imported inside the functions that draw a split: `cnnlab list` and `--help` stay quick.
+
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import DataError
@@ -13,6 +14,8 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
 
     Keras's `validation_split` takes the *last* 10 %, which the lab rightly avoided.
     """
+    from sklearn.model_selection import train_test_split
+
     if fraction <= 0:
         return train, None
     labels = train.labels.numpy()
@@ -31,6 +34,8 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
 
 def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet, ImageSet]]:
     """K stratified folds: each (fit, held-out) pair covers `train` once."""
+    from sklearn.model_selection import StratifiedKFold
+
     labels = train.labels.numpy()
     if np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
         raise DataError(f"cannot make {folds} stratified folds: some class has fewer than {folds} images")
@@ -40,6 +45,8 @@ def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet,
 
 def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
     """Keep `size` images of `train` with the class proportions intact (for short runs)."""
+    from sklearn.model_selection import train_test_split
+
     if size >= len(train):
         return train
     labels = train.labels.numpy()

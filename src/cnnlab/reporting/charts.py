@@ -28,10 +28,12 @@ def _runs_chart(labels: list[str], runs: list[list[float]], labs: list[float | N
         ax.scatter(*((val, pos) if horizontal else (pos, val)), marker="D", color="C3", s=30, label=lab_label)
     if horizontal:
         ax.set_yticks(positions, labels)
+        ax.margins(y=0.3)  # room for the first row's figure under the title
         ax.invert_yaxis()
         ax.set_xlabel("test accuracy (%)")
         ax.grid(alpha=0.3, axis="x")
     else:
+        ax.margins(y=0.12)
         ax.set_xticks(positions, labels, rotation=15, ha="right")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")

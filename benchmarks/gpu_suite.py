@@ -1,0 +1,188 @@
+"""The GPU suite: one prepared script for the few minutes of a lent GPU (about 8 minutes of an H200).
+
+    python benchmarks/gpu_suite.py --cifar ../shared/data/cifar100-subset25 --birds ../shared/data/birds-subset50
+    python benchmarks/gpu_suite.py --smoke --cifar NPZ_DIR --birds BIRDS_DIR --device cpu   # the same code, toy sizes
+
+Sections, each timed and written to the JSON as soon as it ends (a section that fails records
+its error and the others still run; `--only` picks sections):
+  basenet_pp    BaseNet++ at the lab's protocol (50 epochs, all 11,250 images), seed 1 (goal: <= 10 s)
+  ablation      the 5-step BaseNet++ ablation x 3 seeds x 50 epochs, seeds together, with its table
+  birds         EfficientNet-Lite0 birds V0-V4 + the recipe at their preset lengths, seed 1
+  resnet50      ResNet50 training throughput, random weights: img/s in fp32 and in bf16 + channels-last
+                (+ torch.compile); anchor: 2,470 img/s on one A100 with AMP (NVIDIA's published figure)
+  data_path     JPEG decoding of the birds: torchvision.io.decode_jpeg on the device vs worker processes
+Writes results/gpu_suite.json (or --out) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, SHARED_DATA, machine  # noqa: E402
+
+from cnnlab.config import load_experiment  # noqa: E402
+from cnnlab.studies import load_ablation, run_ablation, run_compare, run_experiment  # noqa: E402
+from cnnlab.training.phases import resolve_phases  # noqa: E402
+
+SECTIONS = ("basenet_pp", "ablation", "birds", "resnet50", "data_path")
+BIRD_VARIANTS = ("birdnet_v0", "birdnet_v1", "birdnet_v2", "birdnet_v3", "birdnet_v4", "birdnet_recipe")
+quiet = lambda line: None  # noqa: E731
+
+
+def short(name: str, smoke: bool) -> dict:
+    """Overrides that cut a preset to one epoch a phase (smoke), or nothing (the preset's own length)."""
+    if not smoke:
+        return {}
+    phases = resolve_phases(load_experiment(name).train)
+    if len(phases) == 1 and not load_experiment(name).train.phases:
+        return {"train.epochs": 1}
+    return {f"train.phases.{i}.epochs": 1 for i in range(len(phases))}
+
+
+def section_basenet_pp(args, out: str) -> dict:
+    overrides = {"data.path": args.cifar, "seeds": [1], "device": args.device, "out": out, **args.cifar_cut,
+                 **short("basenet_pp", args.smoke)}
+    start = time.perf_counter()
+    folder = run_experiment(load_experiment("basenet_pp", overrides=overrides), progress=False, log=quiet)
+    wall = time.perf_counter() - start
+    result = json.loads((folder / "seed-1" / "results.json").read_text())
+    return {"wall_s": wall, "test_acc": result["test_acc"], "median_epoch_s": result["median_epoch_time_s"],
+            "epochs": result["epochs"], "goal_s": 10.0}
+
+
+def section_ablation(args, out: str) -> dict:
+    ablation = load_ablation("basenet_pp")
+    ablation.seeds = [1] if args.smoke else [1, 2, 3]
+    overrides = {"data.path": args.cifar, "device": args.device, "seeds_together": "on", **args.cifar_cut,
+                 **({"train.epochs": 1} if args.smoke else {})}
+    start = time.perf_counter()
+    folder = run_ablation(ablation, base_overrides=overrides, out=out, progress=False, log=quiet)
+    wall = time.perf_counter() - start
+    table = json.loads((folder / "ablation.json").read_text())
+    return {"wall_s": wall, "steps": [{"name": s["name"], "test_acc": s["test_acc"],
+                                       "verdict": (s["vs_previous"] or {}).get("verdict")} for s in table["steps"]],
+            "table_md": (folder / "ablation.md").read_text()}
+
+
+def section_birds(args, out: str) -> dict:
+    variants = ("birdnet_v0", "birdnet_v4") if args.smoke else BIRD_VARIANTS
+    rows = []
+    for name in variants:
+        overrides = {"data.path": args.birds, "model_args.backbone": "efficientnet_lite0", "seeds": [1],
+                     "device": args.device, "train.amp": "bf16" if args.device == "cuda" else "auto",
+                     **args.birds_cut, **short(name, args.smoke)}
+        start = time.perf_counter()
+        folder = run_compare([name], overrides=overrides, classic=[], out=out, progress=False, log=quiet)
+        row = json.loads((folder / "compare.json").read_text())["rows"][0]
+        rows.append({"name": name, "test_acc": row["test_acc"], "wall_s": time.perf_counter() - start})
+    return {"rows": rows}
+
+
+def section_resnet50(args, out: str) -> dict:
+    from torchvision.models import resnet50
+
+    device = torch.device(args.device)
+    batch, steps, size, warmups = (2, 1, 32, 1) if args.smoke else (256, 30, 224, 3)
+    results = {}
+    ways = {"fp32": (False, False, False), "bf16 + channels-last": (True, True, False)}
+    if not args.smoke and device.type == "cuda":
+        ways["bf16 + channels-last + compile"] = (True, True, True)
+    for name, (bf16, channels_last, compile_) in ways.items():
+        model = resnet50(weights=None).to(device)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        step_model = torch.compile(model) if compile_ else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
+        y = torch.randint(0, 1000, (batch,), device=device)
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(step_model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        start = time.perf_counter()
+        for _ in range(warmups):  # warm-up (and compilation), counted apart
+            step()
+        sync(device)
+        warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        results[name] = {"img_per_s": batch * steps / (time.perf_counter() - start), "warmup_s": warmup,
+                         "batch": batch, "size": size}
+    return {"ways": results, "anchor_a100_amp_img_per_s": 2470}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def section_data_path(args, out: str) -> dict:
+    from torchvision.io import decode_jpeg, read_file
+
+    from cnnlab.data.streaming import StreamingSet
+
+    paths = sorted(Path(args.birds).rglob("*.jpg"))[: (16 if args.smoke else 2000)]
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    raw = [read_file(str(p)) for p in paths]
+    read_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = decode_jpeg(raw, device=device.type) if device.type == "cuda" else [decode_jpeg(r) for r in raw]
+    sync(device)
+    on_device = len(decoded) / (time.perf_counter() - start)
+    stream = StreamingSet(paths, torch.zeros(len(paths), dtype=torch.long), size=224,
+                          num_workers=0 if args.smoke else 8)
+    start = time.perf_counter()
+    seen = sum(len(images) for images, _ in stream.batches(64))
+    workers = seen / (time.perf_counter() - start)
+    return {"images": len(paths), "read_s": read_s, f"decode_jpeg_{device.type}_img_per_s": on_device,
+            "workers_decode_resize_img_per_s": workers, "workers": stream.num_workers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cifar", default=str(SHARED_DATA / "cifar100-subset25"))
+    ap.add_argument("--birds", default=str(SHARED_DATA / "birds-subset50"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--smoke", action="store_true", help="the same code at toy sizes (a CPU test runs this)")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--out", default=str(RESULTS / "gpu_suite.json"))
+    args = ap.parse_args()
+    args.cifar_cut = {"data.subset": 100} if args.smoke else {}
+    args.birds_cut = {"data.image_size": 64, "data.workers": 0, "train.batch_size": 4} if args.smoke else {}
+    payload = {"machine": machine(), "smoke": args.smoke, "device": args.device, "sections": {}}
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as runs:
+        for name in args.only:
+            start = time.perf_counter()
+            try:
+                payload["sections"][name] = {"ok": True, **globals()[f"section_{name}"](args, runs)}
+            except Exception as exc:  # noqa: BLE001 — one failing section must not cost the others
+                payload["sections"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                             "traceback": traceback.format_exc(limit=5)}
+            payload["sections"][name]["section_s"] = time.perf_counter() - start
+            out_path.write_text(json.dumps(payload, indent=2) + "\n")  # what ran survives a cut-off
+            print(f"{name:<12} {'ok' if payload['sections'][name]['ok'] else 'FAILED'} "
+                  f"{payload['sections'][name]['section_s']:8.1f} s", flush=True)
+    print(f"written {out_path}")
+    if not all(s["ok"] for s in payload["sections"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
