@@ -1,12 +1,29 @@
 """Studies: what is built from many training runs — an experiment over seeds or folds, an
-ablation of cumulative steps, a comparison, classic heads, and resuming any of them.
+ablation of cumulative steps, a comparison, classic heads, resuming any of them, and the report.
 
 This layer sits above the engine (`cnnlab.training`): it imports from it, never the reverse.
+The names below are imported on first use, so `cnnlab report` (which needs no torch) stays quick.
 """
-from cnnlab.studies.ablation import load_ablation, resume_ablation, run_ablation, summarize_ablation
-from cnnlab.studies.compare import run_compare
-from cnnlab.studies.experiment import resume_experiment, run_experiment, summarize_experiment
-from cnnlab.studies.resume import resume
+from __future__ import annotations
 
-__all__ = ["load_ablation", "resume", "resume_ablation", "resume_experiment", "run_ablation", "run_compare",
-           "run_experiment", "summarize_ablation", "summarize_experiment"]
+import importlib
+
+_EXPORTS = {
+    "load_ablation": "cnnlab.studies.ablation", "resume_ablation": "cnnlab.studies.ablation",
+    "run_ablation": "cnnlab.studies.ablation", "summarize_ablation": "cnnlab.studies.ablation",
+    "run_compare": "cnnlab.studies.compare",
+    "resume_experiment": "cnnlab.studies.experiment", "run_experiment": "cnnlab.studies.experiment",
+    "summarize_experiment": "cnnlab.studies.experiment",
+    "resume": "cnnlab.studies.resume",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnlab.studies' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -27,6 +27,7 @@ from cnnlab.reference import lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
+from cnnlab.studies.layout import describe_setup, unit_names, unit_seed
 from cnnlab.studies.parallel import Unit, train_together, wins
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
@@ -35,17 +36,6 @@ from cnnlab.training.device import resolve_device
 from cnnlab.training.trainer import build_model, silent, train_seed
 
 Log = Callable[[str], None]
-
-
-def unit_names(cfg: ExperimentConfig) -> list[str]:
-    """The run folders of an experiment: one per seed, or one per fold (first seed)."""
-    if cfg.data.folds:
-        return [f"fold-{k}" for k in range(1, cfg.data.folds + 1)]
-    return [f"seed-{s}" for s in cfg.seeds]
-
-
-def unit_seed(cfg: ExperimentConfig, unit: str) -> int:
-    return cfg.seeds[0] if unit.startswith("fold-") else int(unit.removeprefix("seed-"))
 
 
 def unit_data(cfg: ExperimentConfig, base: DataSplits, unit: str) -> DataSplits:
@@ -165,18 +155,10 @@ def resume_experiment(folder: Path, *, device: str | None = None, progress: bool
         summarize_experiment(folder, log=log)
 
 
-def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:
-    """What a table or figure is about: data, model/backbone, epochs and device."""
-    data = Path(cfg.data.path).name if cfg.data.path else "CIFAR-100"
-    backbone = cfg.model_args.get("backbone")
-    model = f"{cfg.model} on {backbone}" if backbone else cfg.model
-    return f"{model}, {data} ({cfg.data.num_classes} classes), {results[0]['epochs']} epochs, {results[0]['device']}"
-
-
 # Keys that change how fast or where a run goes, not what it computes: a run differing from the
 # lab's preset only in these still follows the lab's protocol.
-NOT_PROTOCOL = ("name", "seeds", "seeds_together", "device", "out", "data.source", "data.path", "data.split_file", "data.download",
-                "data.cache", "data.workers", "data.num_classes", "train.eval_batch_size", "train.channels_last",
+NOT_PROTOCOL = ("name", "seeds", "seeds_together", "device", "out", "data.source", "data.path", "data.split_file",
+                "data.download", "data.cache", "data.workers", "data.num_classes", "train.eval_batch_size", "train.channels_last",
                 "train.amp", "train.compile", "train.threads", "train.feature_cache", "train.feature_cache_dir", "log.")
 
 

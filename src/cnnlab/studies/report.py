@@ -18,7 +18,7 @@ from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, Preformatted, Section, SideBySide,
                                        Table, Text)
 from cnnlab.reporting.tables import ablation_rows, compare_rows, folds_rows, pct, pm, seeds_rows
-from cnnlab.studies.experiment import describe_setup, unit_names
+from cnnlab.studies.layout import describe_setup, unit_names
 from cnnlab.version import __version__
 
 GENERATOR = f"cnnlab {__version__} report"
@@ -227,7 +227,7 @@ def ablation_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
              f"p < {ablation['alpha']} and the bootstrap interval of the gain excludes 0."
              + (" With fewer than 3 runs per step no verdict is given: two runs cannot estimate the spread."
                 if n < 3 else ""), muted=True),
-        Figure(ablation_chart(steps, title=f"{ablation['name']}: test accuracy per step ({n} run(s) each)",
+        Figure(ablation_chart(steps, title=f"{ablation['name']}: test accuracy per step ({n} run(s) each)\n{setup}",
                               lab_label=lab), "each step's test accuracy: mean ± std, every run a dot", "steps.png"),
         Heading("Validation curves"),
         *_figure(folder / "val_curves.png", "validation accuracy per step: mean over runs, min-max band"),
@@ -252,16 +252,22 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     rows = comparison["rows"]
     header, body = compare_rows(rows)
     networks = [r for r in rows if r.get("folder")]
-    setups = []
-    for r in networks:
-        experiment = Path(r["folder"])
-        if (experiment / "summary.json").is_file():
-            setups.append(f"{r['name']}: {describe_setup(load_experiment(experiment / 'experiment.yaml'), read_json(experiment / 'summary.json')['runs'])}")
+    setups, labelled, data = [], [], ""
+    for r in rows:
+        experiment = Path(r["folder"]) if r.get("folder") else None
+        if experiment is None or not (experiment / "summary.json").is_file():
+            labelled.append(r)
+            continue
+        cfg, runs = load_experiment(experiment / "experiment.yaml"), read_json(experiment / "summary.json")["runs"]
+        setups.append(f"{r['name']}: {describe_setup(cfg, runs)}")
+        data = data or f"{Path(cfg.data.path).name if cfg.data.path else 'CIFAR-100'} ({cfg.data.num_classes} classes)"
+        what = ", ".join(filter(None, [cfg.model_args.get("backbone"), f"{runs[0]['epochs']} ep"]))
+        labelled.append({**r, "name": f"{r['name']} ({what})"})  # the chart names backbone and epochs
     runs = max(len(r["test_acc"]) for r in rows)
     blocks: list[Block] = [
         Heading("The comparison"), *[Text(s) for s in setups],
         Table(header, body, caption="test accuracy of each variant", source=_source(folder / "compare.json", root)),
-        Figure(compare_chart(rows, title=f"test accuracy ({runs} run(s) each)"),
+        Figure(compare_chart(labelled, title=f"test accuracy on {data or 'the same data'} ({runs} run(s) each)"),
                "each variant's test accuracy: mean ± std, every run a dot", "compare.png"),
     ]
     if any(r.get("lab") and not r["lab"].get("same_protocol") for r in rows):

@@ -20,7 +20,7 @@ from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
 from cnnlab.studies.ablation.config import AblationConfig, load_ablation, parse_ablation
 from cnnlab.studies.ablation.stats import compare
-from cnnlab.studies.experiment import (data_key, follows_lab_protocol, load_data, record_data, resume_experiment,
+from cnnlab.studies.experiment import (data_key, describe_setup, follows_lab_protocol, load_data, record_data, resume_experiment,
                                       run_units, unit_names)
 from cnnlab.studies.preflight import check_experiment
 
@@ -123,8 +123,10 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
         step_folder = step_dir(folder, r["step"], r["name"])
         units = unit_names(load_experiment(step_folder / "experiment.yaml"))
         curves[f"{r['step']} {r['label']}"] = [step_folder / unit / "metrics.csv" for unit in units]
+    first = step_dir(folder, 0, ablation.steps[0].name)
+    setup = describe_setup(load_experiment(first / "experiment.yaml"), read_json(first / "summary.json")["runs"])
     plot_overlay(curves, folder / "val_curves.png", metric="val_acc",
-                 title=f"{ablation.name}: validation accuracy per step (mean, min-max band)")
+                 title=f"{ablation.name}: validation accuracy per step (mean, min-max band)\n{setup}")
     n = len(rows[0]["test_acc"])
     note = (f"Test accuracy over {n} run(s) per step. 'Beyond noise' asks whether the gain over the previous "
             f"step is larger than seed-to-seed noise: Welch's t-test p < {ablation.alpha} and the "
