@@ -5,8 +5,7 @@ command line's `--help` do not pay for importing torch.
 """
 from __future__ import annotations
 
-import importlib
-
+from cnnlab.lazy import lazy_exports
 from cnnlab.version import __version__
 
 _EXPORTS = {
@@ -22,15 +21,7 @@ _EXPORTS = {
 }
 
 __all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cnnlab' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

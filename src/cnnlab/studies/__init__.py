@@ -6,7 +6,7 @@ The names below are imported on first use, so `cnnlab report` (which needs no to
 """
 from __future__ import annotations
 
-import importlib
+from cnnlab.lazy import lazy_exports
 
 _EXPORTS = {
     "load_ablation": "cnnlab.studies.ablation", "resume_ablation": "cnnlab.studies.ablation",
@@ -18,12 +18,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cnnlab.studies' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
