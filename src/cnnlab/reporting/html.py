@@ -58,6 +58,9 @@ footer { margin-top: 3rem; font-size: .8rem; color: var(--muted); border-top: 1p
 }
 """
 
+# The first lines of every report say who wrote it: `cnnlab report` overwrites only such a file.
+REPORT_MARKER = "cnnlab-report"
+
 # The page may load nothing: no script, no remote image, font or stylesheet.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -130,6 +133,7 @@ def render_html(document: Document, *, footer: str = "") -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="generator" content="{REPORT_MARKER}">
 <title>{escape(document.title)}</title>
 <style>{CSS}</style>
 </head>

@@ -17,6 +17,8 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, Preformatted, Section, SideBySide,
                                        Table, Text)
+from cnnlab.reporting.html import REPORT_MARKER, render_html
+from cnnlab.reporting.markdown import render_markdown
 from cnnlab.reporting.tables import ablation_rows, compare_rows, folds_rows, pct, pm, seeds_rows
 from cnnlab.studies.layout import describe_setup, unit_names
 from cnnlab.version import __version__
@@ -326,15 +328,12 @@ def _refuse_foreign(out: Path) -> None:
     """Overwrite only a report cnnlab wrote: never a file the user made."""
     if out.exists():
         head = out.read_bytes()[:4096].decode("utf-8", "replace") if out.is_file() else ""
-        if GENERATOR.split(" ")[0] not in head or "report" not in head:
+        if REPORT_MARKER not in head:
             raise RunError(f"{out}: exists and is not a report cnnlab wrote; choose another --out")
 
 
 def write_report(paths: list[Path | str], out: Path | str | None = None, fmt: str | None = None) -> Path:
     """Write the report of `paths` to `out` (default: report.html in the one folder, or here for several)."""
-    from cnnlab.reporting.html import render_html
-    from cnnlab.reporting.markdown import render_markdown
-
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("report: give at least one run, experiment, ablation or comparison folder")
@@ -352,7 +351,7 @@ def write_report(paths: list[Path | str], out: Path | str | None = None, fmt: st
     if fmt == "html":
         atomic_write_text(out, render_html(document, footer=footer))
     else:
-        atomic_write_text(out, f"<!-- {GENERATOR} -->\n" + render_markdown(document, out, footer=footer))
+        atomic_write_text(out, f"<!-- {REPORT_MARKER}: {GENERATOR} -->\n" + render_markdown(document, out, footer=footer))
     return out
 
 
