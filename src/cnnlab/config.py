@@ -428,6 +428,21 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
+def flat_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The configuration as `section.key` → value (an empty mapping is a value of its own)."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(inner, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = value
+
+    walk(config_to_dict(cfg), "")
+    return flat
+
+
 def save_config(cfg: ExperimentConfig, path: Path, **replace: Any) -> None:
     """Write `cfg` as YAML that `load_experiment` reads back (top-level keys replaced by `replace`)."""
     save_yaml({**config_to_dict(cfg), **replace}, path)

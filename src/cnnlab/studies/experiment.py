@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.config import ExperimentConfig, config_to_dict, list_builtin_experiments, load_experiment, save_config
+from cnnlab.config import ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, save_config
 from cnnlab.data.images import DataSplits
 from cnnlab.data.sources import load_splits
 from cnnlab.data.split import kfold_splits
@@ -162,19 +162,9 @@ NOT_PROTOCOL = ("name", "seeds", "seeds_together", "device", "out", "data.source
                 "train.amp", "train.compile", "train.threads", "train.feature_cache", "train.feature_cache_dir", "log.")
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def protocol_differences(cfg: ExperimentConfig, reference: ExperimentConfig) -> list[str]:
     """The keys where `cfg` computes something else than `reference` (timing and location keys aside)."""
-    mine, theirs = _flat(config_to_dict(cfg)), _flat(config_to_dict(reference))
+    mine, theirs = flat_config(cfg), flat_config(reference)
     return sorted(k for k in mine.keys() | theirs.keys()
                   if not k.startswith(NOT_PROTOCOL) and mine.get(k) != theirs.get(k))
 

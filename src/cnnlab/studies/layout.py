@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.config import ExperimentConfig
+from cnnlab.config import ExperimentConfig, load_experiment
+from cnnlab.fileio import read_json
 
 
 def unit_names(cfg: ExperimentConfig) -> list[str]:
@@ -23,3 +24,13 @@ def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:
     backbone = cfg.model_args.get("backbone")
     model = f"{cfg.model} on {backbone}" if backbone else cfg.model
     return f"{model}, {data} ({cfg.data.num_classes} classes), {results[0]['epochs']} epochs, {results[0]['device']}"
+
+
+def step_dir(folder: Path, index: int, name: str) -> Path:
+    """An ablation step's experiment folder."""
+    return folder / f"{index}-{name}"
+
+
+def experiment_setup(folder: Path) -> str:
+    """`describe_setup` of a finished experiment folder (e.g. an ablation's first step), from its files."""
+    return describe_setup(load_experiment(folder / "experiment.yaml"), read_json(folder / "summary.json")["runs"])

@@ -20,7 +20,7 @@ from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, P
 from cnnlab.reporting.html import REPORT_MARKER, render_html
 from cnnlab.reporting.markdown import render_markdown
 from cnnlab.reporting.tables import ablation_rows, compare_rows, folds_rows, pct, pm, seeds_rows
-from cnnlab.studies.layout import describe_setup, unit_names
+from cnnlab.studies.layout import describe_setup, experiment_setup, step_dir, unit_names
 from cnnlab.version import __version__
 
 GENERATOR = f"cnnlab {__version__} report"
@@ -217,9 +217,7 @@ def ablation_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     steps = ablation["steps"]
     header, rows = ablation_rows(steps, ablation["alpha"], lab_same_protocol=same)
     n = len(steps[0]["test_acc"])
-    first = load_experiment(next(folder.glob("0-*/experiment.yaml")))
-    first_runs = read_json(next(folder.glob("0-*/summary.json")))["runs"]
-    setup = describe_setup(first, first_runs)
+    setup = experiment_setup(step_dir(folder, 0, steps[0]["name"]))
     lab = "lab" if same else "lab (own protocol: Keras, 50 epochs, all data)"
     blocks: list[Block] = [
         Heading("The steps"), Text(f"{len(steps)} cumulative steps, {n} run(s) each; first step: {setup}."),

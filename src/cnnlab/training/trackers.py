@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from cnnlab.config import ExperimentConfig, config_to_dict
+from cnnlab.config import ExperimentConfig, config_to_dict, flat_config
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, read_json
 
@@ -39,17 +39,7 @@ def check_trackers(trackers: list[str]) -> None:
 
 def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
     """The configuration as flat `section.key` strings (what trackers take as hyperparameters)."""
-    flat: dict[str, str] = {}
-
-    def walk(value, prefix: str) -> None:
-        if isinstance(value, dict) and value:
-            for key, inner in value.items():
-                walk(inner, f"{prefix}.{key}" if prefix else str(key))
-        else:
-            flat[prefix] = str(value)
-
-    walk(config_to_dict(cfg), "")
-    return flat
+    return {key: str(value) for key, value in flat_config(cfg).items()}
 
 
 class Tracker(Protocol):

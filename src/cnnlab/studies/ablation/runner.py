@@ -20,8 +20,9 @@ from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
 from cnnlab.studies.ablation.config import AblationConfig, load_ablation, parse_ablation
 from cnnlab.studies.ablation.stats import compare
-from cnnlab.studies.experiment import (data_key, describe_setup, follows_lab_protocol, load_data, record_data, resume_experiment,
+from cnnlab.studies.experiment import (data_key, follows_lab_protocol, load_data, record_data, resume_experiment,
                                       run_units, unit_names)
+from cnnlab.studies.layout import experiment_setup, step_dir
 from cnnlab.studies.preflight import check_experiment
 
 Log = Callable[[str], None]
@@ -46,10 +47,6 @@ def step_configs(ablation: AblationConfig, base_overrides: dict[str, Any],
         configs.append(cfg)
         current = config_to_dict(cfg)
     return configs
-
-
-def step_dir(folder: Path, index: int, name: str) -> Path:
-    return folder / f"{index}-{name}"
 
 
 def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | None = None, out: str | None = None,
@@ -123,8 +120,7 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
         step_folder = step_dir(folder, r["step"], r["name"])
         units = unit_names(load_experiment(step_folder / "experiment.yaml"))
         curves[f"{r['step']} {r['label']}"] = [step_folder / unit / "metrics.csv" for unit in units]
-    first = step_dir(folder, 0, ablation.steps[0].name)
-    setup = describe_setup(load_experiment(first / "experiment.yaml"), read_json(first / "summary.json")["runs"])
+    setup = experiment_setup(step_dir(folder, 0, ablation.steps[0].name))
     plot_overlay(curves, folder / "val_curves.png", metric="val_acc",
                  title=f"{ablation.name}: validation accuracy per step (mean, min-max band)\n{setup}")
     n = len(rows[0]["test_acc"])
