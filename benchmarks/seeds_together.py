@@ -5,14 +5,16 @@
 1. `cnnlab run basenet --seeds 1 2 3` three ways: one process with every core (the default on
    fewer than 4 cores), one thread a run one after another, and together (--seeds-together on:
    one process a seed, the cores shared out; the default from 4 cores up).
-2. Two `cnnlab run basenet --seeds 1` started at once, with every core each (the default) and
-   with one thread each (--set train.threads=1): how much each slows the other.
+2. Two `cnnlab run basenet --seeds 1` started at once, with every core each and passive waiting
+   (the default), every core each with PyTorch's spinning (OMP_WAIT_POLICY=ACTIVE), and one
+   thread each (--set train.threads=1): how much each slows the other.
 Writes results/seeds_together.json and prints a table. Run it on a quiet machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,14 +27,15 @@ from _common import write_json
 from cnnlab.training.device import cpu_cores
 
 
-def cnnlab(args: list[str], out: str) -> subprocess.Popen:
+def cnnlab(args: list[str], out: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cnnlab", "run", "basenet", *args, "--out", out, "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
-def timed(args: list[str], out: str) -> tuple[float, dict]:
+def timed(args: list[str], out: str, env: dict | None = None) -> tuple[float, dict]:
     start = time.perf_counter()
-    process = cnnlab(args, out)
+    process = cnnlab(args, out, env)
     _, err = process.communicate()
     wall = time.perf_counter() - start
     if process.returncode:
@@ -62,17 +65,19 @@ def main() -> None:
                 accs = [r["test_acc"] for r in summary["runs"]]
             payload["three_seeds"][name] = {"wall_s": statistics.median(walls), "test_acc": accs}
             print(f"{name}: {statistics.median(walls):.1f} s, test accuracy {accs}", flush=True)
-        for threads in (cores, 1):
-            alone, _ = timed([*common, "--seeds", "1", "--set", f"train.threads={threads}"], out)
+        # cnnlab's default waits passively (OMP_WAIT_POLICY=PASSIVE); ACTIVE is PyTorch's own spinning.
+        for threads, policy in ((cores, "PASSIVE"), (cores, "ACTIVE"), (1, "PASSIVE")):
+            env = {"OMP_WAIT_POLICY": policy}
+            run = [*common, "--seeds", "1", "--set", f"train.threads={threads}"]
+            alone = statistics.median(timed(run, out, env)[0] for _ in range(args.repeats))
             start = time.perf_counter()
-            jobs = [cnnlab([*common, "--seeds", "1", "--set", f"train.threads={threads}"], out) for _ in range(2)]
+            jobs = [cnnlab(run, out, env) for _ in range(2)]
             for job in jobs:
                 job.communicate()
             together = time.perf_counter() - start
-            payload["two_jobs"][f"{threads} thread(s) each"] = {"alone_s": alone, "two_at_once_s": together,
-                                                                "slowdown": together / alone}
-            print(f"two jobs, {threads} thread(s) each: alone {alone:.1f} s, both at once {together:.1f} s",
-                  flush=True)
+            name = f"{threads} thread(s) each, {policy.lower()} waiting"
+            payload["two_jobs"][name] = {"alone_s": alone, "two_at_once_s": together, "slowdown": together / alone}
+            print(f"two jobs, {name}: alone {alone:.1f} s, both at once {together:.1f} s", flush=True)
     before = payload["three_seeds"]["one process, every core"]["wall_s"]
     print(f"\nBaseNet, 3 seeds x {args.epochs} epochs, whole process ({cores} cores)")
     print(f"{'way':<40} {'wall (s)':>9} {'speed-up':>9}  test accuracy of seeds 1, 2, 3")

@@ -56,8 +56,13 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(npz_data, tmp_path, 
     part = group / "seed-5"
     assert json.loads((part / "status.json").read_text())["state"] == "interrupted"
     assert len(_metrics(part)) == stop_after and not (part / "results.json").exists()
+    if stop_after <= 2:  # in the head phase: the frozen backbone is written once, not every epoch
+        saved = torch.load(part / "checkpoint.pt", weights_only=True)
+        assert saved["base_file"] == "checkpoint-phase0-start.pt" and (part / saved["base_file"]).is_file()
+        assert not any(k.startswith("backbone.") and k.endswith("weight") for k in saved["model"])
     resume(group, progress=False, log=lambda s: None)
     assert _metrics(part) == _metrics(whole)
+    assert not list(part.glob("checkpoint-phase*")), "the frozen phase's file outlived the checkpoints naming it"
     a, b = (json.loads((f / "results.json").read_text()) for f in (whole, part))
     assert (a["test_loss"], a["test_acc"]) == (b["test_loss"], b["test_acc"])
     wa, wb = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))

@@ -21,6 +21,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_text
 
 BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
+BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
 
 # The one list of each: the command line, the loaders and `cnnlab list` all read these.
 DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011",
@@ -75,6 +76,10 @@ class AugmentConfig:
     hflip: bool = _opt(False, help="random horizontal flip")
     shift: float = _opt(0.0, min=0.0, max=0.5, help="maximum width/height shift, fraction of size")
     fill: str = _opt("nearest", choices=("nearest", "zeros", "reflect"))
+    crop: int = _opt(0, min=0, max=64, help="random crop: pad each side by this many pixels (reflecting the "
+                                             "image) and cut a window of the original size; whole-pixel "
+                                             "translations, the ResNet/airbench CIFAR augmentation")
+    cutout: int = _opt(0, min=0, max=128, help="cutout: zero one random square of this side in each image")
 
 
 @dataclass
@@ -133,11 +138,15 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: int = _opt(50, min=1)
     batch_size: int = _opt(64, min=1)
-    eval_batch_size: int = _opt(1000, min=1)
+    eval_batch_size: int = _opt(1000, min=1, help="images per evaluation or feature-extraction batch; lowered for "
+                                                  "large images (64 at 224×224) so memory stays bounded")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: str = _opt("constant", choices=("constant", "cosine"))
     warmup_epochs: int = _opt(0, min=0)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
+    tta: str = _opt("off", choices=("off", "flip"),
+                    help="test-time augmentation for validation, test and predictions: flip averages the "
+                         "logits of each image and its mirror")
     channels_last: bool = _opt(True, help="channels-last memory format (CUDA and CPU; faster convolutions)")
     amp: str = _opt("auto", choices=("auto", "bf16", "off"),
                     help="bf16 autocast: auto = on CUDA only (CPU runs stay fp32, as the lab's); "
@@ -155,6 +164,11 @@ class TrainConfig:
                           help="test (and save) the weights of the epoch with the best validation figure; "
                                "off: the last epoch's, as the lab did")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+    @property
+    def total_epochs(self) -> int:
+        """train.epochs, or with phases, their sum."""
+        return sum(p.epochs for p in self.phases) if self.phases else self.epochs
 
 
 @dataclass

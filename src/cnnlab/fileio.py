@@ -104,6 +104,8 @@ def read_state_file(path: Path) -> dict:
     except Exception:
         # PyTorch's own message would suggest weights_only=False, i.e. running the file's code.
         raise CheckpointError(f"{path}: not a weights file cnnlab can read safely; {expected}") from None
+    if isinstance(state, dict) and state.get("base_file"):  # a cnnlab checkpoint of a phase with frozen parts
+        state = with_base(state, path)
     for key in ("state_dict", "model"):  # a training checkpoint wrapping the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -111,6 +113,24 @@ def read_state_file(path: Path) -> dict:
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise CheckpointError(f"{path}: holds no tensors by name; {expected}")
     return state
+
+
+def with_base(state: dict, path: Path) -> dict:
+    """A cnnlab checkpoint naming a `base_file` (the whole model as a phase with frozen parameters
+    started; training/checkpoint.py) gets its model completed from that file, next to it."""
+    import torch
+
+    if not state.get("base_file"):
+        return state
+    base_file = Path(path).parent / state["base_file"]
+    try:
+        base = torch.load(base_file, map_location="cpu", weights_only=True)["model"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: holds only the trainable part of the model; the rest was in "
+                              f"{base_file}, which is missing") from None
+    except Exception as exc:
+        raise CheckpointError(f"{base_file}: not a loadable cnnlab checkpoint part ({exc})") from None
+    return {**state, "model": {**base, **state["model"]}}
 
 
 def read_json(path: Path) -> Any:

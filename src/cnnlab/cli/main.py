@@ -122,33 +122,28 @@ def cmd_summary(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from cnnlab.data.sources import describe_sources
-    from cnnlab.training.phases import total_epochs
-    from cnnlab.models import get_model_entry, list_models
+    # From catalogue.py and the preset files alone: no torch, so it answers at once.
+    from cnnlab.catalogue import BACKBONES, MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
+    from cnnlab.config import BUILTIN_ABLATIONS
 
     print("models:")
-    for name in list_models():
-        print(f"  {name:<18} {get_model_entry(name).description}")
+    for name, description in sorted(MODEL_DESCRIPTIONS.items()):
+        print(f"  {name:<18} {description}")
     print("experiment presets (cnnlab run NAME, or --config NAME):")
     for name in list_builtin_experiments():
         cfg = load_experiment(name)
         phases = f" in {len(cfg.train.phases)} phases" if len(cfg.train.phases) > 1 else ""
-        print(f"  {name:<18} model {cfg.model}, {total_epochs(cfg.train)} epochs{phases}, seeds {cfg.seeds}  "
+        print(f"  {name:<18} model {cfg.model}, {cfg.train.total_epochs} epochs{phases}, seeds {cfg.seeds}  "
               f"[{resolve_experiment_path(name)}]")
-    from cnnlab.studies.ablation.config import BUILTIN_ABLATIONS
-
     print("ablations (cnnlab ablation NAME):")
     for path in sorted(BUILTIN_ABLATIONS.glob("*.yaml")):
         print(f"  {path.stem:<18} [{path}]")
-    from cnnlab.models import get_backbone, list_backbones
-
     print("backbones (--backbone; --weights default|none|NAME|PATH):")
-    for name in list_backbones():
-        entry = get_backbone(name)
-        print(f"  {name:<18} weights: {', '.join(entry.weights)} (default {entry.default_weights}); "
-              f"stages: {', '.join(entry.stages)}")
+    for name, facts in sorted(BACKBONES.items()):
+        print(f"  {name:<18} weights: {', '.join(facts.weights)} (default {facts.default_weights}); "
+              f"stages: {', '.join(facts.stages)}")
     print("data sources (--source):")
-    for name, what in describe_sources().items():
+    for name, what in SOURCE_DESCRIPTIONS.items():
         print(f"  {name:<18} {what}")
     return 0
 

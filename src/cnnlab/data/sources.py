@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from cnnlab.catalogue import SOURCE_DESCRIPTIONS
 from cnnlab.config import DATA_SOURCES, DataConfig
 from cnnlab.data.birds import detect_layout, read_listed
 from cnnlab.data.streaming import StreamingSet, default_workers
@@ -20,34 +21,26 @@ from cnnlab.errors import DataError
 
 # name → (what it reads, detector, reader)
 SOURCES: dict[str, tuple[str, Callable[[Path], bool], Callable[[Path, int], DataSplits]]] = {
-    "cifar100": ("official CIFAR-100, downloaded through torchvision into the cache folder",
-                 is_cifar_folder, read_cifar100),
-    "cifar100-folder": ("a local folder holding the official cifar-100-python/ files",
-                        is_cifar_folder, read_cifar100),
-    "npz": ("train.npz + test.npz with images (uint8 N×H×W×3), labels, optional class_names",
-            is_npz_folder, read_npz_folder),
-}
+    name: (SOURCE_DESCRIPTIONS[name], detect, read)
+    for name, detect, read in (("cifar100", is_cifar_folder, read_cifar100),
+                               ("cifar100-folder", is_cifar_folder, read_cifar100),
+                               ("npz", is_npz_folder, read_npz_folder))}
 # Photographs of any size, decoded and resized by worker processes (kept in memory when small).
-PHOTOS = {"imagefolder": "train/<class>/* and test/<class>/* image folders (any sizes and formats)",
-          "classfolder": "<class>/* folders of your own photos, no split: train/val/test drawn for you",
-          "csv": "a CSV file of path,label rows (paths relative to it), split like class folders"}
+PHOTOS = {name: SOURCE_DESCRIPTIONS[name] for name in ("imagefolder", "classfolder", "csv")}
 MEMORY_LIMIT = 1 << 30  # bytes of uint8 images under which class folders are held in memory
 
 
 # Bird layouts are streamed from disk (see birds.py, streaming.py).
-LISTED = {"cub-lab": "class folders NNN.Name/ beside train.txt and test.txt (the lab's birds)",
-          "cub200-2010": "CUB-200 as distributed: images/ + lists/train.txt, lists/test.txt",
-          "cub200-2011": "CUB-200-2011 as distributed: images.txt, image_class_labels.txt, train_test_split.txt, "
-                         "classes.txt, images/"}
+LISTED = {name: SOURCE_DESCRIPTIONS[name] for name in ("cub-lab", "cub200-2010", "cub200-2011")}
 
 
 # Every name the configuration accepts has a reader here, and nothing else does.
-assert set(DATA_SOURCES) == {"auto", *SOURCES, *LISTED, *PHOTOS}, "data sources out of step with config.DATA_SOURCES"
+assert set(DATA_SOURCES) == {"auto", *SOURCES, *LISTED, *PHOTOS} == set(SOURCE_DESCRIPTIONS), \
+    "data sources out of step with config.DATA_SOURCES or catalogue.SOURCE_DESCRIPTIONS"
 
 
 def describe_sources() -> dict[str, str]:
-    return {"auto": "detect the layout of --data PATH (default: cifar100)",
-            **{name: what for name, (what, _, _) in SOURCES.items()}, **PHOTOS, **LISTED}
+    return dict(SOURCE_DESCRIPTIONS)
 
 
 def detect_source(path: Path) -> str:

@@ -18,6 +18,7 @@ from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, RunError
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
+from cnnlab.training.loop import tta_logits
 from cnnlab.training.device import resolve_device
 
 WEIGHTS_FILE = "model.safetensors"
@@ -55,10 +56,15 @@ class TrainedModel:
         """uint8 NCHW images at the input size → the float batch the model was trained on."""
         return self._preprocessor(images.to(self.device), train=False)
 
+    @property
+    def tta(self) -> bool:
+        """Whether the run tested with flip TTA (train.tta: flip); predictions then do the same."""
+        return self.record.get("tta") == "flip"
+
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (softmax of the logits) for a uint8 NCHW batch."""
-        return torch.softmax(self.model(self.preprocess(images)).float(), dim=1)
+        """Class probabilities (softmax of the logits) for a uint8 NCHW batch, as the run was tested."""
+        return torch.softmax(tta_logits(self.model, self.preprocess(images), self.tta), dim=1)
 
 
 def _read_record(path: Path) -> dict:

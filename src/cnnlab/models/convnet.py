@@ -68,28 +68,24 @@ def _convnet(spec: dict, *, num_classes: int, in_channels: int, image_size: int,
     return ConvNet(**spec, **kwargs, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-@register_model("basenet", description="the lab's BaseNet: 2 conv + 2 dense, 24,197 params",
-                input_size=(3, 32, 32))
+@register_model("basenet", input_size=(3, 32, 32))
 def basenet(*, num_classes: int = 25, in_channels: int = 3, image_size: int = 32) -> ConvNet:
     return _convnet(_BASENET, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-@register_model("basenet_wide", description="BaseNet++ step 2: deeper and wider, no BatchNorm or Dropout",
-                input_size=(3, 32, 32))
+@register_model("basenet_wide", input_size=(3, 32, 32))
 def basenet_wide(*, num_classes: int = 25, in_channels: int = 3, image_size: int = 32) -> ConvNet:
     return _convnet(_WIDE, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-@register_model("basenet_wide_bn", description="BaseNet++ step 3: deeper and wider with BatchNorm",
-                input_size=(3, 32, 32))
+@register_model("basenet_wide_bn", input_size=(3, 32, 32))
 def basenet_wide_bn(*, num_classes: int = 25, in_channels: int = 3, image_size: int = 32,
                     bn_momentum: float = KERAS_BN_MOMENTUM, bn_eps: float = KERAS_BN_EPS) -> ConvNet:
     return _convnet(_WIDE, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                     batchnorm=True, bn_momentum=bn_momentum, bn_eps=bn_eps)
 
 
-@register_model("basenet_pp", description="the lab's final BaseNet++: wide + BatchNorm + Dropout 0.25",
-                input_size=(3, 32, 32))
+@register_model("basenet_pp", input_size=(3, 32, 32))
 def basenet_pp(*, num_classes: int = 25, in_channels: int = 3, image_size: int = 32, dropout: float = 0.25,
                bn_momentum: float = KERAS_BN_MOMENTUM, bn_eps: float = KERAS_BN_EPS) -> ConvNet:
     return _convnet(_WIDE, num_classes=num_classes, in_channels=in_channels, image_size=image_size,

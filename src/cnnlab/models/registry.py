@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from cnnlab.catalogue import MODEL_DESCRIPTIONS
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import Classifier
 
@@ -28,9 +29,16 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, description: str, input_size: tuple[int, int, int],
+def register_model(name: str, *, input_size: tuple[int, int, int], description: str | None = None,
                    preprocessing: Callable[[dict], Any] | None = None):
-    """Decorator: `@register_model("basenet", ...)` over a builder function."""
+    """Decorator: `@register_model("basenet", ...)` over a builder function.
+
+    cnnlab's own models take their description from catalogue.py (what `cnnlab list` reads
+    without torch); a model registered elsewhere passes its own.
+    """
+    description = description or MODEL_DESCRIPTIONS.get(name)
+    if description is None:
+        raise ValueError(f"model '{name}': give register_model a description")
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:

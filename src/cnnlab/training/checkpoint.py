@@ -14,13 +14,34 @@ from safetensors.torch import save
 from torch import nn
 
 from cnnlab.errors import CheckpointError
-from cnnlab.fileio import atomic_torch_save, atomic_write_bytes
+from cnnlab.fileio import atomic_torch_save, atomic_write_bytes, with_base
 
 CHECKPOINT_FORMAT = 1
 
 
+def base_path(checkpoint: Path, phase: int) -> Path:
+    """The file holding the whole model as a phase with frozen parameters started it."""
+    return Path(checkpoint).with_name(f"{Path(checkpoint).stem}-phase{phase}-start.pt")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` atomically. A state with `base_model` (the whole model at the start of a
+    phase that freezes some parameters) has it written once to its own file, and every later
+    checkpoint of that phase names the file and holds only what can change: trainable
+    parameters and buffers (14.5 MB of Lite0, ~100 MB of ResNet50 less per epoch). Files of
+    earlier phases go once nothing names them."""
+    state = dict(state)
+    base = state.pop("base_model", None)
+    if "base_phase" in state:
+        target = base_path(path, state["base_phase"])
+        if base is not None:
+            atomic_torch_save(target, {"format": CHECKPOINT_FORMAT, "model": base})
+        state["base_file"] = target.name
     atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **state})
+    keep = state.get("base_file")
+    for stale in Path(path).parent.glob(f"{Path(path).stem}-phase*-start.pt"):
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, *, model_name: str | None = None) -> dict:
@@ -35,7 +56,7 @@ def load_checkpoint(path: Path, *, model_name: str | None = None) -> dict:
     if model_name is not None and state.get("model_name") != model_name:
         raise CheckpointError(f"{path}: checkpoint is for model '{state.get('model_name')}', "
                               f"not '{model_name}'")
-    return state
+    return with_base(state, path)
 
 
 def load_state_strict(model: nn.Module, state_dict: dict, *, source: Path | str, model_name: str) -> None:

@@ -19,7 +19,7 @@ from cnnlab.data.images import ImageSet
 from cnnlab.data.streaming import StreamingSet
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.models.base import Classifier
-from cnnlab.training.loop import autocast_context
+from cnnlab.training.loop import autocast_context, images_per_batch
 
 
 def default_cache_dir() -> Path:
@@ -49,17 +49,6 @@ def feature_key(model: Classifier, data, preprocess, amp: bool) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-# Pixels per extraction batch: 64 images at 224×224. A CNN's activations grow with the pixels it
-# sees, so the batch shrinks as images grow (1,000 images of 224 px peaked at 13 GB; 64 stay near
-# 1 GB) while small images (CIFAR's 32 px) still go by the thousand.
-FEATURE_BATCH_PIXELS = 64 * 224 * 224
-
-
-def feature_batch_size(data, limit: int) -> int:
-    _, height, width = data.image_shape
-    return max(1, min(limit, FEATURE_BATCH_PIXELS // (height * width)))
-
-
 @torch.no_grad()
 def compute_features(model: Classifier, data, preprocess, *, batch_size: int, device: torch.device,
                      amp: bool, channels_last: bool = False, progress: bool = True) -> torch.Tensor:
@@ -67,7 +56,7 @@ def compute_features(model: Classifier, data, preprocess, *, batch_size: int, de
     model.eval()
     chunks = []
     bar = tqdm(total=len(data), desc="features", unit="img", disable=not progress, leave=False)
-    for images, _ in data.batches(feature_batch_size(data, batch_size)):
+    for images, _ in data.batches(images_per_batch(data, batch_size)):
         x = preprocess(images.to(device), train=False)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

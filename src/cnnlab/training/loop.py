@@ -30,6 +30,27 @@ def resolve_amp(mode: str, device: torch.device) -> bool:
     return mode == "auto" and device.type == "cuda"
 
 
+# Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.
+# A CNN's activations grow with the pixels it sees, so the batch shrinks as images grow (1,000
+# images of 224 px peaked at 13 GB; 64 stay near 1 GB) while CIFAR's 32 px still go by the thousand.
+BATCH_PIXELS = 64 * 224 * 224
+
+
+def images_per_batch(data: ImageSource, limit: int) -> int:
+    """train.eval_batch_size (`limit`), lowered for large images so memory stays bounded."""
+    shape = data.image_shape
+    pixels = shape[-2] * shape[-1] if len(shape) == 3 else 1
+    return max(1, min(limit, BATCH_PIXELS // pixels))
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """float32 logits; with `tta`, the mean of the image's and its mirror's (flip test-time augmentation)."""
+    logits = model(x).float()
+    if tta:
+        logits = (logits + model(x.flip(3)).float()) / 2
+    return logits
+
+
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -80,16 +101,17 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
-             amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
-    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout)."""
+             amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
+             tta: bool = False) -> dict[str, float]:
+    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout; `tta`: flip averaged)."""
     model.eval()
     device = data.device
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
     count = torch.zeros((), device=device)
-    for images, labels in _eval_batches(data, batch_size, shard):
+    for images, labels in _eval_batches(data, images_per_batch(data, batch_size), shard):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(device, amp):
-            logits = model(x).float()
+            logits = tta_logits(model, x, tta)
         loss_sum += loss_fn(logits, labels) * labels.shape[0]
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]
@@ -107,13 +129,14 @@ def _eval_batches(data, batch_size: int, shard: tuple[int, int]):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, batch_size: int,
-                   amp: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   amp: bool = False, channels_last: bool = False, tta: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image's logits (float32, on the CPU) and label, in the split's order, in eval mode."""
     model.eval()
     outputs, labels = [], []
-    for images, batch_labels in data.batches(batch_size):
+    for images, batch_labels in data.batches(images_per_batch(data, batch_size)):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(data.device, amp):
-            outputs.append(model(x).float().cpu())
+            outputs.append(tta_logits(model, x, tta).cpu())
         labels.append(batch_labels.cpu())
     return torch.cat(outputs), torch.cat(labels)

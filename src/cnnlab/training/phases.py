@@ -21,10 +21,6 @@ def resolve_phases(tc: TrainConfig) -> list[PhaseConfig]:
     return list(tc.phases) or [PhaseConfig(name="train", epochs=tc.epochs)]
 
 
-def total_epochs(tc: TrainConfig) -> int:
-    return sum(p.epochs for p in resolve_phases(tc))
-
-
 def phase_epochs(phases: list[PhaseConfig]) -> list[range]:
     """Each phase's epochs, numbered from 1 across the whole run: [range(1, 11), range(11, 21)]."""
     spans, start = [], 1

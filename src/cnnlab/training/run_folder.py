@@ -5,6 +5,8 @@
              model.txt          the model summary
              metrics.csv        one row per epoch, rewritten atomically every epoch
              checkpoint.pt      model, optimizer, scheduler, RNG state (every epoch, atomic)
+             checkpoint-phaseK-start.pt   the whole model as phase K (with frozen parameters)
+                                started; checkpoint.pt then holds only what trains
              model.safetensors  the trained weights
              results.json       test figures, timings, preprocessing
              curves.png         learning curves

@@ -122,6 +122,8 @@ class Trainer:
         self.phase_index = 0
         self.optimizer = self.scheduler = None
         self.used_features = False
+        self.frozen: set[str] = set()  # parameters the current phase leaves fixed
+        self.base_saved = False  # whether the current phase's whole-model file has been handed out
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
 
     # ------------------------------------------------------------------ state
@@ -135,8 +137,18 @@ class Trainer:
         return model_summary(self.model, self.splits.input_size, device=self.device).render(self.cfg.model)
 
     def checkpoint(self) -> dict:
-        state = {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
-                 "phase": self.phase_index, "model": self.model.state_dict(),
+        """What resumes the run exactly. In a phase with frozen parameters, only what can change
+        (see checkpoint.save_checkpoint); the whole model goes with the phase's first checkpoint."""
+        model = self.model.state_dict()
+        state = {}
+        if self.frozen:
+            state["base_phase"] = self.phase_index
+            if not self.base_saved:
+                state["base_model"] = model
+                self.base_saved = True
+            model = {k: v for k, v in model.items() if k not in self.frozen}
+        state |= {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
+                 "phase": self.phase_index, "model": model,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(), "history": self.history}
         if self.best is not None:
@@ -149,6 +161,12 @@ class Trainer:
         self.history = list(state["history"])
         self.best = state.get("best")
         self.resumed = state
+
+    def _note_frozen(self, index: int) -> None:
+        """After a phase's freezing: the parameters it leaves fixed, and whether its base file exists."""
+        self.frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
+        resumed_here = self.resumed is not None and self.resumed.get("phase") == index
+        self.base_saved = bool(resumed_here and self.resumed.get("base_phase") == index)
 
     # ------------------------------------------------------------------ training
 
@@ -194,6 +212,7 @@ class Trainer:
         self.phase_index = index
         self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, self.cfg.train.optimizer,
                                                             self.cfg.train, self.steps_per_epoch)
+        self._note_frozen(index)
         if self.resumed is not None and self.resumed.get("phase") == index:  # resumed inside this phase
             self.optimizer.load_state_dict(self.resumed["optimizer"])
             self.scheduler.load_state_dict(self.resumed["scheduler"])
@@ -256,7 +275,11 @@ class Trainer:
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
         return evaluate(data.module, split, preprocess=data.preprocess, loss_fn=self.eval_loss,
                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
-                        channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world))
+                        channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self._tta(data))
+
+    def _tta(self, data: PhaseData) -> bool:
+        """Flip TTA mirrors images; a head on cached features has none to mirror."""
+        return self.cfg.train.tta == "flip" and not data.on_features
 
     def test(self) -> tuple[dict, TestOutputs | None]:
         """Loss and accuracy on the test split, as the last phase sees its data, and (one process)
@@ -274,7 +297,7 @@ class Trainer:
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
         logits, labels = predict_logits(data.module, data.test, preprocess=data.preprocess,
                                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
-                                        channels_last=data.channels_last)
+                                        channels_last=data.channels_last, tta=self._tta(data))
         return TestOutputs(logits, labels, self.images[2])
 
     def inference_record(self) -> dict:
@@ -285,7 +308,8 @@ class Trainer:
         return {"model": self.cfg.model, "model_args": self.cfg.model_args, "init": self.cfg.init,
                 "class_names": self.splits.class_names, "input_size": [channels, height, width],
                 "resize": self.splits.resize, "crop_ratio": self.splits.crop_ratio,
-                **self.preprocess.state(), "experiment": self.cfg.experiment_name, "seed": self.seed,
+                **self.preprocess.state(), "tta": self.cfg.train.tta, "experiment": self.cfg.experiment_name,
+                "seed": self.seed,
                 "cnnlab": __version__}
 
     def results(self, test: dict, wall_time_s: float, kept_epoch: int) -> dict:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.studies.ablation.steps import get_improvement
-from cnnlab.config import BUILTIN_EXPERIMENTS, _opt, _Reader, _yaml_lines, read_yaml
+from cnnlab.config import BUILTIN_ABLATIONS, _opt, _Reader, _yaml_lines, read_yaml
 from cnnlab.errors import ConfigError
 
-BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""Beyond the lab: the from-scratch cifar_recipe on the real 25-class subset, against BaseNet and BaseNet++.
+
+    python benchmarks/cifar_recipe.py --run                # trains cifar_recipe, 3 seeds (about 45 min each here)
+    python benchmarks/cifar_recipe.py --folder RUNS/cifar_recipe/<stamp> [--basenet RUNS/basenet/<stamp>]
+
+Reads the experiment folder(s) only (metrics.csv, results.json, summary.json): for each seed the
+validation accuracy against the wall time spent training (results/cifar_recipe_curve.png), the
+test accuracy, wall time and median epoch; then a comparison table with the lab's figures.
+A run that was resumed or shared the machine has inflated epochs: the table also gives
+median epoch × epochs, the time the run takes on a quiet machine. Writes results/cifar_recipe.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import RESULTS, SHARED_DATA, write_json
+
+from cnnlab.fileio import read_json
+from cnnlab.reference import lab_reference
+from cnnlab.reporting.tables import render_table
+
+GOAL = 0.85  # issue 12: mean of 3 seeds, each run at most 45 minutes on the 2-core CPU
+BUDGET_S = 45 * 60
+
+
+def seed_curve(seed_dir: Path) -> list[tuple[float, float]]:
+    """(minutes of training so far, validation accuracy) after each epoch."""
+    with open(seed_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    spent, points = 0.0, []
+    for row in rows:
+        spent += float(row["epoch_time_s"])
+        points.append((spent / 60, float(row["val_acc"])))
+    return points
+
+
+def experiment_row(folder: Path) -> dict:
+    summary = read_json(folder / "summary.json")
+    runs = summary["runs"]
+    accs = [r["test_acc"] for r in runs]
+    return {"experiment": summary["experiment"], "folder": str(folder), "seeds": [r["seed"] for r in runs],
+            "test_acc": accs, "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "epochs": runs[0]["epochs"], "wall_s": [r["wall_time_s"] for r in runs],
+            "median_epoch_s": [r["median_epoch_time_s"] for r in runs],
+            "quiet_wall_s": [r["median_epoch_time_s"] * r["epochs"] for r in runs]}
+
+
+def plot(curves: dict[int, list[tuple[float, float]]], path: Path, lab: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for seed, points in curves.items():
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".", label=f"cifar_recipe seed {seed}")
+    for name, value in lab.items():
+        ax.axhline(100 * value, ls="--", lw=1, color="grey")
+        ax.text(0.5, 100 * value + 0.6, name, fontsize=8, color="dimgrey")
+    ax.axhline(100 * GOAL, ls=":", color="tab:red")
+    ax.text(0.5, 100 * GOAL + 0.6, "goal 85 % (test)", fontsize=8, color="tab:red")
+    ax.set_xlabel("training time on the 2-core CPU (minutes, validation included)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("cifar_recipe on the 25-class CIFAR-100 subset: accuracy against wall time")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="store_true", help="train cifar_recipe (3 seeds) first, into --out")
+    ap.add_argument("--out", default="runs")
+    ap.add_argument("--folder", type=Path, help="a finished cifar_recipe experiment folder")
+    ap.add_argument("--basenet", type=Path, help="a finished BaseNet experiment folder on the same data")
+    ap.add_argument("--data", default=str(SHARED_DATA / "cifar100-subset25"))
+    args = ap.parse_args()
+    if args.run:
+        subprocess.run([sys.executable, "-m", "cnnlab", "run", "cifar_recipe", "--data", args.data, "--out", args.out,
+                        "--no-progress"], check=True)
+        args.folder = sorted((Path(args.out) / "cifar_recipe").iterdir())[-1]
+    if args.folder is None:
+        ap.error("give --run or --folder")
+    recipe = experiment_row(args.folder)
+    curves = {int(d.name.split("-")[1]): seed_curve(d) for d in sorted(args.folder.glob("seed-*"))}
+    lab = lab_reference("basenet_pp")["mean_test_acc"], lab_reference("basenet")["mean_test_acc"]
+    plot(curves, RESULTS / "cifar_recipe_curve.png", {"lab BaseNet++ (test)": lab[0], "lab BaseNet (test)": lab[1]})
+
+    rows = [["lab BaseNet (Keras, 3 runs)", f"{100 * lab[1]:.2f} %", "", ""],
+            ["lab BaseNet++ (Keras, 3 runs)", f"{100 * lab[0]:.2f} %", "", ""]]
+    payload = {"goal_test_acc": GOAL, "budget_s": BUDGET_S, "cifar_recipe": recipe,
+               "curves_minutes_val_acc": {str(k): v for k, v in curves.items()}}
+    if args.basenet:
+        base = experiment_row(args.basenet)
+        payload["basenet"] = base
+        rows.append([f"cnnlab basenet ({len(base['seeds'])} seeds, {base['epochs']} epochs)",
+                     f"{100 * base['mean']:.2f} ± {100 * base['std']:.2f} %",
+                     f"{statistics.median(base['quiet_wall_s']) / 60:.1f}", ""])
+    rows.append([f"cnnlab cifar_recipe ({len(recipe['seeds'])} seeds, {recipe['epochs']} epochs)",
+                 f"{100 * recipe['mean']:.2f} ± {100 * recipe['std']:.2f} %",
+                 f"{statistics.median(recipe['quiet_wall_s']) / 60:.1f}",
+                 ", ".join(f"{100 * a:.2f}" for a in recipe["test_acc"])])
+    payload["meets_goal"] = recipe["mean"] >= GOAL
+    payload["within_budget"] = max(recipe["quiet_wall_s"]) <= BUDGET_S
+    print(render_table(["", "test accuracy", "minutes a run (quiet)", "each seed"], rows))
+    print(f"goal {100 * GOAL:.0f} %: {'met' if payload['meets_goal'] else 'not met'}; "
+          f"{BUDGET_S // 60} min a run: {'within' if payload['within_budget'] else 'over'}")
+    print(f"written {write_json('cifar_recipe', payload)} and {RESULTS / 'cifar_recipe_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""catalogue.py is what `cnnlab list` prints without torch: it must name exactly what the registries build."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cnnlab.catalogue import BACKBONES, MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
+from cnnlab.config import DATA_SOURCES
+
+
+def test_models_in_the_catalogue_are_the_registered_ones():
+    from cnnlab.models import get_model_entry, list_models
+
+    assert sorted(MODEL_DESCRIPTIONS) == list_models()
+    for name, description in MODEL_DESCRIPTIONS.items():
+        assert get_model_entry(name).description == description
+
+
+def test_backbones_in_the_catalogue_match_the_registry():
+    from cnnlab.models import get_backbone, list_backbones
+
+    assert sorted(BACKBONES) == list_backbones()
+    for name, facts in BACKBONES.items():
+        entry = get_backbone(name)
+        assert (tuple(entry.weights), entry.default_weights, entry.stages) == \
+               (facts.weights, facts.default_weights, facts.stages)
+
+
+def test_every_data_source_is_described():
+    from cnnlab.data import describe_sources
+
+    assert set(SOURCE_DESCRIPTIONS) == set(DATA_SOURCES) == set(describe_sources())
+
+
+def test_a_model_registered_elsewhere_must_describe_itself():
+    from cnnlab.models import register_model
+
+    with pytest.raises(ValueError, match="description"):
+        register_model("not_in_the_catalogue", input_size=(3, 32, 32))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["run", "--help"]])
+def test_help_and_list_never_import_torch(args):
+    code = ("import sys, contextlib, io\nfrom cnnlab.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try:\n        main({args!r})\n    except SystemExit:\n        pass\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'sklearn', 'scipy') if m in sys.modules)\n"
+            "print(','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
