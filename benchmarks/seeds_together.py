@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1, help="repeat each measurement; the median is kept")
+    ap.add_argument("--only", choices=("three_seeds", "two_jobs"), help="measure one part only")
     args = ap.parse_args()
     common = ["--data", args.data, "--epochs", str(args.epochs), "--device", "cpu"]
     cores = cpu_cores()
@@ -57,7 +58,7 @@ def main() -> None:
             "together": ["--seeds-together", "on"]}
     payload = {"epochs": args.epochs, "cores": cores, "seeds": [1, 2, 3], "three_seeds": {}, "two_jobs": {}}
     with tempfile.TemporaryDirectory() as out:
-        for name, extra in ways.items():
+        for name, extra in ways.items() if args.only != "two_jobs" else ():
             walls, accs = [], None
             for _ in range(args.repeats):
                 wall, summary = timed([*common, "--seeds", "1", "2", "3", *extra], out)
@@ -66,7 +67,8 @@ def main() -> None:
             payload["three_seeds"][name] = {"wall_s": statistics.median(walls), "test_acc": accs}
             print(f"{name}: {statistics.median(walls):.1f} s, test accuracy {accs}", flush=True)
         # cnnlab's default waits passively (OMP_WAIT_POLICY=PASSIVE); ACTIVE is PyTorch's own spinning.
-        for threads, policy in ((cores, "PASSIVE"), (cores, "ACTIVE"), (1, "PASSIVE")):
+        for threads, policy in ((cores, "PASSIVE"), (cores, "ACTIVE"), (1, "PASSIVE")) if args.only != "three_seeds" \
+                else ():
             env = {"OMP_WAIT_POLICY": policy}
             run = [*common, "--seeds", "1", "--set", f"train.threads={threads}"]
             alone = statistics.median(timed(run, out, env)[0] for _ in range(args.repeats))
@@ -78,7 +80,7 @@ def main() -> None:
             name = f"{threads} thread(s) each, {policy.lower()} waiting"
             payload["two_jobs"][name] = {"alone_s": alone, "two_at_once_s": together, "slowdown": together / alone}
             print(f"two jobs, {name}: alone {alone:.1f} s, both at once {together:.1f} s", flush=True)
-    before = payload["three_seeds"]["one process, every core"]["wall_s"]
+    before = payload["three_seeds"].get("one process, every core", {}).get("wall_s")
     print(f"\nBaseNet, 3 seeds x {args.epochs} epochs, whole process ({cores} cores)")
     print(f"{'way':<40} {'wall (s)':>9} {'speed-up':>9}  test accuracy of seeds 1, 2, 3")
     for name, row in payload["three_seeds"].items():
@@ -87,7 +89,8 @@ def main() -> None:
     print("\nTwo BaseNet runs at once: wall of both / wall of one alone")
     for name, row in payload["two_jobs"].items():
         print(f"{name:<40} {row['slowdown']:>8.2f}x  (alone {row['alone_s']:.1f} s, both {row['two_at_once_s']:.1f} s)")
-    print(f"written {write_json('seeds_together', payload)}")
+    name = "seeds_together" if args.only is None else f"seeds_together_{args.only}"
+    print(f"written {write_json(name, payload)}")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,15 @@ def test_help_and_list_never_import_torch(args):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("env, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+                                           ({"GOMP_SPINCOUNT": "5"}, "5")])
+def test_openmp_threads_spin_briefly_unless_the_user_chose(env, expected):
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, cnnlab; print(os.environ.get('GOMP_SPINCOUNT'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
+                            timeout=60)
+    assert result.stdout.strip() == str(expected)

@@ -10,11 +10,14 @@ import os
 from cnnlab.lazy import lazy_exports
 from cnnlab.version import __version__
 
-# PyTorch's OpenMP threads spin while they wait for work: alone that buys nothing measurable, but
-# two jobs sharing the cores then burn them spinning (two BaseNet runs on 2 cores: each 4-28×
-# slower; with passive waiting 1.9×, and no loss alone: benchmarks/seeds_together.py). Read by
-# the OpenMP runtime when torch loads, so it is set before; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# PyTorch's OpenMP threads (libgomp on Linux) spin for a long while when they wait for work, so
+# two jobs sharing the cores burn them spinning: two BaseNet runs on 2 cores each went 4-28×
+# slower. A short spin (1,000 rounds, then sleep) keeps a lone run within about 5 % of full
+# spinning and two at once at 2.3× (sleeping at once, OMP_WAIT_POLICY=PASSIVE: 1.9×, but 14 %
+# slower alone); README "Seeds together, and threads". Read by the OpenMP runtime when torch
+# loads, so set before; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 _EXPORTS = {
     "CnnlabError": "cnnlab.errors",
