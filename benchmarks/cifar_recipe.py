@@ -12,7 +12,6 @@ takes on a quiet machine as the pace of its fastest quarter of epochs (25th perc
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from _common import RESULTS, SHARED_DATA, write_json
 
 from cnnlab.fileio import read_json
 from cnnlab.reference import lab_reference
+from cnnlab.reporting.metrics import read_metrics
 from cnnlab.reporting.tables import render_table
 
 GOAL = 0.85  # issue 12: mean of 3 seeds, each run at most 45 minutes on the 2-core CPU
@@ -30,12 +30,10 @@ BUDGET_S = 45 * 60
 
 def seed_curve(seed_dir: Path) -> list[tuple[float, float]]:
     """(minutes of training so far, validation accuracy) after each epoch."""
-    with open(seed_dir / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
     spent, points = 0.0, []
-    for row in rows:
-        spent += float(row["epoch_time_s"])
-        points.append((spent / 60, float(row["val_acc"])))
+    for row in read_metrics(seed_dir / "metrics.csv"):
+        spent += row["epoch_time_s"]
+        points.append((spent / 60, row["val_acc"]))
     return points
 
 
@@ -57,8 +55,7 @@ def experiment_row(folder: Path) -> dict:
 
 
 def quiet_epoch_s(seed_dir: Path) -> float:
-    with open(seed_dir / "metrics.csv") as handle:
-        times = [float(row["epoch_time_s"]) for row in csv.DictReader(handle)]
+    times = [row["epoch_time_s"] for row in read_metrics(seed_dir / "metrics.csv")]
     return statistics.quantiles(times, n=4)[0] if len(times) >= 4 else statistics.median(times)
 
 
