@@ -42,6 +42,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path):
     ("train:\n  epochs: [1\n", "not valid YAML"),
     ("train:\n  channels_last: yes please\n", "expected true or false"),
     ("train:\n  amp: fp8\n", "expected one of auto, bf16, off"),
+    ("train:\n  tta: yes\n", "expected one of off, flip, got True"),
 ])
 def test_bad_values_are_rejected_with_the_key(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
@@ -84,3 +85,10 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
     (tmp_path / "mine").mkdir()
     with pytest.raises(ConfigError, match="mine: is a folder, not an experiment file"):
         load_experiment("mine")
+
+
+def test_unquoted_on_and_off_mean_the_choices_yaml_would_turn_into_booleans(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: basenet\nseeds_together: on\n")  # YAML 1.1: on → true
+    assert load_experiment(str(path)).seeds_together == "on"
+    assert load_experiment("basenet", overrides={"seeds_together": False}).seeds_together == "off"

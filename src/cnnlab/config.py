@@ -302,6 +302,8 @@ class _Reader:
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 self.fail(key, f"expected {_describe(tp)}, got {value!r}")
             return tuple(self.value(a, v, f"{key}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value)))
+        if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+            value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as true/false
         ok = {
             bool: isinstance(value, bool),
             int: isinstance(value, int) and not isinstance(value, bool),
@@ -309,8 +311,9 @@ class _Reader:
             str: isinstance(value, str),
             dict: isinstance(value, dict),
         }.get(tp, True)
-        if not ok:
-            self.fail(key, f"expected {_describe(tp)}, got {value!r}")
+        if not ok:  # YAML reads `yes`/`on` as true: name the choices, not only the type
+            wanted = f"one of {', '.join(map(str, meta['choices']))}" if meta.get("choices") else _describe(tp)
+            self.fail(key, f"expected {wanted}, got {value!r}")
         if tp is float:
             value = float(value)
             if value != value or value in (float("inf"), float("-inf")):
