@@ -104,7 +104,7 @@ def read_state_file(path: Path) -> dict:
     except Exception:
         # PyTorch's own message would suggest weights_only=False, i.e. running the file's code.
         raise CheckpointError(f"{path}: not a weights file cnnlab can read safely; {expected}") from None
-    if isinstance(state, dict) and state.get("base_file"):  # a cnnlab checkpoint of a phase with frozen parts
+    if isinstance(state, dict):  # a cnnlab checkpoint of a phase with frozen parts names the rest
         state = with_base(state, path)
     for key in ("state_dict", "model"):  # a training checkpoint wrapping the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
