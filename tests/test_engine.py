@@ -91,9 +91,26 @@ def test_label_smoothing_applies_to_the_training_loss_only(npz_data, tmp_path):
     assert abs(float(row["train_loss"]) - float(plain)) > 10 * 1e-5 * float(plain)
 
 
+def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, monkeypatch):
+    from cnnlab.training import loop
+
+    sapphire = tmp_path / "cpuinfo-sapphire-rapids"
+    sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    epyc = tmp_path / "cpuinfo-epyc"
+    epyc.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma avx512f\n")
+    assert loop.cpu_has_native_bf16(str(sapphire)) and not loop.cpu_has_native_bf16(str(epyc))
+    assert not loop.cpu_has_native_bf16(str(tmp_path / "no-such-file"))  # macOS, Windows: fp32
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.resolve_amp("auto", cpu) and not loop.resolve_amp("off", cpu)
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
+    assert loop.resolve_amp("auto", torch.device("cuda")) and not loop.resolve_amp("off", torch.device("cuda"))
+
+
 def test_bf16_autocast_on_the_cpu(npz_data, tmp_path):
     cpu = torch.device("cpu")
-    assert resolve_amp("bf16", cpu) and not resolve_amp("auto", cpu) and not resolve_amp("off", cpu)
+    assert resolve_amp("bf16", cpu) and not resolve_amp("off", cpu)
     conv = torch.nn.Conv2d(3, 4, 3)
     with autocast_context(cpu, True):
         assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16

@@ -73,6 +73,23 @@ def test_class_folders_of_mixed_photos_train_end_to_end_with_a_saved_split(tmp_p
     assert [r for r in other.split_rows if r["split"] == "test"] != [r for r in rows if r["split"] == "test"]
 
 
+def test_a_subset_of_class_folders_lists_only_the_images_it_trains_on(tmp_path):
+    photos = make_photos(tmp_path / "photos", per_class=20)
+    cfg = photo_cfg(photos, tmp_path, **{"data.subset": 15, "train.epochs": 1})
+    splits = load_splits(cfg.data, default_size=32)
+    train_rows = [r for r in splits.split_rows if r["split"] == "train"]
+    assert len(splits.train) == len(train_rows) == 15  # of 42 drawn for training
+    assert sorted(r["label"] for r in train_rows).count("cat") == 5  # stratified: 5 a class
+    full = load_splits(photo_cfg(photos, tmp_path).data, default_size=32)
+    assert {r["path"] for r in train_rows} < {r["path"] for r in full.split_rows if r["split"] == "train"}
+    assert [r for r in splits.split_rows if r["split"] != "train"] == \
+        [r for r in full.split_rows if r["split"] != "train"]  # the same validation and test images
+    folder = run_experiment(cfg, progress=False, log=lambda s: None)
+    recorded = load_experiment(folder / "experiment.yaml")  # names split.csv; subset still 15
+    reused = load_splits(recorded.data, default_size=32)
+    assert reused.split_rows == splits.split_rows and len(reused.train) == 15
+
+
 def test_images_are_resized_as_the_experiment_says(tmp_path):
     photos = make_photos(tmp_path / "photos", per_class=6)
     for resize in ("stretch", "crop"):

@@ -69,3 +69,13 @@ def test_evaluation_is_never_augmented():
     x = batch()
     assert torch.equal(pre(x, train=False), x.float() / 255)
     assert not torch.equal(pre(x, train=True, generator=torch.Generator().manual_seed(0)), x.float() / 255)
+
+
+def test_small_host_tensors_reach_the_device_unchanged():
+    from cnnlab.data.batches import to_device
+
+    values = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    moved = to_device(values, torch.device("cpu"))
+    assert moved.device.type == "cpu" and torch.equal(moved, values)
+    if torch.cuda.is_available():  # the pinned, non-blocking path; the same numbers
+        assert torch.equal(to_device(values, torch.device("cuda")).cpu(), values)

@@ -41,6 +41,14 @@ def test_crop_padding_larger_than_the_image_is_refused_by_name():
         random_crop(_numbered(size=8), 8, torch.Generator())
 
 
+def test_crop_too_large_for_the_data_fails_before_a_run_folder_exists(npz_data, tmp_path):
+    cfg = load_experiment("cifar_recipe", overrides={"data.path": str(npz_data), "out": str(tmp_path / "runs"),
+                                                     "preprocess.augment.crop": 40, "seeds": [1]})
+    with pytest.raises(ConfigError, match=r"preprocess.augment.crop: 40 .* 32×32 images; use less than 32"):
+        run_experiment(cfg, progress=False, log=lambda line: None)
+    assert not (tmp_path / "runs").exists()  # nothing left behind
+
+
 def test_cutout_zeros_one_square_per_image_at_most():
     x = torch.ones(64, 3, 32, 32)
     out = cutout(x, 8, torch.Generator().manual_seed(0))

@@ -91,9 +91,13 @@ def test_auto_trains_small_in_memory_models_together_with_4_cores_or_more(npz_da
     assert parallel.plan(3) == (3, 2) and parallel.plan(16) == (8, 1) and parallel.plan(3, 4) == (2, 4)
     assert parallel.wins(cfg, splits, 3, "cpu", small)
     assert not parallel.wins(pp, splits, 3, "cpu", lambda: model_macs(pp, splits))
-    assert not parallel.wins(cfg, splits, 3, "cuda", small) and not parallel.wins(cfg, splits, 1, "cpu", small)
+    assert not parallel.wins(cfg, splits, 1, "cpu", small)
+    # a GPU: images in memory train together whatever the model's size (measured on an H200)
+    assert parallel.wins(cfg, splits, 3, "cuda", small) and parallel.wins(pp, splits, 3, "cuda", small)
     birds = load_experiment("birdnet_v0", overrides={"data.path": str(birds_lab), "data.image_size": 64})
-    assert not parallel.wins(birds, load_data(birds, log=lambda s: None), 3, "cpu", small)  # streamed photos
+    bird_splits = load_data(birds, log=lambda s: None)
+    assert not parallel.wins(birds, bird_splits, 3, "cpu", small)  # streamed photos
+    assert not parallel.wins(birds, bird_splits, 3, "cuda", small)
     cfg.seeds_together = "off"
     assert not parallel.wins(cfg, splits, 3, "cpu", small)
     monkeypatch.setattr(parallel, "cpu_cores", lambda: 2)  # measured: no win on 2 cores, so auto stays off

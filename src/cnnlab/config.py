@@ -149,8 +149,8 @@ class TrainConfig:
                          "logits of each image and its mirror")
     channels_last: bool = _opt(True, help="channels-last memory format (CUDA and CPU; faster convolutions)")
     amp: str = _opt("auto", choices=("auto", "bf16", "off"),
-                    help="bf16 autocast: auto = on CUDA only (CPU runs stay fp32, as the lab's); "
-                         "bf16 = also on CPU (fast where the CPU has native bf16)")
+                    help="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), "
+                         "fp32 on other CPUs, where bf16 is emulated and slow; bf16 = on any device")
     compile: bool = _opt(False, help="torch.compile the model")
     threads: int = _opt(0, min=0, help="CPU threads of a run (0: every core; seeds trained together share them "
                                        "out and record their share here). BatchNorm's CPU reductions depend on "
@@ -198,8 +198,8 @@ class ExperimentConfig:
     seeds: list[int] = _opt([1])
     seeds_together: str = _opt("auto", choices=("auto", "on", "off"),
                                help="train the seeds at once in worker processes, the cores shared out between "
-                                    "them (auto: on the CPU, for a small model on images held in memory, with at "
-                                    "least 4 cores: where one run cannot use them all)")
+                                    "them (auto: images held in memory, on a GPU, or on a CPU with at least 4 "
+                                    "cores for a small model: where one run cannot keep the device busy)")
     device: str = _opt("auto", choices=DEVICES)
     out: str = _opt("runs", help="parent folder of the run folders")
 

@@ -6,6 +6,19 @@ from typing import Iterator
 import torch
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (indices, augmentation parameters) on `device`, without stalling the host.
+
+    A copy from ordinary (pageable) host memory to a CUDA device first waits for the GPU to
+    finish its queued work, so a few such copies a step leave the GPU idle while Python
+    launches the next step. From pinned memory the copy is queued like a kernel; PyTorch's
+    pinned-memory cache keeps the buffer until the copy has run.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling RNG of one epoch, derived from (seed, epoch) alone.
 
@@ -40,7 +53,7 @@ def iterate_batches(data, batch_size: int, *, shuffle: bool = False,
             yield data.images[start:start + batch_size], data.labels[start:start + batch_size]
         return
     for idx in batch_indices(len(data), batch_size, shuffle=shuffle, generator=generator, shard=shard):
-        idx = idx.to(data.images.device)
+        idx = to_device(idx, data.images.device)
         yield data.images[idx], data.labels[idx]
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.config import AugmentConfig, PreprocessConfig
+from cnnlab.data.batches import to_device
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import ConfigError
 
@@ -53,7 +54,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     cos, sin = torch.cos(angle), torch.sin(angle)
     sign = torch.where(flip, -1.0, 1.0)
     theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], dim=1),
-                         torch.stack([sin * sign, cos, shift[:, 1]], dim=1)], dim=1).to(x.device, x.dtype)
+                         torch.stack([sin * sign, cos, shift[:, 1]], dim=1)], dim=1)
+    theta = to_device(theta, x.device).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=_PADDING[cfg.fill], align_corners=False)
 
@@ -67,7 +69,7 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     if pad >= min(height, width):
         raise ConfigError(f"preprocess.augment.crop: {pad} pixels of padding is too much for {height}×{width} "
                           f"images; use less than {min(height, width)}")
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(x.device)
+    offsets = to_device(torch.randint(0, 2 * pad + 1, (n, 2), generator=generator), x.device)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     rows = (offsets[:, 0:1] + torch.arange(height, device=x.device)).view(n, 1, height, 1)
     cols = (offsets[:, 1:2] + torch.arange(width, device=x.device)).view(n, 1, 1, width)
@@ -80,8 +82,8 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     """Zero one `size`×`size` square per image, centred anywhere (it may stick out of the image)."""
     n, _, height, width = x.shape
     centres = torch.rand(n, 2, generator=generator)
-    top = (centres[:, 0] * height).long().sub_(size // 2).view(n, 1, 1, 1).to(x.device)
-    left = (centres[:, 1] * width).long().sub_(size // 2).view(n, 1, 1, 1).to(x.device)
+    top = to_device((centres[:, 0] * height).long().sub_(size // 2).view(n, 1, 1, 1), x.device)
+    left = to_device((centres[:, 1] * width).long().sub_(size // 2).view(n, 1, 1, 1), x.device)
     rows = torch.arange(height, device=x.device).view(1, 1, height, 1)
     cols = torch.arange(width, device=x.device).view(1, 1, 1, width)
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)

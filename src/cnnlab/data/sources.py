@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from cnnlab.catalogue import SOURCE_DESCRIPTIONS
@@ -16,7 +17,7 @@ from cnnlab.data.classfolder import (LabelledFiles, is_class_folder, list_class_
                                      read_labels_csv, read_split_file, split_rows, three_way_split)
 from cnnlab.data.imagefolder import is_image_folder
 from cnnlab.data.npz import is_npz_folder, read_npz_folder
-from cnnlab.data.split import holdout_split, stratified_subset
+from cnnlab.data.split import holdout_split, stratified_subset, stratified_subset_index
 from cnnlab.errors import DataError
 
 # name → (what it reads, detector, reader)
@@ -132,6 +133,10 @@ def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, defau
                                    test_fraction=cfg.test_fraction, seed=cfg.split_seed)
         if not plan["test"]:
             raise DataError(f"{path}: no test split (data.test_fraction is 0); set data.test_fraction > 0")
+        if cfg.subset:  # drawn here, so split.csv lists the training images actually used
+            keep = stratified_subset_index(np.array([files.labels[i] for i in plan["train"]]), cfg.subset,
+                                           cfg.split_seed)
+            plan["train"] = [plan["train"][k] for k in keep]
     size = _photo_size(cfg, preprocessing, default_size, files.paths + (test_files.paths if test_files else []))
     stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
 

@@ -45,11 +45,18 @@ def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet,
 
 def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
     """Keep `size` images of `train` with the class proportions intact (for short runs)."""
-    from sklearn.model_selection import train_test_split
-
     if size >= len(train):
         return train
-    labels = train.labels.numpy()
+    return train.subset(stratified_subset_index(train.labels.numpy(), size, seed))
+
+
+def stratified_subset_index(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of `size` of `labels`, class proportions intact (all of them if there are fewer)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    if size >= len(labels):
+        return np.arange(len(labels))
     keep, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed,
                                stratify=labels if size >= len(np.unique(labels)) else None)
-    return train.subset(np.sort(keep))
+    return np.sort(keep)

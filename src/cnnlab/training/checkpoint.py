@@ -19,8 +19,9 @@ from cnnlab.fileio import atomic_torch_save, atomic_write_bytes, with_base
 CHECKPOINT_FORMAT = 1
 
 
-def base_path(checkpoint: Path, phase: int) -> Path:
-    """The file holding the whole model as a phase with frozen parameters started it."""
+def base_path(checkpoint: Path, phase: int | str) -> Path:
+    """The file holding the whole model as a phase with frozen parameters started it
+    (`phase="*"`: the glob pattern of every such file)."""
     return Path(checkpoint).with_name(f"{Path(checkpoint).stem}-phase{phase}-start.pt")
 
 
@@ -39,7 +40,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         state["base_file"] = target.name
     atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **state})
     keep = state.get("base_file")
-    for stale in Path(path).parent.glob(f"{Path(path).stem}-phase*-start.pt"):
+    for stale in Path(path).parent.glob(base_path(path, "*").name):
         if stale.name != keep:
             stale.unlink(missing_ok=True)
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,10 +26,32 @@ def autocast_context(device: torch.device, enabled: bool):
 
 
 def resolve_amp(mode: str, device: torch.device) -> bool:
-    """'auto': bf16 on CUDA only; 'bf16': on CUDA and CPU; 'off': never."""
+    """'auto': bf16 on CUDA and on CPUs with native bf16; 'bf16': on CUDA and any CPU; 'off': never.
+
+    Precision does not move the lab's figures beyond seed noise: BaseNet 45.15 ± 1.89 % in bf16
+    (H200) against 44.91 ± 1.23 % in fp32 (CPU); BaseNet++ 66.01 ± 0.17 % in bf16 against the
+    lab's 66.25 % (3 seeds each, 50 epochs). So `auto` takes bf16 wherever it is fast.
+    """
     if mode == "bf16":
         return device.type in ("cuda", "cpu")
-    return mode == "auto" and device.type == "cuda"
+    if mode != "auto":
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX; read from Linux's
+    /proc/cpuinfo, so False elsewhere). There bf16 autocast is ~2x fp32; without them it is
+    emulated and several times slower (10x on an AVX2-only EPYC)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool({"avx512_bf16", "amx_bf16"} & set(line.partition(":")[2].split()))
+    return False
 
 
 # Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.

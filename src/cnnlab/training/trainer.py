@@ -324,7 +324,7 @@ class Trainer:
             "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
             "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
             "one_off_time_s": self.one_off_s, "wall_time_s": wall_time_s,
-            "device": str(self.device), "num_train": len(splits.train),
+            "device": str(self.device), "precision": "bf16" if self.amp else "fp32", "num_train": len(splits.train),
             "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
             "preprocess": self.preprocess.state(), "feature_cache": self.used_features,
             "processes": self.ctx.world, "global_batch_size": self.cfg.train.batch_size,

@@ -1,0 +1,80 @@
+"""The lab's long runs, recorded: finished (or partly finished) experiment folders → results/long_runs.json.
+
+A run at its preset length does not fit a test or one shell command on a CPU: start it in the
+background, one at a time so timings stay honest, and finish it with `cnnlab resume` if the
+session ends first; then record it here:
+
+    nohup cnnlab run birdnet_v4 --backbone efficientnet_lite0 --data ../shared/data/birds-subset50 \\
+        --seeds 1 --out ../longruns > v4.log 2>&1 &
+    python benchmarks/long_runs.py ../longruns/birdnet_v4/<stamp> [FOLDER ...]
+
+Each folder's finished seeds (test accuracy and loss, final validation accuracy, epochs, median
+epoch time, wall time, device) are stored under the experiment's name and backbone, replacing
+an earlier record of the same key; the other records stay. Prints a table of every record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from _common import RESULTS, machine
+
+from cnnlab.config import load_experiment
+from cnnlab.studies.experiment import unit_names
+
+OUT = RESULTS / "long_runs.json"
+
+
+def record(folder: Path) -> tuple[str, dict]:
+    """(key, record) of one experiment folder; seeds still training are listed as unfinished."""
+    cfg = load_experiment(folder / "experiment.yaml")
+    backbone = cfg.model_args.get("backbone")
+    key = f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name
+    seeds, unfinished = [], []
+    for unit in unit_names(cfg):
+        path = folder / unit / "results.json"
+        if not path.is_file():
+            unfinished.append(unit)
+            continue
+        r = json.loads(path.read_text())
+        seeds.append({"unit": unit, "test_acc": r["test_acc"], "test_loss": r["test_loss"],
+                      "final_val_acc": r.get("final_val_acc"), "epochs": r["epochs_trained"],
+                      "median_epoch_s": r["median_epoch_time_s"], "wall_time_s": r["wall_time_s"],
+                      "device": r["device"]})
+    if not seeds:
+        raise SystemExit(f"{folder}: no finished run yet ({', '.join(unfinished)} unfinished)")
+    accs = [s["test_acc"] for s in seeds]
+    return key, {"folder": str(folder.resolve()), "epochs": cfg.train.total_epochs, "seeds": seeds,
+                 "unfinished": unfinished, "mean_test_acc": statistics.mean(accs),
+                 "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else None, "machine": machine()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folders", nargs="+", type=Path, help="experiment folders (cnnlab run's output)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    records = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for folder in args.folders:
+        if not (folder / "experiment.yaml").is_file():
+            sys.exit(f"{folder}: not an experiment folder (no experiment.yaml)")
+        key, value = record(folder)
+        records[key] = value
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+    print(f"{'experiment':<36} {'epochs':>6}  {'test accuracy':<16} {'each seed':<24} {'wall min':>10}  device")
+    for key, value in records.items():
+        spread = f" ± {100 * value['std_test_acc']:.2f}" if value["std_test_acc"] is not None else ""
+        each = ", ".join(f"{100 * s['test_acc']:.2f}" for s in value["seeds"])
+        minutes = statistics.median(s["wall_time_s"] for s in value["seeds"]) / 60
+        print(f"{key:<36} {value['epochs']:>6}  {100 * value['mean_test_acc']:.2f}{spread} %{'':<4} {each:<24} "
+              f"{minutes:>10.1f}  {value['seeds'][0]['device']}"
+              + (f"  (unfinished: {', '.join(value['unfinished'])})" if value["unfinished"] else ""))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
