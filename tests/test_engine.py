@@ -92,14 +92,14 @@ def test_label_smoothing_applies_to_the_training_loss_only(npz_data, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, monkeypatch):
-    from cnnlab.training import loop
+    from cnnlab.training import device, loop
 
     sapphire = tmp_path / "cpuinfo-sapphire-rapids"
     sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
     epyc = tmp_path / "cpuinfo-epyc"
     epyc.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma avx512f\n")
-    assert loop.cpu_has_native_bf16(str(sapphire)) and not loop.cpu_has_native_bf16(str(epyc))
-    assert not loop.cpu_has_native_bf16(str(tmp_path / "no-such-file"))  # macOS, Windows: fp32
+    assert device.cpu_has_native_bf16(str(sapphire)) and not device.cpu_has_native_bf16(str(epyc))
+    assert not device.cpu_has_native_bf16(str(tmp_path / "no-such-file"))  # macOS, Windows: fp32
     cpu = torch.device("cpu")
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
     assert loop.resolve_amp("auto", cpu) and not loop.resolve_amp("off", cpu)

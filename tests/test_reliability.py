@@ -70,9 +70,16 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(npz_data, tmp_path, 
     assert (group / "summary.json").is_file()
 
 
+def _interruptible() -> None:
+    # A test runner started in the background by a script (`pytest &`) has SIGINT ignored, and a
+    # child inherits that: Python then never turns Ctrl-C into KeyboardInterrupt. Start each
+    # cnnlab as a terminal's foreground command would be.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cnnlab(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible, **kwargs)
 
 
 def _wait_for_epochs(root: Path, count: int, process, timeout: float = 120) -> Path:

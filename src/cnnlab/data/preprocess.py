@@ -60,15 +60,20 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=_PADDING[cfg.fill], align_corners=False)
 
 
+def check_crop_fits(pad: int, height: int, width: int) -> None:
+    """Reflection padding needs fewer pixels than the image has."""
+    if pad >= min(height, width):
+        raise ConfigError(f"preprocess.augment.crop: {pad} pixels of padding is too much for {height}×{width} "
+                          f"images; use less than {min(height, width)}")
+
+
 def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Pad each image by `pad` pixels (reflection) and cut a random window of the original size.
 
     Whole-pixel translations, unlike `shift`'s bilinear warp, so no image is blurred.
     """
     n, _, height, width = x.shape
-    if pad >= min(height, width):
-        raise ConfigError(f"preprocess.augment.crop: {pad} pixels of padding is too much for {height}×{width} "
-                          f"images; use less than {min(height, width)}")
+    check_crop_fits(pad, height, width)
     offsets = to_device(torch.randint(0, 2 * pad + 1, (n, 2), generator=generator), x.device)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     rows = (offsets[:, 0:1] + torch.arange(height, device=x.device)).view(n, 1, height, 1)

@@ -18,9 +18,10 @@ from typing import Callable
 
 from cnnlab.config import ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, save_config
 from cnnlab.data.images import DataSplits
+from cnnlab.data.preprocess import check_crop_fits
 from cnnlab.data.sources import load_splits
 from cnnlab.data.split import kfold_splits
-from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
+from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_data_matches, lab_reference
@@ -51,18 +52,10 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
     """The experiment's data, sized and resized as its model's pretrained weights (or input) expect."""
     splits = load_splits(cfg.data, model_preprocessing(cfg.model, cfg.model_args), log=log,
                          default_size=get_model_entry(cfg.model).input_size[1])
-    check_augmentation_fits(cfg, splits.input_size)
+    # a crop too large for the images fails here, before a run folder exists, not at the first batch
+    check_crop_fits(cfg.preprocess.augment.crop, *splits.input_size[-2:])
     log(describe_splits(splits))
     return splits
-
-
-def check_augmentation_fits(cfg: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
-    """Augmentation sized beyond the images fails here, before a run folder exists, not at the first batch."""
-    side = min(image_shape[-2:])
-    pad = cfg.preprocess.augment.crop
-    if pad >= side:  # reflection padding needs fewer pixels than the image has
-        raise ConfigError(f"preprocess.augment.crop: {pad} pixels of padding is too much for "
-                          f"{image_shape[-2]}×{image_shape[-1]} images; use less than {side}")
 
 
 def data_key(cfg: ExperimentConfig) -> str:

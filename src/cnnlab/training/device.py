@@ -1,6 +1,7 @@
 """Device choice and seeding."""
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -40,6 +41,28 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first `name : value` line of Linux's /proc/cpuinfo; None elsewhere."""
+    from pathlib import Path
+
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX; from Linux's
+    /proc/cpuinfo, so False elsewhere). There bf16 autocast is ~2x fp32; without them it is
+    emulated and several times slower (10x on an AVX2-only EPYC)."""
+    flags = cpuinfo_field("flags", cpuinfo) or ""
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def cpu_threads(requested: int) -> int:

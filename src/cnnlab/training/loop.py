@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -13,6 +11,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSource
 from cnnlab.errors import TrainingDiverged
+from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
 
 Preprocess = Callable[..., torch.Tensor]
@@ -37,21 +36,6 @@ def resolve_amp(mode: str, device: torch.device) -> bool:
     if mode != "auto":
         return False
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX; read from Linux's
-    /proc/cpuinfo, so False elsewhere). There bf16 autocast is ~2x fp32; without them it is
-    emulated and several times slower (10x on an AVX2-only EPYC)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool({"avx512_bf16", "amx_bf16"} & set(line.partition(":")[2].split()))
-    return False
 
 
 # Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.

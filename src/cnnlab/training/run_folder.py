@@ -31,17 +31,12 @@ from cnnlab.reporting.interpretation import (confusion, most_confused, per_class
                                              top_losses, write_confusion_csv, write_rows_csv)
 from cnnlab.reporting.metrics import write_metrics
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from cnnlab.training.device import cpuinfo_field
 
 
 def cpu_name() -> str:
     """The CPU's model name (platform.processor() is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return cpuinfo_field("model name") or platform.processor()
 
 
 def environment_record(device, seed: int) -> dict:
