@@ -2,9 +2,10 @@
 
     python benchmarks/seeds_together.py --data ../shared/data/cifar100-subset25 [--epochs 10]
 
-1. `cnnlab run basenet --seeds 1 2 3` three ways: one process with every core (the default on
-   fewer than 4 cores), one thread a run one after another, and together (--seeds-together on:
-   one process a seed, the cores shared out; the default from 4 cores up).
+1. `cnnlab run basenet --seeds 1 2 3` three ways: one process with every core (--seeds-together
+   off), one thread a run one after another, and together (--seeds-together on: one process a
+   seed, the cores shared out, single-threaded workers up to two a core; the default for small
+   models from 2 cores up).
 2. Two `cnnlab run basenet --seeds 1` started at once, with every core each and passive waiting
    (the default), every core each with PyTorch's spinning (OMP_WAIT_POLICY=ACTIVE), and one
    thread each (--set train.threads=1): how much each slows the other.

@@ -21,6 +21,13 @@ def work_in_a_temporary_folder(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Feature and split caches of a test live in its own folder (inherited by the CLI it starts),
+    never in the user's ~/.cache."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cnnlab-cache"))
+
+
+@pytest.fixture(autouse=True)
 def no_weight_downloads(monkeypatch):
     """Tests never touch the network: any attempt to fetch weights fails loudly."""
     def refuse(*args, **kwargs):

@@ -101,7 +101,8 @@ def test_interrupted_ablation_resumes_to_the_full_table(npz_data, tmp_path):
     from cnnlab.studies import resume
 
     ablation = parse_ablation({"name": "tiny", "steps": ["baseline", "augment"], "seeds": [1, 2]})
-    overrides = {"data.path": str(npz_data), "train.epochs": 2, "device": "cpu"}
+    # one process, so the log below sees every epoch line (seeds together stop by signal: test_seeds_together)
+    overrides = {"data.path": str(npz_data), "train.epochs": 2, "device": "cpu", "seeds_together": "off"}
     seen = []
 
     def stop_in_step_two(line):

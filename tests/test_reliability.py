@@ -143,7 +143,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
         return x
 
     monkeypatch.setattr(run_module.BatchPreprocessor, "__call__", poisoned)
-    cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.batch_size": 32,
+    cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.batch_size": 32, "seeds": [1],
                                                 "train.epochs": 4, "device": "cpu", "out": str(tmp_path)})
     with pytest.raises(TrainingDiverged, match="epoch 2, step 2"):
         run_experiment(cfg, progress=False, log=lambda s: None)

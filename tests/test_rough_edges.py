@@ -181,7 +181,7 @@ def test_a_failure_after_the_folder_exists_marks_it_failed(tmp_path, capsys, bir
 
 def test_resuming_a_seed_folder_finishes_the_whole_experiment(tmp_path, npz_data):
     cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.epochs": 2, "seeds": [1, 2],
-                                                "device": "cpu", "out": str(tmp_path / "runs")})
+                                                "device": "cpu", "out": str(tmp_path / "runs"), "seeds_together": "off"})
     lines = []
 
     def stop_in_seed_one(line):

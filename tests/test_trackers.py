@@ -20,9 +20,10 @@ def metrics_rows(run: Path) -> list[dict]:
 
 
 def interrupted_then_resumed(npz_data: Path, tmp_path: Path, tracker: str) -> Path:
+    # one process, so that the log function's Ctrl-C lands mid-run (seeds together: the test below)
     cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.epochs": 4, "seeds": [1, 2],
                                                 "device": "cpu", "out": str(tmp_path / "runs"),
-                                                "log.trackers": [tracker]})
+                                                "log.trackers": [tracker], "seeds_together": "off"})
     with pytest.raises(RunInterrupted):
         run_experiment(cfg, progress=False, log=interrupt_after(2))
     (folder,) = (tmp_path / "runs" / "basenet").iterdir()
@@ -84,6 +85,27 @@ def test_mlflow_reads_back_the_same_metrics_after_a_resume(npz_data, tmp_path):
         assert mlflow_run.data.metrics["test/accuracy"] == pytest.approx(results["test_acc"])
         artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
         assert {"curves.png", "confusion_matrix.png", "results.json", "metrics.csv"} <= artifacts
+
+
+def test_mlflow_logs_every_seed_trained_together(npz_data, tmp_path):
+    """Worker processes share one SQLite store: its tables and the experiment are made once, first."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "train.epochs": 2, "seeds": [1, 2, 3],
+                                                "device": "cpu", "out": str(tmp_path / "runs"), "train.threads": 1,
+                                                "log.trackers": ["mlflow"], "seeds_together": "on"})
+    folder = run_experiment(cfg, progress=False, log=lambda s: None)
+    client = MlflowClient(f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}")
+    runs = client.search_runs([client.get_experiment_by_name("basenet").experiment_id])
+    assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2", "3"]
+    for seed in (1, 2, 3):
+        record = json.loads((folder / f"seed-{seed}" / "mlflow.json").read_text())
+        history = client.get_metric_history(record["run_id"], SCALARS["val_acc"])
+        rows = metrics_rows(folder / f"seed-{seed}")
+        assert sorted((m.step, m.value) for m in history) == pytest.approx(
+            [(int(r["epoch"]), float(r["val_acc"])) for r in rows])
+        assert client.get_run(record["run_id"]).info.status == "FINISHED"
 
 
 def test_a_missing_tracker_package_is_named_before_any_folder(npz_data, tmp_path, monkeypatch):

@@ -60,6 +60,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def cache_dir(kind: str) -> Path:
+    """Where cnnlab keeps what it can recompute (`kind`: features, splits): $CNNLAB_CACHE/kind,
+    else $XDG_CACHE_HOME/cnnlab/kind, else ~/.cache/cnnlab/kind."""
+    if os.environ.get("CNNLAB_CACHE"):
+        return Path(os.environ["CNNLAB_CACHE"]).expanduser() / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / kind
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
 

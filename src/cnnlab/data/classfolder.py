@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnlab.data.imagefolder import IMAGE_SUFFIXES
 from cnnlab.data.listfile import confine
+from cnnlab.data.split_memo import remembered
 from cnnlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -93,8 +94,6 @@ def read_labels_csv(csv_path: Path) -> LabelledFiles:
 def three_way_split(files: LabelledFiles, *, val_fraction: float, test_fraction: float, seed: int
                     ) -> dict[str, list[int]]:
     """Stratified, seeded train/val/test indices; every class must have an image in each split."""
-    from sklearn.model_selection import train_test_split
-
     labels = np.asarray(files.labels)
     needed = 1 + (test_fraction > 0) + (val_fraction > 0)
     counts = Counter(files.labels)
@@ -102,26 +101,31 @@ def three_way_split(files: LabelledFiles, *, val_fraction: float, test_fraction:
     if small:
         raise DataError(f"{files.root}: class(es) with too few images for a train/val/test split (each needs at "
                         f"least {needed}): {', '.join(small)}")
-    index = np.arange(len(labels))
-    plan = {"train": index, "val": index[:0], "test": index[:0]}
     try:
-        if test_fraction > 0:
-            rest, plan["test"] = train_test_split(index, test_size=test_fraction, random_state=seed,
-                                                  stratify=labels if _can_stratify(labels, test_fraction) else None)
-        else:
-            rest = index
-        if val_fraction > 0:
-            # val_fraction is of all images; of what remains after the test split it is a larger share
-            share = val_fraction / (1 - test_fraction)
-            plan["train"], plan["val"] = train_test_split(rest, test_size=share, random_state=seed + 1,
-                                                          stratify=labels[rest] if _can_stratify(labels[rest], share)
-                                                          else None)
-        else:
-            plan["train"] = rest
+        drawn = remembered("three-way", labels, (val_fraction, test_fraction, seed),
+                           lambda: _draw_three_way(labels, val_fraction, test_fraction, seed))
     except ValueError as exc:
         raise DataError(f"{files.root}: cannot split {len(labels)} images into train/val/test with "
                         f"data.val_fraction {val_fraction} and data.test_fraction {test_fraction} ({exc})") from None
-    return {name: sorted(int(i) for i in plan[name]) for name in SPLITS}
+    return {name: sorted(int(i) for i in part) for name, part in zip(SPLITS, drawn)}
+
+
+def _draw_three_way(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's draw: the test split first, then validation out of what remains."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    train, val, test = index, index[:0], index[:0]
+    if test_fraction > 0:
+        train, test = train_test_split(index, test_size=test_fraction, random_state=seed,
+                                       stratify=labels if _can_stratify(labels, test_fraction) else None)
+    if val_fraction > 0:
+        # val_fraction is of all images; of what remains after the test split it is a larger share
+        share = val_fraction / (1 - test_fraction)
+        train, val = train_test_split(train, test_size=share, random_state=seed + 1,
+                                      stratify=labels[train] if _can_stratify(labels[train], share) else None)
+    return np.sort(train), np.sort(val), np.sort(test)
 
 
 def _can_stratify(labels: np.ndarray, fraction: float) -> bool:

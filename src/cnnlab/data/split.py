@@ -1,11 +1,16 @@
-"""Seeded, stratified hold-out and k-fold splits (scikit-learn does the sampling)."""
-from __future__ import annotations
+"""Seeded, stratified hold-out and k-fold splits (scikit-learn does the sampling).
 
-# scikit-learn is imported inside the functions that draw a split: `cnnlab list` and `--help` stay quick.
+Importing scikit-learn takes about 2 s (scipy comes with it), longer than drawing a split of
+CIFAR's 11,250 labels, and the same labels, sizes and seed always give the same split. So each
+draw is remembered on disk (`split_memo.py`): a later run with the same data reads the indices
+scikit-learn drew and never imports it. `cnnlab list` and `--help` import it never.
+"""
+from __future__ import annotations
 
 import numpy as np
 
 from cnnlab.data.images import ImageSet
+from cnnlab.data.split_memo import remembered
 from cnnlab.errors import DataError
 
 
@@ -14,11 +19,16 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
 
     Keras's `validation_split` takes the *last* 10 %, which the lab rightly avoided.
     """
-    from sklearn.model_selection import train_test_split
-
     if fraction <= 0:
         return train, None
     labels = train.labels.numpy()
+    fit_idx, val_idx = remembered("holdout", labels, (fraction, seed), lambda: _draw_holdout(labels, fraction, seed))
+    return train.subset(fit_idx), train.subset(val_idx)
+
+
+def _draw_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(len(labels))
     counts = np.bincount(labels)
     present = counts[counts > 0]
@@ -29,18 +39,28 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
     except ValueError as exc:
         raise DataError(f"cannot hold out {fraction:.0%} of {len(labels)} training images for validation "
                         f"({exc}); lower data.val_fraction") from None
-    return train.subset(np.sort(fit_idx)), train.subset(np.sort(val_idx))
+    return np.sort(fit_idx), np.sort(val_idx)
 
 
 def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet, ImageSet]]:
     """K stratified folds: each (fit, held-out) pair covers `train` once."""
-    from sklearn.model_selection import StratifiedKFold
-
     labels = train.labels.numpy()
     if np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
         raise DataError(f"cannot make {folds} stratified folds: some class has fewer than {folds} images")
+    (fold_of,) = remembered("kfold", labels, (folds, seed), lambda: (_draw_folds(labels, folds, seed),))
+    everything = np.arange(len(labels))
+    return [(train.subset(everything[fold_of != k]), train.subset(everything[fold_of == k])) for k in range(folds)]
+
+
+def _draw_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..K-1) each image is held out in."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fold_of = np.empty(len(labels), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(train.subset(fit), train.subset(held)) for fit, held in splitter.split(np.zeros(len(labels)), labels)]
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold_of[held] = k
+    return fold_of
 
 
 def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
@@ -52,11 +72,16 @@ def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
 
 def stratified_subset_index(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted positions of `size` of `labels`, class proportions intact (all of them if there are fewer)."""
-    from sklearn.model_selection import train_test_split
-
     labels = np.asarray(labels)
     if size >= len(labels):
         return np.arange(len(labels))
+    (keep,) = remembered("subset", labels, (size, seed), lambda: (_draw_subset(labels, size, seed),))
+    return keep
+
+
+def _draw_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed,
                                stratify=labels if size >= len(np.unique(labels)) else None)
     return np.sort(keep)

@@ -41,10 +41,21 @@ class Unit:
     resume: bool
 
 
+# Single-threaded workers may outnumber the cores: without an OpenMP team there is no thread
+# spinning at a barrier, so the OS time-slices them at little cost, and no core idles while the
+# last seeds run alone. Measured on 2 cores, BaseNet 3 seeds x 5 epochs, whole process: 45.8 s
+# one after another with both threads, 38.4 s as 2 workers (the third seed alone on one thread),
+# 33.6 s as 3 single-threaded workers at once.
+OVERSUBSCRIBE = 2
+
+
 def plan(pending: int, threads: int = 0) -> tuple[int, int]:
-    """(worker processes, threads each): every core in use, no more workers than seeds."""
+    """(worker processes, threads each): every core in use, no more workers than seeds; with more
+    seeds than cores, one thread each and up to OVERSUBSCRIBE workers a core."""
     cores = cpu_cores()
-    workers = max(1, min(pending, cores // threads if threads else cores))
+    if threads > 1:
+        return max(1, min(pending, cores // threads)), threads
+    workers = max(1, min(pending, OVERSUBSCRIBE * cores if pending > cores or threads == 1 else cores))
     return workers, threads or max(1, cores // workers)
 
 
@@ -52,10 +63,13 @@ def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: s
          macs: Callable[[], int]) -> bool:
     """Whether seeds train together: `on`, or `auto` where it was measured to win.
 
-    auto: images held in memory, and either a CUDA GPU or, on the CPU, a small model (`macs()`
-    below SMALL_MODEL_MACS) with at least 4 cores. On 2 cores it was measured not to win
-    (BaseNet, 3 seeds x 10 epochs: 74.7 s together vs 77.4 s one after another with both
-    threads), so it stays off there. On a GPU, a model trained on small images in memory is
+    auto: images held in memory, and either a CUDA GPU or, on a CPU with 2 cores or more, a small
+    model (`macs()` below SMALL_MODEL_MACS), whose steps are mostly per-op overhead that one
+    thread does as fast as two: on 2 cores, BaseNet 3 seeds x 5 epochs took 33.6 s as three
+    single-threaded workers against 45.8 s one after another (2 workers, the third seed then alone
+    on one thread: 38.4 s, which is why `plan` oversubscribes). A model that fills the cores gains
+    little (BaseNet++, 3 seeds x 2 epochs on 1,800 images: 180 s together, 193 s one after another)
+    and needs a copy of its activations per seed, so it stays off there. On a GPU, a model trained on small images in memory is
     bound by per-step overhead and leaves the GPU mostly idle: on an H200, BaseNet++ 3 seeds x
     50 epochs took 89.5 s together against 71 s for one seed alone. Streamed photos already
     use decoding workers and share a feature cache.
@@ -67,7 +81,7 @@ def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: s
     in_memory = all(isinstance(s, ImageSet) for s in (splits.train, splits.test))
     if device_type == "cuda":
         return in_memory
-    return device_type == "cpu" and in_memory and cpu_cores() >= 4 and macs() < SMALL_MODEL_MACS
+    return device_type == "cpu" and in_memory and cpu_cores() >= 2 and macs() < SMALL_MODEL_MACS
 
 
 # ----------------------------------------------------------------------------- in a worker
@@ -113,7 +127,10 @@ def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, lo
 
     import torch.multiprocessing  # noqa: F401 — tensors reach the workers through shared memory
 
+    from cnnlab.training.trackers import prepare_shared_trackers
+
     workers, threads = plan(len(units), cfg.train.threads)
+    prepare_shared_trackers(cfg)
     cfg = copy.deepcopy(cfg)
     cfg.train.threads = threads  # the trainer sets it; config.yaml records it, so a rerun is exact
     log(f"training {len(units)} seeds together: {workers} processes × {threads} thread(s) "

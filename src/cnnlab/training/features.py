@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -17,16 +16,14 @@ from tqdm.auto import tqdm
 from safetensors.torch import load_file, save
 from cnnlab.data.images import ImageSet
 from cnnlab.data.streaming import StreamingSet
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import atomic_write_bytes, cache_dir
 from cnnlab.models.base import Classifier
 from cnnlab.training.loop import autocast_context, images_per_batch
 
 
 def default_cache_dir() -> Path:
     """$CNNLAB_CACHE/features, else $XDG_CACHE_HOME/cnnlab/features, else ~/.cache/cnnlab/features."""
-    if os.environ.get("CNNLAB_CACHE"):
-        return Path(os.environ["CNNLAB_CACHE"]).expanduser() / "features"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "features"
+    return cache_dir("features")
 
 
 def _data_identity(data) -> str:

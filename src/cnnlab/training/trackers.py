@@ -109,19 +109,12 @@ class MlflowTracker:
         self.client, self.run_id = None, None
 
     def _uri(self) -> str:
-        if self.cfg.log.mlflow_uri:
-            return self.cfg.log.mlflow_uri
-        out = Path(self.cfg.out).resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{out / 'mlflow.db'}"
+        return mlflow_uri(self.cfg)
 
     def start(self, history: list[dict]) -> None:
-        import logging
-
         from mlflow.tracking import MlflowClient
 
-        for name in ("alembic", "mlflow"):  # its table migrations and notices are not the user's business
-            logging.getLogger(name).setLevel(logging.WARNING)
+        _quiet_mlflow()
         if self.record.is_file():
             saved = read_json(self.record)
             self.client, self.run_id = MlflowClient(saved["tracking_uri"]), saved["run_id"]
@@ -129,11 +122,7 @@ class MlflowTracker:
         else:
             uri = self._uri()
             self.client = MlflowClient(uri)
-            name = self.cfg.experiment_name
-            experiment = self.client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=(Path(self.cfg.out).resolve() / "mlartifacts").as_uri()
-                if uri.startswith("sqlite:") else None)
+            experiment_id = mlflow_experiment(self.client, self.cfg, uri)
             run = self.client.create_run(experiment_id, run_name=f"{self.run_dir.parent.name}/{self.run_dir.name}",
                                          tags={"cnnlab.run_dir": str(self.run_dir.resolve()), "seed": str(self.seed)})
             self.run_id = run.info.run_id
@@ -169,6 +158,45 @@ class MlflowTracker:
         if self.client is not None:
             self.client.set_terminated(self.run_id, status="FINISHED" if state == "finished" else "KILLED")
             self.client = None
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's table migrations and notices are not the user's business."""
+    import logging
+
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def mlflow_uri(cfg: ExperimentConfig) -> str:
+    """--mlflow-uri, else a SQLite file in the output folder."""
+    if cfg.log.mlflow_uri:
+        return cfg.log.mlflow_uri
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{out / 'mlflow.db'}"
+
+
+def mlflow_experiment(client, cfg: ExperimentConfig, uri: str) -> str:
+    """The id of the MLflow experiment named like cnnlab's, made if it does not exist yet."""
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(cfg.experiment_name,
+                                    artifact_location=(Path(cfg.out).resolve() / "mlartifacts").as_uri()
+                                    if uri.startswith("sqlite:") else None)
+
+
+def prepare_shared_trackers(cfg: ExperimentConfig) -> None:
+    """Make once what the seeds' trackers share, before seeds train together in worker processes:
+    workers that each create an SQLite store's tables, or the same MLflow experiment, at once
+    collide ('table runs already exists')."""
+    if "mlflow" in cfg.log.trackers:
+        from mlflow.tracking import MlflowClient
+
+        _quiet_mlflow()
+        uri = mlflow_uri(cfg)
+        mlflow_experiment(MlflowClient(uri), cfg, uri)
 
 
 def _param(key: str, value: str):

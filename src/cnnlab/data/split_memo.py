@@ -1,0 +1,68 @@
+"""Remember scikit-learn's split draws on disk, so a later run need not import scikit-learn.
+
+A draw is a pure function of the labels, its parameters and the scikit-learn release, so the
+key is a digest of exactly those; a file that cannot be read, or holds indices that cannot be
+this draw's, is drawn again and replaced. The memo is an optimisation only: a cache folder that
+cannot be written leaves every run as it was, drawing each time.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Callable
+
+import numpy as np
+
+from cnnlab.errors import RunError
+from cnnlab.fileio import atomic_write_bytes, cache_dir
+
+Draw = Callable[[], tuple[np.ndarray, ...]]
+
+
+def sklearn_release() -> str:
+    """The installed scikit-learn's version, read from its metadata (importing it is what we avoid)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scikit-learn")
+    except PackageNotFoundError:
+        return "absent"
+
+
+def memo_key(kind: str, labels: np.ndarray, params: tuple) -> str:
+    labels = np.ascontiguousarray(labels)
+    digest = hashlib.sha256(f"{kind}|{params!r}|{sklearn_release()}|{labels.dtype.str}|{labels.shape}|".encode())
+    digest.update(labels.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def remembered(kind: str, labels: np.ndarray, params: tuple, draw: Draw) -> tuple[np.ndarray, ...]:
+    """`draw()`'s index arrays, from the memo when this exact draw was made before."""
+    path = cache_dir("splits") / f"{kind}-{memo_key(kind, labels, params)}.npz"
+    stored = _read(path, len(labels))
+    if stored is not None:
+        return stored
+    arrays = draw()
+    _write(path, arrays)
+    return arrays
+
+
+def _read(path, n: int) -> tuple[np.ndarray, ...] | None:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = tuple(archive[f"a{i}"] for i in range(len(archive.files)))
+    except (OSError, ValueError, KeyError, EOFError):  # absent, truncated or not ours
+        return None
+    plausible = arrays and all(a.ndim == 1 and a.dtype.kind in "iu" and (a.size == 0 or 0 <= a.min() <= a.max() < n)
+                               for a in arrays)
+    return tuple(a.astype(np.int64) for a in arrays) if plausible else None
+
+
+def _write(path, arrays: tuple[np.ndarray, ...]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"a{i}": np.asarray(a, dtype=np.int64) for i, a in enumerate(arrays)})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buffer.getvalue())
+    except (OSError, RunError):  # a read-only or full cache folder only costs the memo
+        pass
