@@ -89,7 +89,8 @@ def main() -> None:
     print(f"\n{'whole process (median of %d where repeated)' % args.repeats:<{width}}  seconds")
     for name, seconds in rows.items():
         print(f"{name:<{width}}  {seconds:7.2f}")
-    print(f"written {write_json('fixed_costs', {'seconds': rows, 'repeats': args.repeats, 'first_run_test_acc': first['test_acc']})}")
+    payload = {"seconds": rows, "repeats": args.repeats, "first_run_test_acc": first["test_acc"]}
+    print(f"written {write_json('fixed_costs', payload)}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def plan(pending: int, threads: int = 0) -> tuple[int, int]:
     cores = cpu_cores()
     if threads > 1:
         return max(1, min(pending, cores // threads)), threads
-    workers = max(1, min(pending, OVERSUBSCRIBE * cores if pending > cores or threads == 1 else cores))
+    workers = max(1, min(pending, OVERSUBSCRIBE * cores))
     return workers, threads or max(1, cores // workers)
 
 
@@ -69,10 +69,10 @@ def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: s
     single-threaded workers against 45.8 s one after another (2 workers, the third seed then alone
     on one thread: 38.4 s, which is why `plan` oversubscribes). A model that fills the cores gains
     little (BaseNet++, 3 seeds x 2 epochs on 1,800 images: 180 s together, 193 s one after another)
-    and needs a copy of its activations per seed, so it stays off there. On a GPU, a model trained on small images in memory is
-    bound by per-step overhead and leaves the GPU mostly idle: on an H200, BaseNet++ 3 seeds x
-    50 epochs took 89.5 s together against 71 s for one seed alone. Streamed photos already
-    use decoding workers and share a feature cache.
+    and needs a copy of its activations per seed, so it stays off there. On a GPU, a model trained
+    on small images in memory is bound by per-step overhead and leaves the GPU mostly idle: on an
+    H200, BaseNet++ 3 seeds x 50 epochs took 89.5 s together against 71 s for one seed alone.
+    Streamed photos already use decoding workers and share a feature cache.
     """
     if cfg.seeds_together == "off" or plan(pending, cfg.train.threads)[0] < 2:
         return False
