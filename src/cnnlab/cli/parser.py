@@ -26,7 +26,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
     p.add_argument("--seeds-together", metavar="auto|on|off",
                    help="train the seeds at once, one process each, the cores split between them (auto: for "
-                        "images held in memory, on a GPU, or on a CPU of 4+ cores for a small model; off: one "
+                        "images held in memory, on a GPU, or on a CPU of 2+ cores for a small model; off: one "
                         "after another)")
     p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
     p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
