@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,16 @@ def machine() -> dict:
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def wall(command: list[str], env: dict | None = None) -> float:
+    """Seconds `command` takes from start to exit; its stderr's end if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return elapsed
 
 
 def write_json(name: str, payload: dict) -> Path:

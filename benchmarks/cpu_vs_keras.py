@@ -19,24 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import ROOT, SHARED_DATA, write_json
+from _common import ROOT, SHARED_DATA, wall, write_json
 
 HERE = Path(__file__).resolve().parent
-
-
-def wall(command: list[str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return elapsed
 
 
 def keras_side(python: str, data: str, model: str, epochs: int, extra: list[str]) -> dict:

@@ -7,8 +7,9 @@ nothing else on the machine; medians of --repeats):
 
 1. `cnnlab --help` and `cnnlab list` (issue 11: well under a second; they import no torch);
 2. the imports a training run cannot avoid: torch; torch._dynamo, which torch.optim imports at
-   the first optimizer it builds (`torch._disable_dynamo` on `add_param_group`, and on every
-   `step()`) even when nothing is compiled; matplotlib; scikit-learn's model_selection;
+   the first optimizer it builds (`torch._disable_dynamo` on `add_param_group`) and in every
+   `step()` (`_use_grad_for_differentiable`) even when nothing is compiled; matplotlib;
+   scikit-learn's model_selection;
 3. `cnnlab run basenet --epochs 1 --seeds 1` on cifar100-subset25: with an empty cache (the split
    is drawn by scikit-learn) and again (the split read back from the cache, scikit-learn not
    imported) — everything a run writes included (weights, curves, confusion, top losses, report);
@@ -23,22 +24,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import SHARED_DATA, write_json
-
-
-def wall(command: list[str], env: dict | None = None) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return elapsed
+from _common import SHARED_DATA, wall, write_json
 
 
 def median_wall(command: list[str], repeats: int, env: dict | None = None) -> float:

@@ -108,9 +108,6 @@ class MlflowTracker:
         self.record = run_dir / "mlflow.json"
         self.client, self.run_id = None, None
 
-    def _uri(self) -> str:
-        return mlflow_uri(self.cfg)
-
     def start(self, history: list[dict]) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -120,7 +117,7 @@ class MlflowTracker:
             self.client, self.run_id = MlflowClient(saved["tracking_uri"]), saved["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
         else:
-            uri = self._uri()
+            uri = mlflow_uri(self.cfg)
             self.client = MlflowClient(uri)
             experiment_id = mlflow_experiment(self.client, self.cfg, uri)
             run = self.client.create_run(experiment_id, run_name=f"{self.run_dir.parent.name}/{self.run_dir.name}",
