@@ -2,12 +2,15 @@
 
     python benchmarks/cifar_recipe.py --run                # trains cifar_recipe, 3 seeds (about 45 min each here)
     python benchmarks/cifar_recipe.py --folder RUNS/cifar_recipe/<stamp> [--basenet RUNS/basenet/<stamp>]
+    python benchmarks/cifar_recipe.py --folder RUNS/cifar_recipe/<stamp of seed 3> --merge   # add seeds to the record
 
 Reads the experiment folder(s) only (metrics.csv, results.json, summary.json): for each seed the
 validation accuracy against the wall time spent training (results/cifar_recipe_curve.png), the
 test accuracy, wall time and median epoch; then a comparison table with the lab's figures.
 A run that was paused or shared the machine has inflated epochs: the table gives the time a run
 takes on a quiet machine as the pace of its fastest quarter of epochs (25th percentile) × epochs. Writes results/cifar_recipe.json.
+With --merge, the seeds recorded there before whose folders are not given stay in the record
+(a seed trained in a later session joins the earlier ones; a seed given again replaces its record).
 """
 from __future__ import annotations
 
@@ -26,6 +29,31 @@ from cnnlab.reporting.tables import render_table
 
 GOAL = 0.85  # issue 12: mean of 3 seeds, each run at most 45 minutes on the 2-core CPU
 BUDGET_S = 45 * 60
+
+
+PER_SEED = ("test_acc", "wall_s", "median_epoch_s", "quiet_wall_s")
+
+
+def merge_recorded(recipe: dict, curves: dict[int, list], previous: dict) -> tuple[dict, dict[int, list]]:
+    """`recipe` and `curves` with the seeds of an earlier record that these folders lack."""
+    before = previous["cifar_recipe"]
+    if before["epochs"] != recipe["epochs"]:
+        raise SystemExit(f"the recorded runs have {before['epochs']} epochs, these {recipe['epochs']}: not one recipe")
+    merged = {key: list(recipe[key]) for key in ("seeds", *PER_SEED)}
+    for index, seed in enumerate(before["seeds"]):
+        if seed not in recipe["seeds"]:
+            merged["seeds"].append(seed)
+            for key in PER_SEED:
+                merged[key].append(before[key][index])
+            curves = {**curves, seed: [tuple(p) for p in previous["curves_minutes_val_acc"][str(seed)]]}
+    order = sorted(range(len(merged["seeds"])), key=lambda i: merged["seeds"][i])
+    merged = {key: [values[i] for i in order] for key, values in merged.items()}
+    accs = merged["test_acc"]
+    earlier = before["folder"] if isinstance(before["folder"], list) else [before["folder"]]
+    folders = sorted(set(earlier) | {recipe["folder"]})
+    unfinished = [u for u in before["unfinished"] + recipe["unfinished"] if int(u.split("-")[1]) not in merged["seeds"]]
+    return ({**recipe, **merged, "folder": folders, "unfinished": sorted(set(unfinished)), "mean": statistics.mean(accs),
+             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}, dict(sorted(curves.items())))
 
 
 def seed_curve(seed_dir: Path) -> list[tuple[float, float]]:
@@ -90,6 +118,8 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, help="a finished cifar_recipe experiment folder")
     ap.add_argument("--basenet", type=Path, help="a finished BaseNet experiment folder on the same data")
     ap.add_argument("--data", default=str(SHARED_DATA / "cifar100-subset25"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the seeds recorded in results/cifar_recipe.json that --folder lacks")
     args = ap.parse_args()
     if args.run:
         subprocess.run([sys.executable, "-m", "cnnlab", "run", "cifar_recipe", "--data", args.data, "--out", args.out,
@@ -100,6 +130,10 @@ def main() -> None:
     recipe = experiment_row(args.folder)
     curves = {int(d.name.split("-")[1]): seed_curve(d) for d in sorted(args.folder.glob("seed-*"))
               if (d / "results.json").is_file()}
+    recorded = read_json(RESULTS / "cifar_recipe.json") if args.merge and (RESULTS / "cifar_recipe.json").is_file() \
+        else {}
+    if recorded:
+        recipe, curves = merge_recorded(recipe, curves, recorded)
     lab = lab_reference("basenet_pp")["mean_test_acc"], lab_reference("basenet")["mean_test_acc"]
     plot(curves, RESULTS / "cifar_recipe_curve.png", {"lab BaseNet++ (test)": lab[0], "lab BaseNet (test)": lab[1]})
 
@@ -107,8 +141,8 @@ def main() -> None:
             ["lab BaseNet++ (Keras, 3 runs)", f"{100 * lab[0]:.2f} %", "", ""]]
     payload = {"goal_test_acc": GOAL, "budget_s": BUDGET_S, "cifar_recipe": recipe,
                "curves_minutes_val_acc": {str(k): v for k, v in curves.items()}}
-    if args.basenet:
-        base = experiment_row(args.basenet)
+    base = experiment_row(args.basenet) if args.basenet else recorded.get("basenet")
+    if base:
         payload["basenet"] = base
         rows.append([f"cnnlab basenet ({len(base['seeds'])} seeds, {base['epochs']} epochs)",
                      f"{100 * base['mean']:.2f} ± {100 * base['std']:.2f} %",

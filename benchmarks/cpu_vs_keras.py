@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import ROOT, SHARED_DATA, wall, write_json
@@ -70,7 +71,8 @@ def main() -> None:
         print(f"{name}: Keras {keras['wall_s']:.1f} s", flush=True)
         ours = cnnlab_side(args.data, model, epochs, cnnlab_extra)
         print(f"{name}: cnnlab {ours['wall_s']:.1f} s", flush=True)
-        results[name] = {"epochs": epochs, "keras": keras, "cnnlab": ours, "speedup": keras["wall_s"] / ours["wall_s"]}
+        results[name] = {"epochs": epochs, "keras": keras, "cnnlab": ours, "speedup": keras["wall_s"] / ours["wall_s"],
+                         "date": time.strftime("%Y-%m-%d %H:%M")}
     targets = {"basenet": 3.0, "basenet_pp": 2.0}
     print(f"\n{'3 seeds, whole process':<28} {'epochs':>6} {'Keras (s)':>10} {'cnnlab (s)':>11} {'speed-up':>9} "
           f"{'target':>7}  mean test accuracy Keras / cnnlab")
@@ -80,7 +82,13 @@ def main() -> None:
               f"{row['speedup']:>8.2f}x {targets[name]:>6.0f}x  {accs}")
         row["target"] = targets[name]
         row["meets_target"] = row["speedup"] >= targets[name]
-    print(f"written {write_json('cpu_vs_keras', {'cases': results})}")
+    # --only re-measures one case: the other keeps its earlier figures (each case has its date).
+    previous = HERE / "results" / "cpu_vs_keras.json"
+    kept = {}
+    if args.only and previous.exists():
+        earlier = json.loads(previous.read_text())
+        kept = {name: {"date": earlier["machine"]["date"], **row} for name, row in earlier.get("cases", {}).items()}
+    print(f"written {write_json('cpu_vs_keras', {'cases': {**kept, **results}})}")
 
 
 if __name__ == "__main__":

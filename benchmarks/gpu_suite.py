@@ -11,9 +11,10 @@ its error and the others still run; `--only` picks sections):
   resnet50      ResNet50 training throughput, random weights: img/s in fp32 and in bf16 + channels-last
                 (+ torch.compile); anchor: 2,470 img/s on one A100 with AMP (NVIDIA's published figure)
   data_path     JPEG decoding of the birds: torchvision.io.decode_jpeg on the device vs worker processes
-  cifar_recipe  the from-scratch recipe, 3 seeds, as preset and with each candidate change (cutout)
-  birds_recipe  birdnet_recipe on Lite0, 3 seeds, as preset and with each candidate change (flip TTA,
-                288 px, a longer fine-tune)
+  cifar_recipe  the from-scratch recipe, 3 seeds, as preset and with each candidate change (cutout,
+                EMA of the weights, 40 epochs)
+  birds_recipe  birdnet_recipe on Lite0, 3 seeds, as preset and with each candidate change (288 px,
+                a longer fine-tune, the recipe as it was in 0.3)
 The recipe sections pick their variant by mean *validation* accuracy (never test) and report the
 chosen one's test accuracy beside every variant's. `--budget S` starts nothing new once fewer
 than `--reserve` seconds of S are left (a lease is short; what ran is kept).
@@ -47,14 +48,18 @@ from cnnlab.training.phases import resolve_phases  # noqa: E402
 
 SECTIONS = ("basenet_pp", "ablation", "birds", "resnet50", "data_path", "cifar_recipe", "birds_recipe")
 # Candidate changes to each recipe, tried on the validation split (the first row is the preset).
-CIFAR_VARIANTS = {"cifar_recipe": {}, "cifar_recipe + cutout 8": {"preprocess.augment.cutout": 8}}
+CIFAR_VARIANTS = {"cifar_recipe": {}, "cifar_recipe + cutout 8": {"preprocess.augment.cutout": 8},
+                  "cifar_recipe + EMA 0.999": {"train.ema": 0.999},
+                  "cifar_recipe + cutout 8, EMA 0.999, 40 epochs": {"preprocess.augment.cutout": 8, "train.ema": 0.999,
+                                                                    "train.epochs": 40}}
 BIRDS_VARIANTS = {
     "birdnet_recipe": {},
-    "+ flip TTA": {"train.tta": "flip"},
-    "+ flip TTA, 288 px, fine-tune 10 epochs": {"train.tta": "flip", "data.image_size": 288,
-                                                "train.phases.1.epochs": 10},
-    "+ flip TTA, 288 px": {"train.tta": "flip", "data.image_size": 288},
-    "+ flip TTA, fine-tune 10 epochs": {"train.tta": "flip", "train.phases.1.epochs": 10},
+    "+ 288 px": {"data.image_size": 288},
+    "+ fine-tune 20 epochs": {"train.phases.1.epochs": 20},
+    "the recipe in 0.3 (5 fine-tuning epochs; no EMA, zoom, layer decay, TTA)": {
+        "train.tta": "off", "train.ema": 0.0, "preprocess.augment.zoom": 0.0, "train.phases.1.epochs": 5,
+        "train.phases.1.backbone_lr_decay": 1.0},
+    "+ 288 px, fine-tune 20 epochs": {"data.image_size": 288, "train.phases.1.epochs": 20},
 }
 BIRD_VARIANTS = ("birdnet_v0", "birdnet_v1", "birdnet_v2", "birdnet_v3", "birdnet_v4")  # the recipe: birds_recipe
 quiet = lambda line: None  # noqa: E731
@@ -157,7 +162,8 @@ def run_variants(args, out: str, preset: str, variants: dict, base: dict, toy: d
 
 def section_cifar_recipe(args, out: str, partial: dict) -> dict:
     # seeds_together auto: on a GPU the 3 seeds train at once (~50 s a variant on the H200)
-    return run_variants(args, out, "cifar_recipe", CIFAR_VARIANTS, {"data.path": args.cifar}, args.cifar_cut, partial)
+    variants = dict(list(CIFAR_VARIANTS.items())[:2]) if args.smoke else CIFAR_VARIANTS
+    return run_variants(args, out, "cifar_recipe", variants, {"data.path": args.cifar}, args.cifar_cut, partial)
 
 
 def section_birds_recipe(args, out: str, partial: dict) -> dict:

@@ -10,7 +10,9 @@ session ends first; then record it here:
 
 Each folder's finished seeds (test accuracy and loss, final validation accuracy, epochs, median
 epoch time, wall time, device) are stored under the experiment's name and backbone, replacing
-an earlier record of the same key; the other records stay. Prints a table of every record.
+an earlier record of the same key; the other records stay. With --merge, a folder adds its seeds
+to the earlier record instead (a seed trained in a later session, `cnnlab run ... --seeds 3`):
+the earlier seeds it does not have stay. Prints a table of every record.
 """
 from __future__ import annotations
 
@@ -52,17 +54,32 @@ def record(folder: Path) -> tuple[str, dict]:
                  "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else None, "machine": machine()}
 
 
+def merged(earlier: dict, new: dict) -> dict:
+    """`new` with the seeds of `earlier` (same experiment and length) that it lacks."""
+    if earlier["epochs"] != new["epochs"]:
+        raise SystemExit(f"--merge: the record has {earlier['epochs']} epochs, the folder {new['epochs']}")
+    have = {s["unit"] for s in new["seeds"]}
+    seeds = sorted(new["seeds"] + [s for s in earlier["seeds"] if s["unit"] not in have], key=lambda s: s["unit"])
+    done = {s["unit"] for s in seeds}
+    folders = earlier["folder"] if isinstance(earlier["folder"], list) else [earlier["folder"]]
+    accs = [s["test_acc"] for s in seeds]
+    return {**new, "folder": sorted(set(folders) | {new["folder"]}), "seeds": seeds,
+            "unfinished": sorted(set(earlier["unfinished"] + new["unfinished"]) - done),
+            "mean_test_acc": statistics.mean(accs), "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+", type=Path, help="experiment folders (cnnlab run's output)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true", help="add the folders' seeds to the records of the same key")
     args = ap.parse_args()
     records = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for folder in args.folders:
         if not (folder / "experiment.yaml").is_file():
             sys.exit(f"{folder}: not an experiment folder (no experiment.yaml)")
         key, value = record(folder)
-        records[key] = value
+        records[key] = merged(records[key], value) if args.merge and key in records else value
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"{'experiment':<36} {'epochs':>6}  {'test accuracy':<16} {'each seed':<24} {'wall min':>10}  device")

@@ -92,3 +92,9 @@ def test_unquoted_on_and_off_mean_the_choices_yaml_would_turn_into_booleans(tmp_
     path.write_text("model: basenet\nseeds_together: on\n")  # YAML 1.1: on → true
     assert load_experiment(str(path)).seeds_together == "on"
     assert load_experiment("basenet", overrides={"seeds_together": False}).seeds_together == "off"
+    # Keys whose choices have "off" but no "on" (a typed `--set train.tta=off` arrives as False).
+    path.write_text("model: basenet\ntrain: {tta: off, keep_best: off, amp: off}\n")
+    cfg = load_experiment(str(path))
+    assert (cfg.train.tta, cfg.train.keep_best, cfg.train.amp) == ("off", "off", "off")
+    with pytest.raises(ConfigError, match="train.tta': expected one of off, flip"):
+        load_experiment("basenet", overrides={"train.tta": True})  # `yes`/`on`: no such choice

@@ -79,3 +79,23 @@ def test_small_host_tensors_reach_the_device_unchanged():
     assert moved.device.type == "cpu" and torch.equal(moved, values)
     if torch.cuda.is_available():  # the pinned, non-blocking path; the same numbers
         assert torch.equal(to_device(values, torch.device("cuda")).cpu(), values)
+
+
+def test_zoom_scales_the_content_by_the_drawn_factor_and_leaves_other_streams_alone():
+    n, side, square = 6, 64, 16
+    x = torch.zeros(n, 3, side, side)
+    x[:, :, 24:40, 24:40] = 1.0  # a centred 16-pixel square
+    cfg = AugmentConfig(zoom=0.4)
+    generator = torch.Generator().manual_seed(3)
+    replay = torch.Generator().manual_seed(3)  # the same draws, replayed
+    out = augment_batch(x, cfg, generator)
+    torch.rand(n, generator=replay), torch.rand(n, 2, generator=replay)  # angle and shift come first
+    factor = 1 + (torch.rand(n, generator=replay) * 2 - 1) * 0.4
+    for image, s in zip(out, factor):
+        bright_side = float((image[0] > 0.5).sum()) ** 0.5
+        assert abs(bright_side - square / float(s)) <= 1.5, (bright_side, float(s))
+    # Without zoom nothing more is drawn: a rotation's random stream is what it was before zoom existed.
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    augment_batch(x, AugmentConfig(rotation=10), a)
+    torch.rand(n, generator=b), torch.rand(n, 2, generator=b)
+    assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))

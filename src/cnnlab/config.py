@@ -75,6 +75,9 @@ class AugmentConfig:
     rotation: float = _opt(0.0, min=0.0, max=180.0, help="maximum rotation in degrees")
     hflip: bool = _opt(False, help="random horizontal flip")
     shift: float = _opt(0.0, min=0.0, max=0.5, help="maximum width/height shift, fraction of size")
+    zoom: float = _opt(0.0, min=0.0, max=0.5, help="maximum zoom: each image scaled by a factor drawn in "
+                                                   "[1 - zoom, 1 + zoom], the same on both axes (Keras's "
+                                                   "zoom_range draws the two separately)")
     fill: str = _opt("nearest", choices=("nearest", "zeros", "reflect"))
     crop: int = _opt(0, min=0, max=64, help="random crop: pad each side by this many pixels (reflecting the "
                                              "image) and cut a window of the original size; whole-pixel "
@@ -116,6 +119,9 @@ class PhaseConfig:
                                               "such as backbone.layer3 (it and everything after it in the list)")
     lr: float | None = _opt(None, gt=0.0, help="learning rate of this phase (default: train.optimizer.lr)")
     backbone_lr_mult: float = _opt(1.0, gt=0.0, help="learning-rate multiplier for trainable backbone parameters")
+    backbone_lr_decay: float = _opt(1.0, gt=0.0, max=1.0,
+                                    help="layer-wise learning-rate decay: the backbone's last stage trains at "
+                                         "lr × backbone_lr_mult, each stage before it at this factor of the next")
     frozen_bn: str = _opt("eval", choices=("eval", "train"),
                           help="BatchNorm in frozen parts: eval keeps running statistics fixed")
     augment: bool = _opt(True, help="apply the experiment's augmentation in this phase; a head-only phase "
@@ -147,6 +153,9 @@ class TrainConfig:
     tta: str = _opt("off", choices=("off", "flip"),
                     help="test-time augmentation for validation, test and predictions: flip averages the "
                          "logits of each image and its mirror")
+    ema: float = _opt(0.0, min=0.0, max=0.9999,
+                      help="exponential moving average of the weights, decay per step (e.g. 0.999; 0: off); "
+                           "validation, test and the saved weights use the average (training/ema.py)")
     channels_last: bool = _opt(True, help="channels-last memory format (CUDA and CPU; faster convolutions)")
     amp: str = _opt("auto", choices=("auto", "bf16", "off"),
                     help="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), "
@@ -302,7 +311,7 @@ class _Reader:
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 self.fail(key, f"expected {_describe(tp)}, got {value!r}")
             return tuple(self.value(a, v, f"{key}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value)))
-        if tp is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+        if tp is str and isinstance(value, bool) and ("on" if value else "off") in (meta.get("choices") or ()):
             value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as true/false
         ok = {
             bool: isinstance(value, bool),

@@ -40,7 +40,7 @@ def fit_featurewise(train: ImageSet, chunk: int = 4096) -> tuple[torch.Tensor, t
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random rotation, shift and horizontal flip of a float NCHW batch.
+    """Random rotation, shift, zoom and horizontal flip of a float NCHW batch.
 
     Parameters are drawn on the CPU from `generator` (so runs are repeatable on any
     device) and the warp is one bilinear `grid_sample`, like Keras's order-1 interpolation.
@@ -53,8 +53,11 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     flip = torch.rand(n, generator=generator) < 0.5 if cfg.hflip else torch.zeros(n, dtype=torch.bool)
     cos, sin = torch.cos(angle), torch.sin(angle)
     sign = torch.where(flip, -1.0, 1.0)
-    theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], dim=1),
-                         torch.stack([sin * sign, cos, shift[:, 1]], dim=1)], dim=1)
+    # theta maps output to input coordinates, so a factor below 1 magnifies (zooms in). Drawn only
+    # when asked, so that configurations without zoom keep their random streams.
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * cfg.zoom if cfg.zoom > 0 else torch.ones(n)
+    theta = torch.stack([torch.stack([cos * sign * scale, -sin * scale, shift[:, 0]], dim=1),
+                         torch.stack([sin * sign * scale, cos * scale, shift[:, 1]], dim=1)], dim=1)
     theta = to_device(theta, x.device).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=_PADDING[cfg.fill], align_corners=False)
@@ -97,7 +100,7 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Every configured augmentation, in a fixed order (warp, crop, cutout), each drawing from `generator`."""
-    if cfg.rotation > 0 or cfg.shift > 0 or cfg.hflip:
+    if cfg.rotation > 0 or cfg.shift > 0 or cfg.zoom > 0 or cfg.hflip:
         x = augment_batch(x, cfg, generator)
     if cfg.crop:
         x = random_crop(x, cfg.crop, generator)
@@ -107,7 +110,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
 
 
 def augmentation_enabled(cfg: AugmentConfig) -> bool:
-    return cfg.rotation > 0 or cfg.shift > 0 or cfg.hflip or cfg.crop > 0 or cfg.cutout > 0
+    return cfg.rotation > 0 or cfg.shift > 0 or cfg.zoom > 0 or cfg.hflip or cfg.crop > 0 or cfg.cutout > 0
 
 
 class BatchPreprocessor:

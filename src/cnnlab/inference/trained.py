@@ -19,6 +19,7 @@ from cnnlab.errors import CheckpointError, RunError
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
 from cnnlab.training.loop import tta_logits
+from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
 
 WEIGHTS_FILE = "model.safetensors"
@@ -126,6 +127,8 @@ def load_trained(path: str | Path, *, seed: int | None = None, device: str | tor
         raise CheckpointError(f"{weights}: weights do not fit model '{record['model']}' "
                               f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(device) if isinstance(device, str) else device
+    if device.type == "cpu":
+        keep_freed_memory()  # large activations reuse freed memory (training/allocator.py)
     return TrainedModel(model.to(device).eval(), record, weights, device)
 
 

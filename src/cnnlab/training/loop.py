@@ -67,11 +67,13 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
                     scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     train_mode: Callable[[nn.Module], None] | None = None,
-                    shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+                    shard: tuple[int, int] = (0, 1), after_step: Callable[[], None] | None = None
+                    ) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws; returns mean loss and accuracy.
 
     `batch_size` is the global batch: with `shard=(rank, world)` this process takes its
-    share of each one (see batches.py).
+    share of each one (see batches.py). `after_step` runs after every optimizer step (the
+    weight average's update).
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
     step); a non-finite loss raises TrainingDiverged naming the first bad step.
@@ -90,6 +92,8 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         losses.append(loss.detach() * labels.shape[0])
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.shape[0]

@@ -83,10 +83,31 @@ def apply_phase(model: Classifier, phase: PhaseConfig, optimizer_cfg: OptimizerC
     lr = phase.lr or optimizer_cfg.lr
     groups = [{"params": rest, "lr": lr, "name": "head"}] if rest else []
     if backbone:
-        groups.append({"params": backbone, "lr": lr * phase.backbone_lr_mult, "name": "backbone"})
+        groups += backbone_groups(model, backbone, lr * phase.backbone_lr_mult, phase.backbone_lr_decay)
     optimizer = build_optimizer(groups, optimizer_cfg)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch, epochs=phase.epochs)
     return optimizer, scheduler, parts
+
+
+def backbone_groups(model: Classifier, trainable: list, lr: float, decay: float) -> list[dict]:
+    """The trainable backbone parameters as optimizer groups: one at `lr`, or with a layer-wise
+    decay below 1 (BEiT, ULMFiT's discriminative rates) one group per stage of the backbone — its
+    children that hold parameters, in order — the last at `lr`, each earlier one at `decay` times
+    the next, so the generic early features move least."""
+    if decay == 1.0:
+        return [{"params": trainable, "lr": lr, "name": "backbone"}]
+    wanted = {id(p) for p in trainable}
+    stages = [(name, [p for p in child.parameters() if id(p) in wanted])
+              for name, child in model.backbone.named_children() if any(True for _ in child.parameters())]
+    groups, depth = [], len(stages) - 1
+    for index, (name, params) in enumerate(stages):
+        if params:
+            groups.append({"params": params, "lr": lr * decay ** (depth - index), "name": f"backbone.{name}"})
+    placed = {id(p) for group in groups for p in group["params"]}
+    loose = [p for p in trainable if id(p) not in placed]  # parameters directly on the backbone module
+    if loose:
+        groups.append({"params": loose, "lr": lr, "name": "backbone"})
+    return groups
 
 
 def set_train_mode(model: nn.Module, phase: PhaseConfig) -> None:

@@ -24,11 +24,13 @@ from cnnlab.config import ExperimentConfig, PhaseConfig
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
 from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
-from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
+from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.checkpoint import load_state_strict
 from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_everything, set_rng_state
+from cnnlab.training.ema import WeightAverage
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
@@ -97,8 +99,11 @@ class Trainer:
         self.model = build_model(cfg, splits.num_classes, splits.input_size)
         if self.device.type == "cpu":  # seeds trained together share the cores out (train.threads)
             torch.set_num_threads(cpu_threads(tc.threads))
+            keep_freed_memory()  # large activations reuse freed memory (training/allocator.py)
         self.channels_last = tc.channels_last and self.device.type in ("cuda", "cpu")
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        # train.ema: the averaged copy is what is evaluated, kept and saved (training/ema.py).
+        self.ema = WeightAverage(self.model, tc.ema) if tc.ema > 0 else None
         self.preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
                                                 model_preprocessing(cfg.model, cfg.model_args))
         self.augment = self.preprocess.augment
@@ -129,6 +134,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     @property
+    def eval_model(self) -> Classifier:
+        """The model validation, test and the saved weights use: the weight average, if any."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
     def epochs_done(self) -> int:
         return self.history[-1]["epoch"] if self.history else 0
 
@@ -153,6 +163,8 @@ class Trainer:
                  "rng": rng_state(), "history": self.history}
         if self.best is not None:
             state["best"] = self.best
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
     def restore(self, state: dict, source: Path) -> None:
@@ -160,6 +172,11 @@ class Trainer:
         set_rng_state(state["rng"])
         self.history = list(state["history"])
         self.best = state.get("best")
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"{source}: the experiment averages the weights (train.ema) but the "
+                                      "checkpoint holds no average; it was written by a run without train.ema")
+            self.ema.load_state_dict(state["ema"])
         self.resumed = state
 
     def _note_frozen(self, index: int) -> None:
@@ -198,13 +215,13 @@ class Trainer:
         monitor = self.cfg.train.keep_best
         if monitor != "off" and improves(row[monitor], self.best["value"] if self.best else None, monitor):
             self.best = {"epoch": row["epoch"], "value": row[monitor],
-                         "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                         "model": {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}}
 
     def use_kept_weights(self) -> int:
         """Load the kept epoch's weights (train.keep_best) and return that epoch; the last one otherwise."""
         if self.best is None:
             return self.epochs_done
-        self.model.load_state_dict(self.best["model"])
+        self.eval_model.load_state_dict(self.best["model"])
         return int(self.best["epoch"])
 
     def _start_phase(self, index: int, phase: PhaseConfig, epochs: range) -> tuple[PhaseData, nn.Module]:
@@ -213,6 +230,8 @@ class Trainer:
         self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, self.cfg.train.optimizer,
                                                             self.cfg.train, self.steps_per_epoch)
         self._note_frozen(index)
+        if self.ema is not None:
+            self.ema.track(self.model)
         if self.resumed is not None and self.resumed.get("phase") == index:  # resumed inside this phase
             self.optimizer.load_state_dict(self.resumed["optimizer"])
             self.scheduler.load_state_dict(self.resumed["scheduler"])
@@ -266,14 +285,21 @@ class Trainer:
             train_model, data.train, preprocess=data.preprocess, optimizer=self.optimizer, scheduler=self.scheduler,
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=epoch_generator(self.seed, epoch),
             epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
-            train_mode=lambda m: set_train_mode(m, phase), shard=shard)
+            train_mode=lambda m: set_train_mode(m, phase), shard=shard,
+            after_step=self.ema.update if self.ema is not None else None)
         val = self._evaluate(data, data.val) if data.val is not None else {"loss": None, "acc": None}
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
                 "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - tick}
 
+    def _eval_module(self, data: PhaseData) -> nn.Module:
+        """`data.module` as evaluated: the average's head on cached features, else the whole average."""
+        if self.ema is None:
+            return data.module
+        return self.ema.module.head if data.on_features else self.ema.module
+
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
-        return evaluate(data.module, split, preprocess=data.preprocess, loss_fn=self.eval_loss,
+        return evaluate(self._eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self._tta(data))
 
@@ -295,7 +321,7 @@ class Trainer:
         return {"loss": loss, "acc": right / max(1, len(outputs.labels))}, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
-        logits, labels = predict_logits(data.module, data.test, preprocess=data.preprocess,
+        logits, labels = predict_logits(self._eval_module(data), data.test, preprocess=data.preprocess,
                                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
                                         channels_last=data.channels_last, tta=self._tta(data))
         return TestOutputs(logits, labels, self.images[2])
@@ -379,7 +405,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         log(f"kept the weights of epoch {kept_epoch} (best {cfg.train.keep_best})")
     title = f"{cfg.experiment_name} — seed {seed}"
     try:  # results.json marks a finished run: a Ctrl-C while the last files are written takes it back
-        folder.finish(trainer.model, record=trainer.inference_record(), results=results, title=title)
+        folder.finish(trainer.eval_model, record=trainer.inference_record(), results=results, title=title)
         if outputs is not None:
             folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
         folder.finish_tracking(results)

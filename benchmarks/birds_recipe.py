@@ -1,0 +1,117 @@
+"""The birds recipe on EfficientNet-Lite0, variants judged on the validation split, on this machine's CPU.
+
+    python benchmarks/birds_recipe.py --run probe_224 probe_crop_224 probe_288 recipe_short recipe_strong
+    python benchmarks/birds_recipe.py --folder recipe_strong=RUNS/birdnet_recipe/<stamp> ...     # reads finished ones
+
+Each variant is a preset plus overrides (VARIANTS below), 3 seeds, on ../shared/data/birds-subset50
+(1,304 train / 145 validation / 1,500 test images, 50 species). `--run` trains the named variants
+one after another with `cnnlab run` (the time of one: the probes ~2–4 min, the strong fine-tune
+~13 min a seed on the 2-core CPU); `--folder NAME=PATH` summarises an experiment folder trained
+with that variant's overrides (checked against its experiment.yaml). The variant to keep is the
+one with the best mean validation accuracy; the test figures are reported for every variant but
+never used to choose. Writes results/birds_recipe_cpu.json (merged with the variants recorded
+there before) and prints the table. gpu_suite.py runs the same variants on a lent GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import RESULTS, SHARED_DATA, write_json
+
+import yaml
+
+LITE0 = {"model_args.backbone": "efficientnet_lite0"}
+VARIANTS = {
+    # The linear probe (the lab's V0 head on cached features), by input handling.
+    "probe_224": ("birdnet_v0", {}),
+    "probe_crop_224": ("birdnet_v0", {"data.resize": "crop"}),
+    "probe_288": ("birdnet_v0", {"data.image_size": 288}),
+    # cnnlab's LP-FT recipe as it was in 0.3 (5 fine-tuning epochs, no EMA, zoom, layer decay or
+    # TTA), and as the preset has it now (the stronger, longer fine-tune chosen on validation).
+    "recipe_short": ("birdnet_recipe", {"train.tta": "off", "train.ema": 0.0, "preprocess.augment.zoom": 0.0,
+                                        "train.phases.1.epochs": 5, "train.phases.1.backbone_lr_decay": 1.0}),
+    "recipe_strong": ("birdnet_recipe", {"train.tta": "flip", "train.ema": 0.99, "preprocess.augment.zoom": 0.15,
+                                         "train.phases.1.epochs": 10, "train.phases.1.backbone_lr_decay": 0.8}),
+}
+GOAL = 0.92
+
+
+def lookup(config: dict, dotted: str):
+    node = config
+    for key in dotted.split("."):
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    return node
+
+
+def summarise(name: str, folder: Path) -> dict:
+    preset, overrides = VARIANTS[name]
+    recorded = yaml.safe_load((folder / "experiment.yaml").read_text())
+    for key, value in {**LITE0, **overrides}.items():
+        if lookup(recorded, key) != value:
+            raise SystemExit(f"{folder}: {key} is {lookup(recorded, key)!r}, variant {name} has {value!r}")
+    runs = json.loads((folder / "summary.json").read_text())["runs"]
+    val, test = [r["final_val_acc"] for r in runs], [r["test_acc"] for r in runs]
+    return {"preset": preset, "overrides": overrides, "folder": str(folder), "seeds": [r["seed"] for r in runs],
+            "val_acc": val, "test_acc": test, "mean_val_acc": statistics.mean(val),
+            "mean_test_acc": statistics.mean(test), "std_test_acc": statistics.stdev(test) if len(test) > 1 else 0.0,
+            "wall_time_s": [r["wall_time_s"] for r in runs],
+            "one_off_time_s": [r.get("one_off_time_s", 0.0) for r in runs],  # feature extraction, once
+            "median_epoch_s": [r["median_epoch_time_s"] for r in runs]}
+
+
+def train(name: str, data: str, out: Path) -> Path:
+    preset, overrides = VARIANTS[name]
+    sets = [arg for key, value in {**LITE0, **overrides}.items() for arg in ("--set", f"{key}={value}")]
+    subprocess.run([sys.executable, "-m", "cnnlab", "run", preset, "--data", data, "--seeds", "1", "2", "3",
+                    "--out", str(out / name), "--no-progress", "--set", "data.cache=true", *sets], check=True)
+    return sorted((out / name / preset).iterdir())[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", nargs="*", default=[], choices=sorted(VARIANTS), metavar="VARIANT")
+    ap.add_argument("--folder", nargs="*", default=[], metavar="VARIANT=PATH")
+    ap.add_argument("--data", default=str(SHARED_DATA / "birds-subset50"))
+    ap.add_argument("--out", type=Path, help="parent of the run folders (default: a temporary folder)")
+    args = ap.parse_args()
+    if not args.run and not args.folder:
+        ap.error("give --run VARIANT ... or --folder VARIANT=PATH ...")
+    folders = {}
+    for item in args.folder:
+        name, _, path = item.partition("=")
+        if name not in VARIANTS or not path:
+            ap.error(f"--folder {item}: expected VARIANT=PATH with VARIANT one of {', '.join(VARIANTS)}")
+        folders[name] = Path(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        rows = {name: summarise(name, folder) for name, folder in folders.items()}
+        for name in args.run:
+            rows[name] = summarise(name, train(name, args.data, out))
+    previous = RESULTS / "birds_recipe_cpu.json"
+    kept = json.loads(previous.read_text())["variants"] if previous.is_file() else {}
+    variants = {**kept, **rows}
+    chosen = max((n for n in variants if variants[n]["preset"] == "birdnet_recipe"),
+                 key=lambda n: variants[n]["mean_val_acc"], default=None)
+    print(f"{'variant':<16} {'mean val':>9} {'mean test':>17} {'each seed (test)':>26} {'training s':>11} "
+          f"{'features s':>11}")
+    for name, row in variants.items():
+        seeds = ", ".join(f"{100 * a:.2f}" for a in row["test_acc"])
+        print(f"{name:<16} {100 * row['mean_val_acc']:>8.2f}% {100 * row['mean_test_acc']:>8.2f} ± "
+              f"{100 * row['std_test_acc']:.2f} % {seeds:>26} {statistics.median(row['wall_time_s']):>11.0f} "
+              f"{max(row['one_off_time_s']):>11.0f}")
+    met = chosen is not None and variants[chosen]["mean_test_acc"] >= GOAL
+    print(f"chosen by validation: {chosen}; goal {100 * GOAL:.0f} % (test, mean of 3 seeds): "
+          f"{'met' if met else 'not met'}")
+    path = write_json("birds_recipe_cpu", {"data": args.data, "goal_test_acc": GOAL, "chosen_by_val": chosen,
+                                           "meets_goal": met, "variants": variants})
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
