@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _common import RESULTS, SHARED_DATA, write_json
 
-import yaml
+from cnnlab.config import load_experiment
 
 LITE0 = {"model_args.backbone": "efficientnet_lite0"}
 VARIANTS = {
@@ -42,19 +42,13 @@ VARIANTS = {
 GOAL = 0.92
 
 
-def lookup(config: dict, dotted: str):
-    node = config
-    for key in dotted.split("."):
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    return node
-
-
 def summarise(name: str, folder: Path) -> dict:
     preset, overrides = VARIANTS[name]
-    recorded = yaml.safe_load((folder / "experiment.yaml").read_text())
-    for key, value in {**LITE0, **overrides}.items():
-        if lookup(recorded, key) != value:
-            raise SystemExit(f"{folder}: {key} is {lookup(recorded, key)!r}, variant {name} has {value!r}")
+    recorded = folder / "experiment.yaml"
+    as_run = load_experiment(recorded)
+    for key, value in {**LITE0, **overrides}.items():  # the folder must have been trained as the variant
+        if load_experiment(recorded, overrides={key: value}) != as_run:
+            raise SystemExit(f"{folder}: trained with another {key} than variant {name}'s {value!r}")
     runs = json.loads((folder / "summary.json").read_text())["runs"]
     val, test = [r["final_val_acc"] for r in runs], [r["test_acc"] for r in runs]
     return {"preset": preset, "overrides": overrides, "folder": str(folder), "seeds": [r["seed"] for r in runs],

@@ -98,9 +98,14 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     return x.masked_fill(inside, 0.0)
 
 
+def warps(cfg: AugmentConfig) -> bool:
+    """Whether `augment_batch`'s affine warp has anything to do."""
+    return cfg.rotation > 0 or cfg.shift > 0 or cfg.zoom > 0 or cfg.hflip
+
+
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Every configured augmentation, in a fixed order (warp, crop, cutout), each drawing from `generator`."""
-    if cfg.rotation > 0 or cfg.shift > 0 or cfg.zoom > 0 or cfg.hflip:
+    if warps(cfg):
         x = augment_batch(x, cfg, generator)
     if cfg.crop:
         x = random_crop(x, cfg.crop, generator)
@@ -110,7 +115,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
 
 
 def augmentation_enabled(cfg: AugmentConfig) -> bool:
-    return cfg.rotation > 0 or cfg.shift > 0 or cfg.zoom > 0 or cfg.hflip or cfg.crop > 0 or cfg.cutout > 0
+    return warps(cfg) or cfg.crop > 0 or cfg.cutout > 0
 
 
 class BatchPreprocessor:

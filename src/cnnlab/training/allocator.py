@@ -6,9 +6,9 @@ and returns it to the kernel on free. A CNN at 224 px has activations of 50–10
 first layer, 64 images: 103 MB), so every layer of every batch maps new pages, the kernel
 zeroes each 4 KiB page on first touch, and the CPU spends as long in the kernel as in the
 convolutions. Measured on the 2-core EPYC (median steady-state step, `benchmarks/allocator.py`):
-EfficientNet-Lite0 inference on 64 images 2.5 s → 0.95 s, a training step on 32 images
-~2.0 s → ~1.55 s; BaseNet++ (32 px, batch 128) 1.47 s → 1.14 s; small models (BaseNet,
-cifar_recipe) unchanged. PyTorch's CPU tuning guide gets the same by preloading jemalloc or
+EfficientNet-Lite0 inference on 64 images at 224 px 2.77 s → 0.98 s, a training step on 32
+images 2.16 s → 1.46 s; BaseNet++ evaluating 1,000 images 3.41 s → 2.04 s, its training step
+(batch 64) 1.06× faster; small models (BaseNet, cifar_recipe) about unchanged. PyTorch's CPU tuning guide gets the same by preloading jemalloc or
 tcmalloc; mallopt needs no extra library: no blocks from mmap (M_MMAP_MAX = 0) and no trimming
 of the heap (M_TRIM_THRESHOLD = -1), so freed blocks are reused. The cost: the process keeps its
 peak memory until it exits, which a training or prediction process reaches again every batch.

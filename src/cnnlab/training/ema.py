@@ -53,8 +53,8 @@ class WeightAverage:
             raise RuntimeError("WeightAverage.update before track(model)")
         (floats_avg, floats_now), (copied_avg, copied_now) = self._pairs
         weight = 1.0 - self.current_decay()
-        if floats_avg:
-            torch._foreach_lerp_(floats_avg, [t.detach() for t in floats_now], weight)
+        if floats_avg:  # under no_grad, so the trained tensors need no detaching
+            torch._foreach_lerp_(floats_avg, floats_now, weight)
         for average, now in zip(copied_avg, copied_now):
             average.copy_(now)
         self.updates += 1
