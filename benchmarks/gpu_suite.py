@@ -11,8 +11,8 @@ its error and the others still run; `--only` picks sections):
   resnet50      ResNet50 training throughput, random weights: img/s in fp32 and in bf16 + channels-last
                 (+ torch.compile); anchor: 2,470 img/s on one A100 with AMP (NVIDIA's published figure)
   data_path     JPEG decoding of the birds: torchvision.io.decode_jpeg on the device vs worker processes
-  cifar_recipe  the from-scratch recipe, 3 seeds, as preset and with each candidate change (cutout,
-                EMA of the weights, 40 epochs)
+  cifar_recipe  the from-scratch recipe, 3 seeds, as preset and with each candidate change (the 0.4
+                recipe, CutMix on every batch, 60 epochs, mixup besides CutMix)
   birds_recipe  birdnet_recipe on Lite0, 3 seeds, as preset and with each candidate change (288 px,
                 a longer fine-tune, the recipe as it was in 0.3)
 The recipe sections pick their variant by mean *validation* accuracy (never test) and report the
@@ -48,10 +48,12 @@ from cnnlab.training.phases import resolve_phases  # noqa: E402
 
 SECTIONS = ("basenet_pp", "ablation", "birds", "resnet50", "data_path", "cifar_recipe", "birds_recipe")
 # Candidate changes to each recipe, tried on the validation split (the first row is the preset).
-CIFAR_VARIANTS = {"cifar_recipe": {}, "cifar_recipe + cutout 8": {"preprocess.augment.cutout": 8},
-                  "cifar_recipe + EMA 0.999": {"train.ema": 0.999},
-                  "cifar_recipe + cutout 8, EMA 0.999, 40 epochs": {"preprocess.augment.cutout": 8, "train.ema": 0.999,
-                                                                    "train.epochs": 40}}
+CIFAR_VARIANTS = {"cifar_recipe": {},
+                  "the recipe in 0.4 (30 epochs; no CutMix, no EMA)": {"train.epochs": 30, "train.cutmix": 0.0,
+                                                                       "train.mix_prob": 1.0, "train.ema": 0.0},
+                  "+ CutMix on every batch": {"train.mix_prob": 1.0},
+                  "+ 60 epochs": {"train.epochs": 60},
+                  "+ mixup 0.2 (half the mixed batches)": {"train.mixup": 0.2}}
 BIRDS_VARIANTS = {
     "birdnet_recipe": {},
     "+ 288 px": {"data.image_size": 288},

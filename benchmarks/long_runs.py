@@ -12,60 +12,27 @@ Each folder's finished seeds (test accuracy and loss, final validation accuracy,
 epoch time, wall time, device) are stored under the experiment's name and backbone, replacing
 an earlier record of the same key; the other records stay. With --merge, a folder adds its seeds
 to the earlier record instead (a seed trained in a later session, `cnnlab run ... --seeds 3`):
-the earlier seeds it does not have stay. Prints a table of every record.
+the earlier seeds it does not have stay, and a folder of another recipe is refused, the keys
+that differ named (benchmarks/_records.py). Prints a table of every record.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 from _common import RESULTS, machine
-
-from cnnlab.config import load_experiment
-from cnnlab.studies.experiment import unit_names
+from _records import experiment_record, merge_records
 
 OUT = RESULTS / "long_runs.json"
 
 
 def record(folder: Path) -> tuple[str, dict]:
-    """(key, record) of one experiment folder; seeds still training are listed as unfinished."""
-    cfg = load_experiment(folder / "experiment.yaml")
+    """(key, record) of one experiment folder: the experiment's name, and its backbone if it has one."""
+    cfg, value = experiment_record(folder)
     backbone = cfg.model_args.get("backbone")
-    key = f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name
-    seeds, unfinished = [], []
-    for unit in unit_names(cfg):
-        path = folder / unit / "results.json"
-        if not path.is_file():
-            unfinished.append(unit)
-            continue
-        r = json.loads(path.read_text())
-        seeds.append({"unit": unit, "test_acc": r["test_acc"], "test_loss": r["test_loss"],
-                      "final_val_acc": r.get("final_val_acc"), "epochs": r["epochs_trained"],
-                      "median_epoch_s": r["median_epoch_time_s"], "wall_time_s": r["wall_time_s"],
-                      "device": r["device"]})
-    if not seeds:
-        raise SystemExit(f"{folder}: no finished run yet ({', '.join(unfinished)} unfinished)")
-    accs = [s["test_acc"] for s in seeds]
-    return key, {"folder": str(folder.resolve()), "epochs": cfg.train.total_epochs, "seeds": seeds,
-                 "unfinished": unfinished, "mean_test_acc": statistics.mean(accs),
-                 "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else None, "machine": machine()}
-
-
-def merged(earlier: dict, new: dict) -> dict:
-    """`new` with the seeds of `earlier` (same experiment and length) that it lacks."""
-    if earlier["epochs"] != new["epochs"]:
-        raise SystemExit(f"--merge: the record has {earlier['epochs']} epochs, the folder {new['epochs']}")
-    have = {s["unit"] for s in new["seeds"]}
-    seeds = sorted(new["seeds"] + [s for s in earlier["seeds"] if s["unit"] not in have], key=lambda s: s["unit"])
-    done = {s["unit"] for s in seeds}
-    folders = earlier["folder"] if isinstance(earlier["folder"], list) else [earlier["folder"]]
-    accs = [s["test_acc"] for s in seeds]
-    return {**new, "folder": sorted(set(folders) | {new["folder"]}), "seeds": seeds,
-            "unfinished": sorted(set(earlier["unfinished"] + new["unfinished"]) - done),
-            "mean_test_acc": statistics.mean(accs), "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else None}
+    return (f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name), {**value, "machine": machine()}
 
 
 def main() -> None:
@@ -76,10 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     records = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for folder in args.folders:
-        if not (folder / "experiment.yaml").is_file():
-            sys.exit(f"{folder}: not an experiment folder (no experiment.yaml)")
         key, value = record(folder)
-        records[key] = merged(records[key], value) if args.merge and key in records else value
+        records[key] = merge_records(records[key], value) if args.merge and key in records else value
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"{'experiment':<36} {'epochs':>6}  {'test accuracy':<16} {'each seed':<24} {'wall min':>10}  device")

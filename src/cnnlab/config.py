@@ -150,6 +150,14 @@ class TrainConfig:
     schedule: str = _opt("constant", choices=("constant", "cosine"))
     warmup_epochs: int = _opt(0, min=0)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
+    mixup: float = _opt(0.0, min=0.0, max=10.0,
+                        help="mixup: blend each training image with another of the batch, the weight drawn "
+                             "from Beta(α, α) (α, e.g. 0.2–1; 0: off); the loss weighs both labels")
+    cutmix: float = _opt(0.0, min=0.0, max=10.0,
+                         help="CutMix: paste a box of another image of the batch, its area from Beta(α, α) "
+                              "(α, e.g. 1; 0: off); with mixup too, each batch takes one of the two")
+    mix_prob: float = _opt(1.0, min=0.0, max=1.0, help="the share of training batches that mixup / CutMix mix "
+                                                        "(the others are left as they are)")
     tta: str = _opt("off", choices=("off", "flip"),
                     help="test-time augmentation for validation, test and predictions: flip averages the "
                          "logits of each image and its mirror")

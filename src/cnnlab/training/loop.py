@@ -13,6 +13,7 @@ from cnnlab.data.images import ImageSource
 from cnnlab.errors import TrainingDiverged
 from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
+from cnnlab.training.mixing import BatchMixer, mixed_correct, mixed_loss
 
 Preprocess = Callable[..., torch.Tensor]
 
@@ -67,13 +68,14 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
                     scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     train_mode: Callable[[nn.Module], None] | None = None,
-                    shard: tuple[int, int] = (0, 1), after_step: Callable[[], None] | None = None
-                    ) -> dict[str, float]:
+                    shard: tuple[int, int] = (0, 1), after_step: Callable[[], None] | None = None,
+                    mixer: BatchMixer | None = None) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws; returns mean loss and accuracy.
 
     `batch_size` is the global batch: with `shard=(rank, world)` this process takes its
     share of each one (see batches.py). `after_step` runs after every optimizer step (the
-    weight average's update).
+    weight average's update). With `mixer` (mixup/CutMix), the loss and the training accuracy
+    weigh each image's two labels (mixing.py).
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
     step); a non-finite loss raises TrainingDiverged naming the first bad step.
@@ -84,10 +86,12 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
     steps = num_batches(len(data), batch_size)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     for images, labels in data.batches(batch_size, shuffle=True, generator=generator, shard=shard):
-        x = _prepare(preprocess(images, train=True, generator=generator), channels_last)
+        x = preprocess(images, train=True, generator=generator)
+        mixed = mixer(x, labels, generator) if mixer is not None and mixer.enabled else None
+        x = _prepare(x if mixed is None else mixed.images, channels_last)
         with autocast_context(device, amp):
             logits = model(x)
-            loss = loss_fn(logits.float(), labels)
+            loss = mixed_loss(loss_fn, logits.float(), labels, mixed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -95,7 +99,7 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
         if after_step is not None:
             after_step()
         losses.append(loss.detach() * labels.shape[0])
-        correct += (logits.argmax(1) == labels).sum()
+        correct += mixed_correct(logits.argmax(1), labels, mixed)
         seen += labels.shape[0]
         bar.update(1)
         if progress and bar.n % 25 == 0:

@@ -33,6 +33,7 @@ from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
+from cnnlab.training.mixing import BatchMixer
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
                                     trains_head_only)
 from cnnlab.training.run_folder import RunFolder
@@ -112,6 +113,10 @@ class Trainer:
         self.amp = resolve_amp(tc.amp, self.device)
         self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+        self.mixer = BatchMixer(tc.mixup, tc.cutmix, tc.mix_prob)
+        if tc.cutmix > 0 and any(uses_feature_cache(cfg, self.model, p) for p in self.phases):
+            raise ConfigError("train.cutmix pastes boxes of images, but a phase with the backbone frozen trains on "
+                              "cached features: use train.mixup there, or set train.feature_cache: false")
         self.eval_loss = nn.CrossEntropyLoss()
         self.images = tuple(s.to(self.device) if s is not None else None
                             for s in (splits.train, splits.val, splits.test))
@@ -286,7 +291,7 @@ class Trainer:
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=epoch_generator(self.seed, epoch),
             epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
             train_mode=lambda m: set_train_mode(m, phase), shard=shard,
-            after_step=self.ema.update if self.ema is not None else None)
+            after_step=self.ema.update if self.ema is not None else None, mixer=self.mixer)
         val = self._evaluate(data, data.val) if data.val is not None else {"loss": None, "acc": None}
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
                 "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
