@@ -57,7 +57,7 @@ class BatchMixer:
         top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
         left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
         mixed = x.clone()
-        mixed[..., top:bottom, left:right] = x[order][..., top:bottom, left:right]
+        mixed[..., top:bottom, left:right] = x[order, ..., top:bottom, left:right]  # only the box is gathered
         kept = 1.0 - (bottom - top) * (right - left) / (height * width)  # λ of the box as clipped
         return MixedBatch(mixed, labels[order], kept)
 
