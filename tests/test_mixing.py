@@ -2,16 +2,19 @@
 repeatable draws, and a clear refusal where CutMix cannot apply."""
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cnnlab.config import load_experiment
-from cnnlab.errors import ConfigError
-from cnnlab.studies import run_experiment
+from cnnlab.errors import ConfigError, RunInterrupted
+from cnnlab.studies import resume, run_experiment
 from cnnlab.training.mixing import BatchMixer, MixedBatch, mixed_correct, mixed_loss
+from conftest import interrupt_after
 from test_birds import TINY
 
 
@@ -99,3 +102,24 @@ def test_mix_prob_leaves_the_other_batches_as_they_are():
     left = sum(out is None for out in outcomes)
     assert 5 < left < 35  # about half
     assert all(BatchMixer(mixup=1.0, prob=0.0)(x, y, torch.Generator().manual_seed(s)) is None for s in range(5))
+
+
+def _metrics(seed_dir: Path) -> list[dict]:
+    with open(seed_dir / "metrics.csv") as handle:
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(handle)]
+
+
+def test_an_interrupted_run_with_cutmix_and_mixup_resumes_exactly(npz_data, tmp_path):
+    cfg = load_experiment("cifar_recipe", overrides={
+        "data.path": str(npz_data), "out": str(tmp_path / "a"), "seeds": [1], "train.epochs": 3,
+        "train.batch_size": 32, "model_args.widths": [8, 16, 32], "device": "cpu", "train.mixup": 0.2,
+        "train.cutmix": 1.0, "train.mix_prob": 0.7})
+    whole = run_experiment(cfg, progress=False, log=lambda s: None) / "seed-1"
+    cfg.out = str(tmp_path / "b")
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg, progress=False, log=interrupt_after(1))
+    (group,) = (tmp_path / "b" / cfg.experiment_name).iterdir()
+    resume(group, progress=False, log=lambda s: None)
+    a, b = (json.loads((f / "results.json").read_text()) for f in (whole, group / "seed-1"))
+    assert (a["test_loss"], a["test_acc"]) == (b["test_loss"], b["test_acc"])
+    assert _metrics(whole) == _metrics(group / "seed-1")  # the training loss and accuracy of every epoch too
