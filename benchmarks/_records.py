@@ -13,16 +13,11 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.config import ExperimentConfig, flat_config, load_experiment
-from cnnlab.studies.experiment import NOT_PROTOCOL
+from cnnlab.config import ExperimentConfig, load_experiment
+from cnnlab.studies.experiment import differing_keys, protocol
 from cnnlab.studies.layout import unit_names
 
 SeedExtra = Callable[[Path, dict], dict]  # (seed folder, its results.json) → more fields for its entry
-
-
-def protocol(cfg: ExperimentConfig) -> dict:
-    """What the run computes: the flat configuration without the timing and location keys."""
-    return {k: v for k, v in flat_config(cfg).items() if not k.startswith(NOT_PROTOCOL)}
 
 
 def experiment_record(folder: Path, extra: SeedExtra | None = None) -> tuple[ExperimentConfig, dict]:
@@ -61,7 +56,7 @@ def merge_records(earlier: dict, new: dict) -> dict:
             raise SystemExit(f"--merge: the record has {earlier['epochs']} epochs, the folder {new['epochs']}")
     elif earlier["protocol"] != new["protocol"]:
         a, b = earlier["protocol"], new["protocol"]
-        keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        keys = differing_keys(a, b)
         raise SystemExit("--merge: the recorded runs and this folder are not the same recipe; they differ in "
                          + ", ".join(f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in keys))
     have = {s["unit"] for s in new["seeds"]}

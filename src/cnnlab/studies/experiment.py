@@ -165,11 +165,19 @@ NOT_PROTOCOL = ("name", "seeds", "seeds_together", "device", "out", "data.source
                 "train.amp", "train.compile", "train.threads", "train.feature_cache", "train.feature_cache_dir", "log.")
 
 
+def protocol(cfg: ExperimentConfig) -> dict:
+    """What a run computes: the flat configuration without the timing and location keys."""
+    return {k: v for k, v in flat_config(cfg).items() if not k.startswith(NOT_PROTOCOL)}
+
+
+def differing_keys(mine: dict, theirs: dict) -> list[str]:
+    """The keys of two flat configurations whose values differ (or that only one has), sorted."""
+    return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+
+
 def protocol_differences(cfg: ExperimentConfig, reference: ExperimentConfig) -> list[str]:
     """The keys where `cfg` computes something else than `reference` (timing and location keys aside)."""
-    mine, theirs = flat_config(cfg), flat_config(reference)
-    return sorted(k for k in mine.keys() | theirs.keys()
-                  if not k.startswith(NOT_PROTOCOL) and mine.get(k) != theirs.get(k))
+    return differing_keys(protocol(cfg), protocol(reference))
 
 
 def follows_lab_protocol(name: str, cfg: ExperimentConfig, reference: ExperimentConfig | None,
