@@ -1,6 +1,7 @@
-"""The birds recipe on EfficientNet-Lite0, variants judged on the validation split, on this machine's CPU.
+"""The birds recipe on EfficientNet-Lite0 (and Lite2), variants judged on the validation split, on this CPU.
 
     python benchmarks/birds_recipe.py --run probe_224 probe_crop_224 probe_288 recipe_short recipe_strong
+    python benchmarks/birds_recipe.py --run lite2_probe lite2_recipe
     python benchmarks/birds_recipe.py --folder recipe_strong=RUNS/birdnet_recipe/<stamp> ...     # reads finished ones
 
 Each variant is a preset plus overrides (VARIANTS below), 3 seeds, on ../shared/data/birds-subset50
@@ -38,6 +39,12 @@ VARIANTS = {
                                         "train.phases.1.epochs": 5, "train.phases.1.backbone_lr_decay": 1.0}),
     "recipe_strong": ("birdnet_recipe", {"train.tta": "flip", "train.ema": 0.99, "preprocess.augment.zoom": 0.15,
                                          "train.phases.1.epochs": 10, "train.phases.1.backbone_lr_decay": 0.8}),
+    # The same probe and preset on EfficientNet-Lite2 (77.6 % ImageNet top-1 against Lite0's 75.1 %;
+    # 1.5x the multiply-adds at the lab's 224 px, which is kept: the photographs are 227 px).
+    "lite2_probe": ("birdnet_v0", {"model_args.backbone": "efficientnet_lite2"}),
+    "lite2_recipe": ("birdnet_recipe", {"model_args.backbone": "efficientnet_lite2", "train.tta": "flip",
+                                        "train.ema": 0.99, "preprocess.augment.zoom": 0.15,
+                                        "train.phases.1.epochs": 10, "train.phases.1.backbone_lr_decay": 0.8}),
 }
 GOAL = 0.92
 
@@ -90,20 +97,24 @@ def main() -> None:
     previous = RESULTS / "birds_recipe_cpu.json"
     kept = json.loads(previous.read_text())["variants"] if previous.is_file() else {}
     variants = {**kept, **rows}
-    chosen = max((n for n in variants if variants[n]["preset"] == "birdnet_recipe"),
-                 key=lambda n: variants[n]["mean_val_acc"], default=None)
-    print(f"{'variant':<16} {'mean val':>9} {'mean test':>17} {'each seed (test)':>26} {'training s':>11} "
+    recipes = [n for n in variants if variants[n]["preset"] == "birdnet_recipe"]
+    best_val = max((variants[n]["mean_val_acc"] for n in recipes), default=None)
+    # 145 validation images: a tie is common; among tied variants the cheaper one is kept
+    tied = [n for n in recipes if abs(variants[n]["mean_val_acc"] - best_val) < 1e-9]
+    chosen = min(tied, key=lambda n: statistics.median(variants[n]["wall_time_s"]), default=None)
+    print(f"{'variant':<16} {'backbone':<19} {'mean val':>9} {'mean test':>17} {'each seed (test)':>26} {'training s':>11} "
           f"{'features s':>11}")
     for name, row in variants.items():
         seeds = ", ".join(f"{100 * a:.2f}" for a in row["test_acc"])
-        print(f"{name:<16} {100 * row['mean_val_acc']:>8.2f}% {100 * row['mean_test_acc']:>8.2f} ± "
+        backbone = {**LITE0, **row["overrides"]}["model_args.backbone"]
+        print(f"{name:<16} {backbone:<19} {100 * row['mean_val_acc']:>8.2f}% {100 * row['mean_test_acc']:>8.2f} ± "
               f"{100 * row['std_test_acc']:.2f} % {seeds:>26} {statistics.median(row['wall_time_s']):>11.0f} "
               f"{max(row['one_off_time_s']):>11.0f}")
     met = chosen is not None and variants[chosen]["mean_test_acc"] >= GOAL
-    print(f"chosen by validation: {chosen}; goal {100 * GOAL:.0f} % (test, mean of 3 seeds): "
+    print(f"chosen by validation: {chosen}{' (tied with ' + ', '.join(n for n in tied if n != chosen) + '; the cheaper)' if len(tied) > 1 else ''}; goal {100 * GOAL:.0f} % (test, mean of 3 seeds): "
           f"{'met' if met else 'not met'}")
     path = write_json("birds_recipe_cpu", {"data": args.data, "goal_test_acc": GOAL, "chosen_by_val": chosen,
-                                           "meets_goal": met, "variants": variants})
+                                           "tied_on_val": tied, "meets_goal": met, "variants": variants})
     print(f"written {path}")
 
 

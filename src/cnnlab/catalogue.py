@@ -32,9 +32,9 @@ class BackboneFacts:
 BACKBONES = {
     "resnet50": BackboneFacts(weights=("imagenet1k_v1", "imagenet1k_v2"), default_weights="imagenet1k_v1",
                               stages=("stem", "layer1", "layer2", "layer3", "layer4")),
-    "efficientnet_lite0": BackboneFacts(weights=("imagenet",), default_weights="imagenet",
-                                        stages=("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6",
-                                                "stage7", "head")),
+    **{f"efficientnet_lite{n}": BackboneFacts(weights=("imagenet",), default_weights="imagenet",
+                                              stages=("stem", "stage1", "stage2", "stage3", "stage4", "stage5",
+                                                      "stage6", "stage7", "head")) for n in (0, 1, 2)},
 }
 
 SOURCE_DESCRIPTIONS = {

