@@ -45,6 +45,10 @@ VARIANTS = {
     "lite2_recipe": ("birdnet_recipe", {"model_args.backbone": "efficientnet_lite2", "train.tta": "flip",
                                         "train.ema": 0.99, "preprocess.augment.zoom": 0.15,
                                         "train.phases.1.epochs": 10, "train.phases.1.backbone_lr_decay": 0.8}),
+    # ... and at Lite2's own 260 px (2x Lite0's multiply-adds at 224; one seed so far)
+    "lite2_recipe_260": ("birdnet_recipe", {"model_args.backbone": "efficientnet_lite2", "data.image_size": 260,
+                                            "train.tta": "flip", "train.ema": 0.99, "preprocess.augment.zoom": 0.15,
+                                            "train.phases.1.epochs": 10, "train.phases.1.backbone_lr_decay": 0.8}),
 }
 GOAL = 0.92
 
@@ -97,18 +101,20 @@ def main() -> None:
     previous = RESULTS / "birds_recipe_cpu.json"
     kept = json.loads(previous.read_text())["variants"] if previous.is_file() else {}
     variants = {**kept, **rows}
-    recipes = [n for n in variants if variants[n]["preset"] == "birdnet_recipe"]
+    # only variants measured over 3 seeds compete (the goal is a mean of 3); fewer are shown, not chosen
+    recipes = [n for n in variants if variants[n]["preset"] == "birdnet_recipe" and len(variants[n]["seeds"]) >= 3]
     best_val = max((variants[n]["mean_val_acc"] for n in recipes), default=None)
     # 145 validation images: a tie is common; among tied variants the cheaper one is kept
     tied = [n for n in recipes if abs(variants[n]["mean_val_acc"] - best_val) < 1e-9]
     chosen = min(tied, key=lambda n: statistics.median(variants[n]["wall_time_s"]), default=None)
-    print(f"{'variant':<16} {'backbone':<19} {'mean val':>9} {'mean test':>17} {'each seed (test)':>26} {'training s':>11} "
+    print(f"{'variant':<18} {'backbone':<19} {'mean val':>9} {'mean test':>17} {'each seed (test)':>26} {'training s':>11} "
           f"{'features s':>11}")
     for name, row in variants.items():
         seeds = ", ".join(f"{100 * a:.2f}" for a in row["test_acc"])
         backbone = {**LITE0, **row["overrides"]}["model_args.backbone"]
-        print(f"{name:<16} {backbone:<19} {100 * row['mean_val_acc']:>8.2f}% {100 * row['mean_test_acc']:>8.2f} ± "
-              f"{100 * row['std_test_acc']:.2f} % {seeds:>26} {statistics.median(row['wall_time_s']):>11.0f} "
+        spread = f"± {100 * row['std_test_acc']:.2f} %" if len(row["seeds"]) > 1 else "% (1 seed)"
+        print(f"{name:<18} {backbone:<19} {100 * row['mean_val_acc']:>8.2f}% {100 * row['mean_test_acc']:>8.2f} "
+              f"{spread:<10} {seeds:>24} {statistics.median(row['wall_time_s']):>11.0f} "
               f"{max(row['one_off_time_s']):>11.0f}")
     met = chosen is not None and variants[chosen]["mean_test_acc"] >= GOAL
     print(f"chosen by validation: {chosen}{' (tied with ' + ', '.join(n for n in tied if n != chosen) + '; the cheaper)' if len(tied) > 1 else ''}; goal {100 * GOAL:.0f} % (test, mean of 3 seeds): "
