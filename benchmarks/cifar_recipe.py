@@ -141,8 +141,8 @@ def main() -> None:
     recorded = read_json(OUT) if OUT.is_file() else {}
     records = dict(recorded.get("records", {}))
     # The same recipe recorded under an earlier version's name keeps that name (its protocol decides)
-    name = next((key for key, value in records.items() if name not in records
-                 and value.get("protocol") == recipe["protocol"]), name)
+    if name not in records:
+        name = next((key for key, value in records.items() if value.get("protocol") == recipe["protocol"]), name)
     records[name] = merge_records(records[name], recipe) if args.merge and name in records else recipe
     lab = lab_reference("basenet_pp")["mean_test_acc"], lab_reference("basenet")["mean_test_acc"]
     plot(records, RESULTS / "cifar_recipe_curve.png", {"lab BaseNet++ (test)": lab[0], "lab BaseNet (test)": lab[1]})

@@ -18,6 +18,7 @@ from torch import nn
 from cnnlab.catalogue import BACKBONES
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.fileio import read_state_file
+from cnnlab.models.efficientnet_lite import LITE_SCALING
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -243,12 +244,12 @@ def _lite_adapt(trunk: nn.Module, state: dict) -> None:
         trunk.load_state_dict(state, strict=True)
 
 
-# ImageNet top-1 of the TensorFlow originals (efficientnet/lite/README.md), and the resolution each
-# was trained at: Lite1 and Lite2 are Lite0 scaled up in width, depth and input size.
-LITE_WEIGHTS = {"lite0": (75.1, 224), "lite1": (76.7, 240), "lite2": (77.6, 260)}
+# ImageNet top-1 of the TensorFlow originals (efficientnet/lite/README.md), each at the resolution
+# it was trained at (LITE_SCALING): Lite1 and Lite2 are Lite0 scaled up in width, depth and input size.
+LITE_TOP1 = {"lite0": 75.1, "lite1": 76.7, "lite2": 77.6}
 
-for _variant, (_top1, _size) in LITE_WEIGHTS.items():
-    _name = f"efficientnet_{_variant}"
+for _variant, _top1 in LITE_TOP1.items():
+    _name, _size = f"efficientnet_{_variant}", LITE_SCALING[_variant][2]
     register_backbone(BackboneEntry(
         name=_name, build=lambda v=_variant: _lite_trunk(v), num_features=1280, stages=BACKBONES[_name].stages,
         weights={"imagenet": WeightsEntry(

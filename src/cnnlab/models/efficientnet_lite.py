@@ -101,7 +101,6 @@ class EfficientNetLite(nn.Module):
     def __init__(self, variant: str = "lite0", *, drop_path: float = 0.2):
         super().__init__()
         width, depth, _ = LITE_SCALING[variant]
-        self.variant = variant
         self.stages = scaled_stages(width, depth)
         self.stem = _conv_bn(3, 32, 3, stride=2)
         total = sum(r for r, *_ in self.stages)
