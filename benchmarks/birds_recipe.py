@@ -3,12 +3,14 @@
     python benchmarks/birds_recipe.py --run probe_224 probe_crop_224 probe_288 recipe_short recipe_strong
     python benchmarks/birds_recipe.py --run lite2_probe lite2_recipe
     python benchmarks/birds_recipe.py --folder recipe_strong=RUNS/birdnet_recipe/<stamp> ...     # reads finished ones
+    python benchmarks/birds_recipe.py --folder lite2_recipe_260=<seed 1> --folder lite2_recipe_260=<seeds 2, 3>
 
 Each variant is a preset plus overrides (VARIANTS below), 3 seeds, on ../shared/data/birds-subset50
 (1,304 train / 145 validation / 1,500 test images, 50 species). `--run` trains the named variants
 one after another with `cnnlab run` (the time of one: the probes ~2–4 min, the strong fine-tune
 ~13 min a seed on the 2-core CPU); `--folder NAME=PATH` summarises an experiment folder trained
-with that variant's overrides (checked against its experiment.yaml). The variant to keep is the
+with that variant's overrides (checked against its experiment.yaml; a variant named again joins the
+seeds of its folders, which must share one protocol). The variant to keep is the
 one with the best mean validation accuracy; the test figures are reported for every variant but
 never used to choose. Writes results/birds_recipe_cpu.json (merged with the variants recorded
 there before) and prints the table. gpu_suite.py runs the same variants on a lent GPU.
@@ -24,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from _common import RESULTS, SHARED_DATA, write_json
+from _records import experiment_record, merge_records
 
 from cnnlab.config import load_experiment
 
@@ -47,27 +50,35 @@ VARIANTS = {
     # 1.5x the multiply-adds at the lab's 224 px, which is kept: the photographs are 227 px) ...
     "lite2_probe": ("birdnet_v0", LITE2),
     "lite2_recipe": ("birdnet_recipe", {**LITE2, **PRESET_NOW}),
-    # ... and at Lite2's own 260 px (2x Lite0's multiply-adds at 224; one seed so far)
+    # ... and at Lite2's own 260 px (2x Lite0's multiply-adds at 224; the one chosen on validation)
     "lite2_recipe_260": ("birdnet_recipe", {**LITE2, "data.image_size": 260, **PRESET_NOW}),
 }
 GOAL = 0.92
 
 
-def summarise(name: str, folder: Path) -> dict:
+def summarise(name: str, folders: list[Path]) -> dict:
+    """One variant's row from the experiment folders it was trained in, their seeds joined (_records.py:
+    the folders must share one protocol; a seed in two folders keeps the later folder's run)."""
     preset, overrides = VARIANTS[name]
-    recorded = folder / "experiment.yaml"
-    as_run = load_experiment(recorded)
-    for key, value in {**LITE0, **overrides}.items():  # the folder must have been trained as the variant
-        if load_experiment(recorded, overrides={key: value}) != as_run:
-            raise SystemExit(f"{folder}: trained with another {key} than variant {name}'s {value!r}")
-    runs = json.loads((folder / "summary.json").read_text())["runs"]
+    record = None
+    for folder in folders:
+        recorded = folder / "experiment.yaml"
+        as_run = load_experiment(recorded)
+        for key, value in {**LITE0, **overrides}.items():  # the folder must have been trained as the variant
+            if load_experiment(recorded, overrides={key: value}) != as_run:
+                raise SystemExit(f"{folder}: trained with another {key} than variant {name}'s {value!r}")
+        _, found = experiment_record(folder, extra=lambda unit, results: {
+            "seed": results["seed"], "one_off_time_s": results.get("one_off_time_s", 0.0)})
+        record = found if record is None else merge_records(record, found)
+    runs = record["seeds"]
     val, test = [r["final_val_acc"] for r in runs], [r["test_acc"] for r in runs]
-    return {"preset": preset, "overrides": overrides, "folder": str(folder), "seeds": [r["seed"] for r in runs],
+    return {"preset": preset, "overrides": overrides, "folders": record["folders"], "seeds": [r["seed"] for r in runs],
+            "unfinished": record["unfinished"],
             "val_acc": val, "test_acc": test, "mean_val_acc": statistics.mean(val),
             "mean_test_acc": statistics.mean(test), "std_test_acc": statistics.stdev(test) if len(test) > 1 else 0.0,
             "wall_time_s": [r["wall_time_s"] for r in runs],
-            "one_off_time_s": [r.get("one_off_time_s", 0.0) for r in runs],  # feature extraction, once
-            "median_epoch_s": [r["median_epoch_time_s"] for r in runs]}
+            "one_off_time_s": [r["one_off_time_s"] for r in runs],  # feature extraction, once
+            "median_epoch_s": [r["median_epoch_s"] for r in runs]}
 
 
 def train(name: str, data: str, out: Path) -> Path:
@@ -81,25 +92,28 @@ def train(name: str, data: str, out: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", nargs="*", default=[], choices=sorted(VARIANTS), metavar="VARIANT")
-    ap.add_argument("--folder", nargs="*", default=[], metavar="VARIANT=PATH")
+    ap.add_argument("--folder", nargs="+", action="extend", default=[], metavar="VARIANT=PATH")
     ap.add_argument("--data", default=str(SHARED_DATA / "birds-subset50"))
     ap.add_argument("--out", type=Path, help="parent of the run folders (default: a temporary folder)")
     args = ap.parse_args()
     if not args.run and not args.folder:
         ap.error("give --run VARIANT ... or --folder VARIANT=PATH ...")
-    folders = {}
-    for item in args.folder:
+    folders: dict[str, list[Path]] = {}
+    for item in args.folder:  # a variant named twice has its seeds in two folders (e.g. seed 1, then 2 and 3)
         name, _, path = item.partition("=")
         if name not in VARIANTS or not path:
             ap.error(f"--folder {item}: expected VARIANT=PATH with VARIANT one of {', '.join(VARIANTS)}")
-        folders[name] = Path(path)
+        folders.setdefault(name, []).append(Path(path))
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
         rows = {name: summarise(name, folder) for name, folder in folders.items()}
         for name in args.run:
-            rows[name] = summarise(name, train(name, args.data, out))
+            rows[name] = summarise(name, [train(name, args.data, out)])
     previous = RESULTS / "birds_recipe_cpu.json"
     kept = json.loads(previous.read_text())["variants"] if previous.is_file() else {}
+    for row in kept.values():  # recorded before a variant could span folders
+        if "folder" in row:
+            row["folders"] = [row.pop("folder")]
     variants = {**kept, **rows}
     # only variants measured over 3 seeds compete (the goal is a mean of 3); fewer are shown, not chosen
     recipes = [n for n in variants if variants[n]["preset"] == "birdnet_recipe" and len(variants[n]["seeds"]) >= 3]

@@ -1,0 +1,178 @@
+"""Where a training epoch's time goes, part by part, through the real loop (training/loop.py).
+
+    python benchmarks/epoch_parts.py [cifar_recipe] [--steps 40] [--set KEY=VALUE ...]
+
+Builds the preset's Trainer on ../shared/data (CIFAR-25 for the CIFAR presets), takes the first
+`--steps` batches of the training split, runs one warm-up epoch on them, then one timed epoch
+with clocks around each part of `train_one_epoch`: the batch (reading and indexing the images),
+preprocessing (augmentation and normalisation), mixing (CutMix/mixup), the forward pass, the
+loss, the backward pass (with zero_grad), the optimizer step, the schedule, the weight average's
+update and the bookkeeping left over; then the validation pass as the trainer runs it (with
+TTA when the preset has it). CPU work is synchronous, so the clocks need no sync. A full epoch
+is the per-step figures times the steps an epoch has (`steps_per_epoch`) plus the validation.
+Prints a table and writes results/epoch_parts.json, one case per preset and overrides (the
+other cases recorded there stay).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+import yaml
+
+from _common import RESULTS, SHARED_DATA, write_json
+
+from cnnlab.config import load_experiment
+from cnnlab.models.summary import macs_per_image
+from cnnlab.studies.experiment import load_data
+from cnnlab.training.loop import evaluate, train_one_epoch
+from cnnlab.training.trainer import Trainer
+
+
+class Clocks:
+    """Seconds per named part, summed over the timed epoch."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = defaultdict(float)
+        self.on = False
+        self.mark = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        """Charge the time since the previous lap to `part`."""
+        now = time.perf_counter()
+        if self.on:
+            self.totals[part] += now - self.mark
+        self.mark = now
+
+
+def timed(clocks: Clocks, part: str, fn):
+    """`fn`, with the time before it charged to "bookkeeping" and its own time to `part`."""
+    def call(*args, **kwargs):
+        clocks.lap("bookkeeping")
+        out = fn(*args, **kwargs)
+        clocks.lap(part)
+        return out
+    return call
+
+
+class TimedBatches:
+    """The training split, its batches' reading charged to "batch"."""
+
+    def __init__(self, source, clocks: Clocks):
+        self.source, self.clocks = source, clocks
+        self.device = source.device
+
+    def __len__(self):
+        return len(self.source)
+
+    def batches(self, *args, **kwargs):
+        iterator = iter(self.source.batches(*args, **kwargs))
+        while True:
+            self.clocks.lap("bookkeeping")
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.clocks.lap("batch")
+            yield batch
+
+
+class TimedMixer:
+    def __init__(self, mixer, clocks: Clocks):
+        self.mixer, self.enabled = mixer, mixer.enabled
+        self.call = timed(clocks, "mixing", mixer)
+
+    def __call__(self, *args):
+        return self.call(*args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("preset", nargs="?", default="cifar_recipe")
+    ap.add_argument("--data", default=str(SHARED_DATA / "cifar100-subset25"))
+    ap.add_argument("--steps", type=int, default=40, help="training batches timed (default 40)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration override")
+    args = ap.parse_args()
+    overrides = {"data.path": args.data}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    cfg = load_experiment(args.preset, overrides=overrides)
+    splits = load_data(cfg, log=lambda line: None)
+    trainer = Trainer(cfg, splits, seed=1, log=lambda line: None, progress=False)
+    data, model = trainer._start_phase(0, trainer.phases[0], range(1, trainer.epochs + 1))
+    tc = cfg.train
+    train = data.train.subset(torch.arange(min(len(data.train), args.steps * tc.batch_size)))
+    clocks = Clocks()
+
+    forward_start = model.register_forward_pre_hook(lambda module, inputs: clocks.lap("bookkeeping"))
+    forward_end = model.register_forward_hook(lambda module, inputs, output: clocks.lap("forward"))
+    trainer.optimizer.register_step_pre_hook(lambda opt, a, k: clocks.lap("backward"))
+    trainer.optimizer.register_step_post_hook(lambda opt, a, k: clocks.lap("optimizer step"))
+    scheduler_step = trainer.scheduler.step
+    trainer.scheduler.step = timed(clocks, "schedule", scheduler_step)
+    loss_fn = timed(clocks, "loss", trainer.train_loss)
+    ema = timed(clocks, "weight average", trainer.ema.update) if trainer.ema is not None else None
+    mixer = TimedMixer(trainer.mixer, clocks) if trainer.mixer.enabled else None
+    preprocess = timed(clocks, "preprocess", data.preprocess)
+
+    def epoch(number: int) -> float:
+        start = time.perf_counter()
+        clocks.mark = start
+        train_one_epoch(model, TimedBatches(train, clocks), preprocess=preprocess, optimizer=trainer.optimizer,
+                        scheduler=trainer.scheduler, loss_fn=loss_fn, batch_size=tc.batch_size,
+                        generator=torch.Generator().manual_seed(number), epoch=number, amp=trainer.amp,
+                        channels_last=data.channels_last, progress=False, after_step=ema, mixer=mixer)
+        clocks.lap("bookkeeping")
+        return time.perf_counter() - start
+
+    epoch(1)  # warm-up: oneDNN's kernels are chosen, memory is mapped
+    clocks.on = True
+    train_s = epoch(2)
+    clocks.on = False
+    forward_start.remove()
+    forward_end.remove()
+    val_s = []
+    for _ in range(3):
+        start = time.perf_counter()
+        evaluate(trainer._eval_module(data), data.val, preprocess=data.preprocess, loss_fn=trainer.eval_loss,
+                 batch_size=tc.eval_batch_size, amp=trainer.amp, channels_last=data.channels_last,
+                 tta=trainer._tta(data))
+        val_s.append(time.perf_counter() - start)
+    steps = -(-len(train) // tc.batch_size)
+    per_step = {part: seconds / steps for part, seconds in clocks.totals.items()}
+    full_steps = trainer.steps_per_epoch
+    epoch_s = sum(per_step.values()) * full_steps + statistics.median(val_s)
+    print(f"{args.preset}: {steps} steps of {tc.batch_size} timed ({train_s:.1f} s), "
+          f"{full_steps} steps an epoch, {torch.get_num_threads()} threads, {'bf16' if trainer.amp else 'fp32'}")
+    print(f"{'part':<18} {'ms a step':>10} {'s an epoch':>11} {'share':>7}")
+    rows = sorted(per_step.items(), key=lambda kv: -kv[1]) + [("validation", statistics.median(val_s) / full_steps)]
+    for part, seconds in rows:
+        print(f"{part:<18} {1000 * seconds:>10.1f} {seconds * full_steps:>11.2f} {100 * seconds * full_steps / epoch_s:>6.1f}%")
+    print(f"{'an epoch':<18} {'':>10} {epoch_s:>11.2f}")
+    # the convolutions' pace: a forward pass is 2 FLOP a multiply-add; the backward does twice
+    # the forward's work (the gradients of the inputs and of the weights)
+    flop = 2 * macs_per_image(trainer.model, splits.input_size) * tc.batch_size
+    pace = {"forward_gflop_s": flop / per_step["forward"] / 1e9, "backward_gflop_s": 2 * flop / per_step["backward"] / 1e9}
+    print(f"forward {pace['forward_gflop_s']:.0f} GFLOP/s, backward {pace['backward_gflop_s']:.0f} GFLOP/s "
+          f"({flop / 2 / tc.batch_size / 1e6:.0f} M multiply-adds an image)")
+    case = " ".join([args.preset, *args.set])
+    previous = RESULTS / "epoch_parts.json"
+    cases = json.loads(previous.read_text())["cases"] if previous.is_file() else {}
+    cases[case] = {"preset": args.preset, "overrides": overrides, "timed_steps": steps, "batch_size": tc.batch_size,
+                   "steps_per_epoch": full_steps, "threads": torch.get_num_threads(),
+                   "precision": "bf16" if trainer.amp else "fp32", "seconds_per_step": per_step,
+                   "validation_s": val_s, "estimated_epoch_s": epoch_s, "macs_per_image": flop // 2 // tc.batch_size,
+                   **pace}
+    path = write_json("epoch_parts", {"cases": cases})  # one case per preset and overrides, the others kept
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
