@@ -50,6 +50,29 @@ def test_torchrun_two_processes_match_one(npz_data, tmp_path):
     assert json.loads(results.read_text())["processes"] == 2
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_with_cutmix_and_mixup_mixes_and_repeats_exactly(npz_data, tmp_path):
+    """Mixing works under torchrun and repeats exactly. Each process mixes its own share of the
+    global batch (partners from within the shard), so it does not equal one process's run, which
+    pairs across the whole batch: the comparison is with a second identical 2-process run."""
+    common = ["run", "basenet", "--data", str(npz_data), "--epochs", "2", "--batch-size", "16", "--seeds", "1",
+              "--device", "cpu", "--no-progress", "--set", "train.cutmix=1.0", "--set", "train.mixup=0.4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows = []
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               "-m", "cnnlab", *common, "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows.append(_rows(tmp_path / name))
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert len(rows[0]) == 2 and [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
+    # a mixed image counts λ for its own label, so the training accuracy is not a whole count of images
+    (results,) = (tmp_path / "a").glob("*/*/seed-1/results.json")
+    seen = json.loads(results.read_text())["num_train"]
+    assert any(abs(float(r["train_acc"]) * seen - round(float(r["train_acc"]) * seen)) > 1e-6 for r in rows[0])
+
+
 def test_commands_that_are_not_distributed_refuse_torchrun():
     env = {**os.environ, "WORLD_SIZE": "2"}
     result = subprocess.run([sys.executable, "-m", "cnnlab", "ablation", "basenet_pp"], capture_output=True,
