@@ -13,6 +13,7 @@ from cnnlab.data.streaming import StreamingSet
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.models import create_model, model_summary
 from cnnlab.studies import run_experiment
+from cnnlab.studies.experiment import data_key, load_data
 from cnnlab.training.phases import apply_phase, set_train_mode
 from conftest import BIRD_CLASSES
 
@@ -131,6 +132,25 @@ def test_every_variant_trains_a_step_without_weights(variant, birds_lab, tmp_pat
     assert results["test_acc"] * 6 == pytest.approx(round(results["test_acc"] * 6), abs=1e-9)  # k of 6 right
     # V0-V2 train on cached features throughout; the recipe's probe phase does too
     assert results["feature_cache"] == (variant in ("birdnet_v0", "birdnet_v1", "birdnet_v2", "birdnet_recipe"))
+
+
+@pytest.mark.parametrize("backbone,size", [("resnet50", 224), ("efficientnet_lite0", 224),
+                                           ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_the_recipe_sizes_the_images_as_the_backbone_was_trained_and_the_lab_presets_keep_224(backbone, size,
+                                                                                            birds_lab):
+    def input_size(preset: str, **overrides) -> tuple:
+        cfg = load_experiment(preset, overrides={"data.path": str(birds_lab), "model_args.backbone": backbone,
+                                                 "model_args.weights": "none", **overrides})
+        return tuple(load_data(cfg, log=lambda line: None).input_size)
+
+    assert input_size("birdnet_recipe") == (3, size, size)  # data.image_size 0: the weights' own size
+    assert input_size("birdnet_recipe", **{"data.image_size": 192}) == (3, 192, 192)  # a size named wins
+    assert input_size("birdnet_v4") == (3, 224, 224)  # the lab's protocol: 224 px on any backbone
+    # a compare of V0–V4 and the recipe loads the images once where the sizes resolve alike
+    same = {"model_args.backbone": backbone, "model_args.weights": "none"}
+    shares = data_key(load_experiment("birdnet_recipe", overrides=same)) == data_key(
+        load_experiment("birdnet_v0", overrides=same))
+    assert shares == (size == 224)
 
 
 def test_frozen_parameters_stay_unchanged_and_unfrozen_ones_change():

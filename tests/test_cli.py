@@ -79,6 +79,15 @@ def test_debug_shows_the_traceback():
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+def test_summary_shows_the_images_the_experiment_trains_on():
+    recipe = cnnlab("summary", "birdnet_recipe", "--backbone", "efficientnet_lite2")  # its weights' 260 px
+    assert recipe.returncode == 0, recipe.stderr
+    assert "(None, 130, 130, 32)" in recipe.stdout  # the stem halves 260
+    lab = cnnlab("summary", "birdnet_v4", "--backbone", "efficientnet_lite2")  # the lab's 224 px
+    assert lab.returncode == 0, lab.stderr
+    assert "(None, 112, 112, 32)" in lab.stdout
+
+
 def test_summary_of_birdnet_v1_needs_no_weights_and_shows_the_lab_head():
     result = cnnlab("summary", "birdnet_v1")
     assert result.returncode == 0, result.stderr

@@ -115,9 +115,13 @@ def cmd_summary(args) -> int:
     if entry.preprocessing is not None:  # counts need no weights and no network
         cfg.model_args = {**cfg.model_args, "weights": "none", **({"backbone": args.backbone} if args.backbone else {})}
     num_classes = args.num_classes or (200 if entry.preprocessing is not None else cfg.data.num_classes)
-    model = build_model(cfg, num_classes, entry.input_size)
+    # the images the experiment would train on: its data.image_size, else its weights' own size
+    weights_size = entry.preprocessing(cfg.model_args).size if entry.preprocessing is not None else None
+    side = cfg.data.image_size or weights_size or entry.input_size[1]
+    input_size = (entry.input_size[0], side, side)
+    model = build_model(cfg, num_classes, input_size)
     freeze_for_phase(model, resolve_phases(cfg.train)[0])  # show what the first phase trains
-    print(model_summary(model, entry.input_size).render(cfg.model))
+    print(model_summary(model, input_size).render(cfg.model))
     return 0
 
 

@@ -59,8 +59,16 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
 
 
 def data_key(cfg: ExperimentConfig) -> str:
-    """Experiments with equal keys read the same splits, so one load can serve them all."""
-    return repr((cfg.data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
+    """Experiments with equal keys read the same splits, so one load can serve them all.
+
+    An image size of 0 is the pretrained weights' own (as load_splits resolves it), so
+    birdnet_recipe's 0 on ResNet50 shares the images V0–V4 load at 224 px instead of a second load.
+    """
+    data = cfg.data
+    weights_preprocessing = model_preprocessing(cfg.model, cfg.model_args) if not data.image_size else None
+    if weights_preprocessing is not None:
+        data = dataclasses.replace(data, image_size=weights_preprocessing.size)
+    return repr((data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
 
 
 def describe_splits(splits: DataSplits) -> str:
