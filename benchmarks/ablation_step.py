@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from cnnlab.cli.main import parse_set_options
 from cnnlab.config import save_config
 from cnnlab.errors import CnnlabError
 from cnnlab.studies.ablation.config import load_ablation
@@ -32,23 +31,19 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration override")
     ap.add_argument("-o", "--output", type=Path, required=True, help="the experiment file to write")
     args = ap.parse_args()
-    overrides = {"data.path": args.data} if args.data else {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(raw)
     try:
+        overrides, origins = parse_set_options(args.set)
         ablation = load_ablation(args.ablation)
     except CnnlabError as exc:
         ap.error(str(exc))
+    if args.data:  # a --set data.path=... still wins, as it did
+        overrides, origins = {"data.path": args.data, **overrides}, {"data.path": "--data", **origins}
     names = [step.name for step in ablation.steps]
     if args.step not in names:
         ap.error(f"ablation {ablation.name} has no step {args.step!r}; its steps: {', '.join(names)}")
     if args.output.exists():
         ap.error(f"{args.output} exists; not overwriting it")
     try:
-        origins = {key: ("--data" if key == "data.path" else f"--set {key}") for key in overrides}
         cfg = step_configs(ablation, overrides, origins)[names.index(args.step)]
     except CnnlabError as exc:  # an override the configuration refuses, named
         ap.error(str(exc))

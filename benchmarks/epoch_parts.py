@@ -22,11 +22,13 @@ import time
 from collections import defaultdict
 
 import torch
-import yaml
 
 from _common import RESULTS, SHARED_DATA, write_json
 
+from cnnlab.cli.main import parse_set_options
 from cnnlab.config import load_experiment
+from cnnlab.data.batches import num_batches
+from cnnlab.errors import CnnlabError
 from cnnlab.models.summary import macs_per_image
 from cnnlab.studies.experiment import load_data
 from cnnlab.training.loop import evaluate, train_one_epoch
@@ -83,7 +85,7 @@ class TimedBatches:
 
 class TimedMixer:
     def __init__(self, mixer, clocks: Clocks):
-        self.mixer, self.enabled = mixer, mixer.enabled
+        self.enabled = mixer.enabled
         self.call = timed(clocks, "mixing", mixer)
 
     def __call__(self, *args):
@@ -97,13 +99,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="training batches timed (default 40)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration override")
     args = ap.parse_args()
-    overrides = {"data.path": args.data}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(raw)
-    cfg = load_experiment(args.preset, overrides=overrides)
+    try:
+        sets, origins = parse_set_options(args.set)
+        overrides = {"data.path": args.data, **sets}
+        cfg = load_experiment(args.preset, overrides=overrides, origins=origins)
+    except CnnlabError as exc:
+        ap.error(str(exc))
     splits = load_data(cfg, log=lambda line: None)
     trainer = Trainer(cfg, splits, seed=1, log=lambda line: None, progress=False)
     data, model = trainer._start_phase(0, trainer.phases[0], range(1, trainer.epochs + 1))
@@ -115,8 +116,7 @@ def main() -> None:
     forward_end = model.register_forward_hook(lambda module, inputs, output: clocks.lap("forward"))
     trainer.optimizer.register_step_pre_hook(lambda opt, a, k: clocks.lap("backward"))
     trainer.optimizer.register_step_post_hook(lambda opt, a, k: clocks.lap("optimizer step"))
-    scheduler_step = trainer.scheduler.step
-    trainer.scheduler.step = timed(clocks, "schedule", scheduler_step)
+    trainer.scheduler.step = timed(clocks, "schedule", trainer.scheduler.step)
     loss_fn = timed(clocks, "loss", trainer.train_loss)
     ema = timed(clocks, "weight average", trainer.ema.update) if trainer.ema is not None else None
     mixer = TimedMixer(trainer.mixer, clocks) if trainer.mixer.enabled else None
@@ -145,7 +145,7 @@ def main() -> None:
                  batch_size=tc.eval_batch_size, amp=trainer.amp, channels_last=data.channels_last,
                  tta=trainer._tta(data))
         val_s.append(time.perf_counter() - start)
-    steps = -(-len(train) // tc.batch_size)
+    steps = num_batches(len(train), tc.batch_size)
     per_step = {part: seconds / steps for part, seconds in clocks.totals.items()}
     full_steps = trainer.steps_per_epoch
     epoch_s = sum(per_step.values()) * full_steps + statistics.median(val_s)

@@ -26,7 +26,14 @@ def _overrides(args) -> tuple[dict, dict]:
             overrides[key], origins[key] = value, f"--{option.replace('_', '-')}"
     if args.no_feature_cache:
         overrides["train.feature_cache"], origins["train.feature_cache"] = False, "--no-feature-cache"
-    for item in args.set:
+    sets, set_origins = parse_set_options(args.set)
+    return {**overrides, **sets}, {**origins, **set_origins}
+
+
+def parse_set_options(items: list[str]) -> tuple[dict, dict]:
+    """`--set KEY=VALUE` items as dotted keys with YAML values, and the option that set each key."""
+    overrides, origins = {}, {}
+    for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -100,7 +107,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from cnnlab.models import get_model_entry
+    from cnnlab.data.sources import named_image_size
+    from cnnlab.models import get_model_entry, model_preprocessing
     from cnnlab.models.summary import model_summary
     from cnnlab.training import build_model
     from cnnlab.training.phases import freeze_for_phase, resolve_phases
@@ -116,8 +124,7 @@ def cmd_summary(args) -> int:
         cfg.model_args = {**cfg.model_args, "weights": "none", **({"backbone": args.backbone} if args.backbone else {})}
     num_classes = args.num_classes or (200 if entry.preprocessing is not None else cfg.data.num_classes)
     # the images the experiment would train on: its data.image_size, else its weights' own size
-    weights_size = entry.preprocessing(cfg.model_args).size if entry.preprocessing is not None else None
-    side = cfg.data.image_size or weights_size or entry.input_size[1]
+    side = named_image_size(cfg.data, model_preprocessing(cfg.model, cfg.model_args)) or entry.input_size[1]
     input_size = (entry.input_size[0], side, side)
     model = build_model(cfg, num_classes, input_size)
     freeze_for_phase(model, resolve_phases(cfg.train)[0])  # show what the first phase trains

@@ -77,9 +77,15 @@ def _streamer(cfg: DataConfig, preprocessing, size: int):
     return make, resize, crop_ratio
 
 
+def named_image_size(cfg: DataConfig, preprocessing) -> int:
+    """The side images are resized to when the experiment or its weights say: data.image_size, else
+    the pretrained weights' size; 0 when neither does (the images or the model then decide)."""
+    return cfg.image_size or (preprocessing.size if preprocessing is not None else 0)
+
+
 def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log) -> DataSplits:
     listed = read_listed(path, layout)
-    size = cfg.image_size or (preprocessing.size if preprocessing else 224)
+    size = named_image_size(cfg, preprocessing) or 224
     stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
 
     def make(images) -> StreamingSet:
@@ -98,10 +104,9 @@ def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log)
 
 def _photo_size(cfg: DataConfig, preprocessing, default_size: int, paths: list[Path]) -> int:
     """The side images are resized to: asked for, the weights', the images' own (one square size), or the model's."""
-    if cfg.image_size:
-        return cfg.image_size
-    if preprocessing is not None:
-        return preprocessing.size
+    named = named_image_size(cfg, preprocessing)
+    if named:
+        return named
     from PIL import Image
 
     sizes = set()

@@ -19,7 +19,7 @@ from typing import Callable
 from cnnlab.config import ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, save_config
 from cnnlab.data.images import DataSplits
 from cnnlab.data.preprocess import check_crop_fits
-from cnnlab.data.sources import load_splits
+from cnnlab.data.sources import load_splits, named_image_size
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
@@ -64,10 +64,8 @@ def data_key(cfg: ExperimentConfig) -> str:
     An image size of 0 is the pretrained weights' own (as load_splits resolves it), so
     birdnet_recipe's 0 on ResNet50 shares the images V0–V4 load at 224 px instead of a second load.
     """
-    data = cfg.data
-    weights_preprocessing = model_preprocessing(cfg.model, cfg.model_args) if not data.image_size else None
-    if weights_preprocessing is not None:
-        data = dataclasses.replace(data, image_size=weights_preprocessing.size)
+    size = named_image_size(cfg.data, model_preprocessing(cfg.model, cfg.model_args))
+    data = dataclasses.replace(cfg.data, image_size=size)
     return repr((data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
 
 
