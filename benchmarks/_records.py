@@ -34,7 +34,8 @@ def experiment_record(folder: Path, extra: SeedExtra | None = None) -> tuple[Exp
         r = json.loads(path.read_text())
         entry = {"unit": unit, "folder": str(folder.resolve()), "test_acc": r["test_acc"], "test_loss": r["test_loss"],
                  "final_val_acc": r.get("final_val_acc"), "epochs": r["epochs_trained"],
-                 "median_epoch_s": r["median_epoch_time_s"], "wall_time_s": r["wall_time_s"], "device": r["device"]}
+                 "median_epoch_s": r["median_epoch_time_s"], "wall_time_s": r["wall_time_s"], "device": r["device"],
+                 "precision": r.get("precision")}
         seeds.append({**entry, **(extra(folder / unit, r) if extra else {})})
     if not seeds:
         raise SystemExit(f"{folder}: no finished run yet ({', '.join(unfinished)} unfinished)")

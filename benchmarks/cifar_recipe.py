@@ -49,6 +49,12 @@ def recipe_name(cfg) -> str:
     return base + (" + " + ", ".join(f"{k}={flat.get(k)}" for k in changed) if changed else "")
 
 
+def precision(record: dict) -> str:
+    """fp32, bf16, or "mixed" over a record's seeds (records of cnnlab ≤ 0.7 name none: all fp32)."""
+    kinds = {seed.get("precision") or "fp32" for seed in record["seeds"]}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def seed_extra(seed_dir: Path, results: dict) -> dict:
     return {"quiet_wall_s": quiet_epoch_s(seed_dir) * results["epochs_trained"], "curve": seed_curve(seed_dir)}
 
@@ -138,11 +144,14 @@ def main() -> None:
         ap.error("give --run or --folder")
     cfg, recipe = experiment_record(args.folder, seed_extra)
     name, recipe = recipe_name(cfg), {**recipe, "cnnlab": __version__}
+    if precision(recipe) != "fp32":  # the protocol leaves precision out (it changes speed, not the recipe)
+        name += f" in {precision(recipe)}"
     recorded = read_json(OUT) if OUT.is_file() else {}
     records = dict(recorded.get("records", {}))
-    # The same recipe recorded under an earlier version's name keeps that name (its protocol decides)
+    # The same recipe recorded under an earlier version's name keeps that name (its protocol and precision decide)
     if name not in records:
-        name = next((key for key, value in records.items() if value.get("protocol") == recipe["protocol"]), name)
+        name = next((key for key, value in records.items()
+                     if value.get("protocol") == recipe["protocol"] and precision(value) == precision(recipe)), name)
     records[name] = merge_records(records[name], recipe) if args.merge and name in records else recipe
     lab = lab_reference("basenet_pp")["mean_test_acc"], lab_reference("basenet")["mean_test_acc"]
     plot(records, RESULTS / "cifar_recipe_curve.png", {"lab BaseNet++ (test)": lab[0], "lab BaseNet (test)": lab[1]})

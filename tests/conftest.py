@@ -38,6 +38,14 @@ def no_weight_downloads(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
+@pytest.fixture(autouse=True)
+def fp32_on_every_cpu(monkeypatch):
+    """`train.amp: auto` stays fp32 on a CPU with native bf16 (AVX512-BF16, AMX) too, in this process and
+    in the seed processes it spawns, so the tests that recompute a run's figures in fp32 check the same
+    numbers on every machine; bf16 is tested by name (`train.amp: bf16`, test_engine's detection)."""
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "0")
+
+
 def interrupt_after(epoch: int):
     """A log function that presses Ctrl-C as the line of `epoch` is printed (after its checkpoint)."""
     def log(line: str) -> None:

@@ -19,7 +19,7 @@ from conftest import interrupt_after
 
 from cnnlab.config import PhaseConfig, TrainConfig, load_experiment
 from cnnlab.data import load_splits
-from cnnlab.errors import RunInterrupted
+from cnnlab.errors import ConfigError, RunInterrupted
 from cnnlab.models import create_model
 from cnnlab.studies import resume, run_experiment
 from cnnlab.training import Trainer
@@ -101,9 +101,18 @@ def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, 
     assert device.cpu_has_native_bf16(str(sapphire)) and not device.cpu_has_native_bf16(str(epyc))
     assert not device.cpu_has_native_bf16(str(tmp_path / "no-such-file"))  # macOS, Windows: fp32
     cpu = torch.device("cpu")
+    monkeypatch.delenv("CNNLAB_CPU_BF16")  # the suite's own setting (conftest): the detection decides
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
     assert loop.resolve_amp("auto", cpu) and not loop.resolve_amp("off", cpu)
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "0")  # overrides the detection either way
+    assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
+    assert loop.resolve_amp("auto", cpu)
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "yes")
+    with pytest.raises(ConfigError, match=r"\$CNNLAB_CPU_BF16: expected 0 or 1, got 'yes'"):
+        loop.resolve_amp("auto", cpu)
+    monkeypatch.delenv("CNNLAB_CPU_BF16")
     assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
     assert loop.resolve_amp("auto", torch.device("cuda")) and not loop.resolve_amp("off", torch.device("cuda"))
 

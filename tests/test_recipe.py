@@ -12,7 +12,9 @@ from cnnlab.data.preprocess import augment, cutout, random_crop
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
 from cnnlab.studies import run_experiment
-from cnnlab.training.loop import evaluate, predict_logits
+from cnnlab.inference.interpret import interpret_run
+from cnnlab.inference.trained import load_trained, run_data
+from cnnlab.training.loop import _shifted, evaluate, predict_logits
 
 
 def _numbered(n: int = 8, size: int = 16) -> torch.Tensor:
@@ -79,11 +81,11 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror():
     prep = lambda x, train: x.float()  # noqa: E731
     plain, _ = predict_logits(_Asymmetric(), data, preprocess=prep, batch_size=4)
     mirrored, _ = predict_logits(_Asymmetric(), ImageSet(images.flip(3), data.labels), preprocess=prep, batch_size=4)
-    tta, _ = predict_logits(_Asymmetric(), data, preprocess=prep, batch_size=4, tta=True)
+    tta, _ = predict_logits(_Asymmetric(), data, preprocess=prep, batch_size=4, tta="flip")
     assert torch.allclose(tta, (plain + mirrored) / 2)
     assert not torch.allclose(tta, plain)
     metrics = evaluate(_Asymmetric(), data, preprocess=prep, loss_fn=torch.nn.CrossEntropyLoss(), batch_size=4,
-                       tta=True)
+                       tta="flip")
     assert metrics["acc"] == float(((tta.argmax(1) == data.labels).float().mean()))
 
 
@@ -99,7 +101,55 @@ def test_cifar_recipe_preset_trains_on_generated_data(npz_data, tmp_path):
     cfg = load_experiment("cifar_recipe", overrides={"data.path": str(npz_data), "out": str(tmp_path), "seeds": [1],
                                                      "train.epochs": 3, "train.batch_size": 32,
                                                      "model_args.widths": [8, 16, 32], "device": "cpu"})
-    assert cfg.train.tta == "flip" and cfg.preprocess.augment.crop == 4 and cfg.init == "torch"
+    assert cfg.train.tta == "flip_shift" and cfg.preprocess.augment.crop == 4 and cfg.init == "torch"
     group = run_experiment(cfg, progress=False, log=lambda s: None)
     results = json.loads((group / "seed-1" / "results.json").read_text())
     assert results["epochs_trained"] == 3 and results["test_acc"] > 0.5  # four easy classes
+
+
+def test_a_shifted_view_moves_the_image_one_pixel_and_reflects_the_edge():
+    x = _numbered(2, 6)
+    down_right = _shifted(x, 1, 1)
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # content moved down and right
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])  # the new top row: row 1 reflected in
+    up_left = _shifted(x, -1, -1)
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(up_left[..., -1, :-1], x[..., -2, 1:])
+    nhwc = x.contiguous(memory_format=torch.channels_last).expand(2, 3, 6, 6).contiguous(
+        memory_format=torch.channels_last)
+    assert _shifted(nhwc, 1, 1).is_contiguous(memory_format=torch.channels_last)  # the layout the model runs in
+
+
+def test_flip_shift_tta_averages_the_six_views_and_refuses_an_unknown_mode():
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    data = ImageSet(images, torch.tensor([0, 1, 0, 1, 0]))
+    prep = lambda x, train: x.float()  # noqa: E731
+    model = _Asymmetric()
+    x = images.float()
+    views = [x, _shifted(x, -1, -1), _shifted(x, 1, 1)]
+    expected = sum(model(v) + model(v.flip(3)) for v in views) / 6
+    tta, _ = predict_logits(model, data, preprocess=prep, batch_size=2, tta="flip_shift")
+    assert torch.allclose(tta, expected)
+    flip, _ = predict_logits(model, data, preprocess=prep, batch_size=2, tta="flip")
+    assert not torch.allclose(tta, flip)
+    with pytest.raises(ValueError, match="expected one of off, flip, flip_shift, got 'mirror'"):
+        predict_logits(model, data, preprocess=prep, batch_size=2, tta="mirror")
+
+
+def test_interpret_and_predict_use_the_views_the_run_tested_with(npz_data, tmp_path):
+    cfg = load_experiment("cifar_recipe", overrides={"data.path": str(npz_data), "out": str(tmp_path), "seeds": [1],
+                                                     "train.epochs": 1, "train.batch_size": 32, "train.tta": "flip_shift",
+                                                     "train.amp": "off", "model_args.widths": [8, 16, 32],
+                                                     "device": "cpu"})
+    group = run_experiment(cfg, progress=False, log=lambda s: None)
+    results = json.loads((group / "seed-1" / "results.json").read_text())
+    trained = load_trained(group / "seed-1")
+    assert trained.tta == "flip_shift"
+    said = []
+    interpret_run(group / "seed-1", log=said.append)
+    assert f"test accuracy {100 * results['test_acc']:.2f} %" in said[0]
+    right = seen = 0
+    for images, labels in run_data(trained).test.batches(64):
+        right += int((trained.probabilities(images).argmax(1) == labels).sum())
+        seen += len(labels)
+    assert right / seen == pytest.approx(results["test_acc"], abs=1e-9)

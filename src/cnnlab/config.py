@@ -158,9 +158,10 @@ class TrainConfig:
                               "(α, e.g. 1; 0: off); with mixup too, each batch takes one of the two")
     mix_prob: float = _opt(1.0, min=0.0, max=1.0, help="the share of training batches that mixup / CutMix mix "
                                                         "(the others are left as they are)")
-    tta: str = _opt("off", choices=("off", "flip"),
+    tta: str = _opt("off", choices=("off", "flip", "flip_shift"),
                     help="test-time augmentation for validation, test and predictions: flip averages the "
-                         "logits of each image and its mirror")
+                         "logits of each image and its mirror; flip_shift also those of both moved one pixel "
+                         "up-left and down-right (6 views, 3× flip's cost)")
     ema: float = _opt(0.0, min=0.0, max=0.9999,
                       help="exponential moving average of the weights, decay per step (e.g. 0.999; 0: off); "
                            "validation, test and the saved weights use the average (training/ema.py)")

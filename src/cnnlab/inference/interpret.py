@@ -15,6 +15,7 @@ import torch
 from cnnlab.inference.gradcam import gradcam
 from cnnlab.inference.trained import load_trained, run_data, trained_runs
 from cnnlab.reporting.interpretation import plot_gradcam, pool_interpretation
+from cnnlab.training.loop import tta_logits
 from cnnlab.training.run_folder import write_interpretation
 
 Log = Callable[[str], None]
@@ -28,7 +29,8 @@ def interpret_run(run_dir: Path, *, gradcam_images: int = 0, layer: str | None =
     logits, labels = [], []
     with torch.no_grad():
         for images, batch_labels in splits.test.batches(batch_size):
-            logits.append(trained.model(trained.preprocess(images)).float().cpu())
+            # as the run tested: with its TTA views, so the accuracy is the run's test accuracy
+            logits.append(tta_logits(trained.model, trained.preprocess(images), trained.tta).cpu())
             labels.append(batch_labels.cpu())
     logits, labels = torch.cat(logits), torch.cat(labels)
     title = f"{trained.record.get('experiment', trained.record['model'])} — {folder.name}"

@@ -18,7 +18,7 @@ from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, RunError
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
-from cnnlab.training.loop import tta_logits
+from cnnlab.training.loop import TTA_MODES, tta_logits
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
 
@@ -58,9 +58,10 @@ class TrainedModel:
         return self._preprocessor(images.to(self.device), train=False)
 
     @property
-    def tta(self) -> bool:
-        """Whether the run tested with flip TTA (train.tta: flip); predictions then do the same."""
-        return self.record.get("tta") == "flip"
+    def tta(self) -> str:
+        """The test-time augmentation the run tested with (train.tta); predictions do the same."""
+        tta = self.record.get("tta", "off")
+        return tta if tta in TTA_MODES else "off"  # written by a later cnnlab: fall back to the plain view
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

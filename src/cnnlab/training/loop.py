@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSource
-from cnnlab.errors import TrainingDiverged
+from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
 from cnnlab.training.mixing import BatchMixer, mixed_correct, mixed_loss
@@ -36,7 +38,16 @@ def resolve_amp(mode: str, device: torch.device) -> bool:
         return device.type in ("cuda", "cpu")
     if mode != "auto":
         return False
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return device.type == "cuda" or (device.type == "cpu" and _cpu_bf16_counts_as_native())
+
+
+def _cpu_bf16_counts_as_native() -> bool:
+    """cpu_has_native_bf16(), unless $CNNLAB_CPU_BF16 (0 or 1) says otherwise: 0 keeps `auto` in fp32
+    on any CPU (the test suite does, so its figures are the same on every machine)."""
+    forced = os.environ.get("CNNLAB_CPU_BF16", "")
+    if forced not in ("", "0", "1"):
+        raise ConfigError(f"$CNNLAB_CPU_BF16: expected 0 or 1, got {forced!r}")
+    return cpu_has_native_bf16() if forced == "" else forced == "1"
 
 
 # Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.
@@ -52,12 +63,37 @@ def images_per_batch(data: ImageSource, limit: int) -> int:
     return max(1, min(limit, BATCH_PIXELS // pixels))
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """float32 logits; with `tta`, the mean of the image's and its mirror's (flip test-time augmentation)."""
-    logits = model(x).float()
-    if tta:
-        logits = (logits + model(x.flip(3)).float()) / 2
-    return logits
+# Test-time augmentation (train.tta): which views of each image are averaged, logits in float32.
+# flip_shift is airbench's: the image and its mirror, each also moved one pixel up-left and one
+# down-right (edges reflected, as the training crops pad) — six views, all like training's crops.
+TTA_MODES = ("off", "flip", "flip_shift")
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`x` (N, C, H, W) moved down by `dy` and right by `dx` pixels (±1), the edge reflected in."""
+    height, width = x.shape[-2:]
+    moved = F.pad(x, (1, 1, 1, 1), mode="reflect")[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return moved.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of the batch `x` that `tta` (one of TTA_MODES) averages."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if tta == "off":
+        return [x]
+    views = [x, _shifted(x, -1, -1), _shifted(x, 1, 1)] if tta == "flip_shift" else [x]
+    return views + [view.flip(3) for view in views]
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "off") -> torch.Tensor:
+    """float32 logits of the batch `x`, the mean over the views `tta` names (see TTA_MODES)."""
+    views = tta_views(x, tta)
+    logits = model(views[0]).float()
+    for view in views[1:]:
+        logits = logits + model(view).float()
+    return logits / len(views)
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -118,8 +154,8 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
              amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
-             tta: bool = False) -> dict[str, float]:
-    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout; `tta`: flip averaged)."""
+             tta: str = "off") -> dict[str, float]:
+    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout; `tta`: see TTA_MODES)."""
     model.eval()
     device = data.device
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -145,7 +181,7 @@ def _eval_batches(data, batch_size: int, shard: tuple[int, int]):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, batch_size: int,
-                   amp: bool = False, channels_last: bool = False, tta: bool = False
+                   amp: bool = False, channels_last: bool = False, tta: str = "off"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image's logits (float32, on the CPU) and label, in the split's order, in eval mode."""
     model.eval()

@@ -308,9 +308,9 @@ class Trainer:
                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self._tta(data))
 
-    def _tta(self, data: PhaseData) -> bool:
-        """Flip TTA mirrors images; a head on cached features has none to mirror."""
-        return self.cfg.train.tta == "flip" and not data.on_features
+    def _tta(self, data: PhaseData) -> str:
+        """train.tta's views of each image; a head on cached features has no image to mirror or move."""
+        return "off" if data.on_features else self.cfg.train.tta
 
     def test(self) -> tuple[dict, TestOutputs | None]:
         """Loss and accuracy on the test split, as the last phase sees its data, and (one process)
