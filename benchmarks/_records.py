@@ -43,6 +43,12 @@ def experiment_record(folder: Path, extra: SeedExtra | None = None) -> tuple[Exp
                               "protocol": protocol(cfg), "seeds": seeds, "unfinished": unfinished})
 
 
+def precision(record: dict) -> str:
+    """fp32, bf16, or "mixed" over a record's seeds (records of cnnlab ≤ 0.7 name none: all fp32)."""
+    kinds = {seed.get("precision") or "fp32" for seed in record["seeds"]}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def with_summary(record: dict) -> dict:
     """`record` with its folders, mean and std recomputed from its seed entries."""
     accs = [s["test_acc"] for s in record["seeds"]]
@@ -60,6 +66,9 @@ def merge_records(earlier: dict, new: dict) -> dict:
         keys = differing_keys(a, b)
         raise SystemExit("--merge: the recorded runs and this folder are not the same recipe; they differ in "
                          + ", ".join(f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in keys))
+    if precision(earlier) != precision(new):  # bf16 changes the figures a little: a record holds one precision
+        raise SystemExit(f"--merge: the recorded runs are {precision(earlier)}, this folder's {precision(new)}; "
+                         "they are recorded apart (the key names a precision other than fp32)")
     have = {s["unit"] for s in new["seeds"]}
     seeds = sorted(new["seeds"] + [s for s in earlier["seeds"] if s["unit"] not in have],
                    key=lambda s: int(s["unit"].split("-")[1]))

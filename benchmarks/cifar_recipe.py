@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from _common import RESULTS, SHARED_DATA, write_json
-from _records import experiment_record, merge_records
+from _records import experiment_record, merge_records, precision
 
 from cnnlab.config import flat_config, load_experiment
 from cnnlab.fileio import read_json
@@ -47,12 +47,6 @@ def recipe_name(cfg) -> str:
     flat = flat_config(cfg)
     base = f"cifar_recipe ({'.'.join(__version__.split('.')[:2])} preset)"
     return base + (" + " + ", ".join(f"{k}={flat.get(k)}" for k in changed) if changed else "")
-
-
-def precision(record: dict) -> str:
-    """fp32, bf16, or "mixed" over a record's seeds (records of cnnlab ≤ 0.7 name none: all fp32)."""
-    kinds = {seed.get("precision") or "fp32" for seed in record["seeds"]}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def seed_extra(seed_dir: Path, results: dict) -> dict:
@@ -103,8 +97,8 @@ def plot(records: dict[str, dict], path: Path, lab: dict[str, float]) -> None:
     ax.axhline(100 * GOAL, ls=":", color="tab:red")
     ax.text(0.5, 100 * GOAL + 0.6, "goal 85 % (test)", fontsize=8, color="tab:red")
     ax.axvline(BUDGET_S / 60, ls=":", color="black", lw=1)
-    ax.set_xlabel("training time on the 2-core CPU (minutes, validation included; an epoch over twice\n"
-                  "its run's median, when the run was stopped or shared the machine, counts at the median)")
+    ax.set_xlabel("training time on a 2-core CPU (minutes, validation included; fp32 runs: AVX2 EPYC, bf16 runs:\n"
+                  "EPYC with native bf16; an epoch over twice its run's median, a pause, counts at the median)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("cifar_recipe on the 25-class CIFAR-100 subset: accuracy against wall time\n(one line a seed)",
                  fontsize=10)

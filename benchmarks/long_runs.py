@@ -23,16 +23,20 @@ import statistics
 from pathlib import Path
 
 from _common import RESULTS, machine
-from _records import experiment_record, merge_records
+from _records import experiment_record, merge_records, precision
 
 OUT = RESULTS / "long_runs.json"
 
 
 def record(folder: Path) -> tuple[str, dict]:
-    """(key, record) of one experiment folder: the experiment's name, and its backbone if it has one."""
+    """(key, record) of one experiment folder: the experiment's name, its backbone if it has one, and its
+    precision unless fp32 ("basenet_pp in bf16"): the protocol leaves precision out, the record must not."""
     cfg, value = experiment_record(folder)
     backbone = cfg.model_args.get("backbone")
-    return (f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name), {**value, "machine": machine()}
+    key = f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name
+    if precision(value) != "fp32":
+        key += f" in {precision(value)}"
+    return key, {**value, "machine": machine()}
 
 
 def main() -> None:

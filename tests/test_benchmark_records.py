@@ -11,7 +11,7 @@ from cnnlab.config import load_experiment
 from cnnlab.studies import run_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _records import experiment_record, merge_records  # noqa: E402
+from _records import experiment_record, merge_records, precision  # noqa: E402
 
 
 def _train(npz: Path, out: Path, seeds: list[int], **overrides) -> Path:
@@ -40,6 +40,11 @@ def test_seeds_of_one_recipe_in_two_folders_make_one_record_and_another_recipe_i
     other = _train(npz_data, tmp_path / "c", [4], **{"train.epochs": 2})
     with pytest.raises(SystemExit, match=r"not the same recipe; they differ in train\.epochs \(1 vs 2\)"):
         merge_records(joined, experiment_record(other)[1])
+    in_bf16 = experiment_record(_train(npz_data, tmp_path / "d", [4], **{"train.amp": "bf16"}))[1]
+    assert precision(in_bf16) == "bf16" and precision(joined) == "fp32"
+    with pytest.raises(SystemExit, match="the recorded runs are fp32, this folder's bf16"):
+        merge_records(joined, in_bf16)
+    assert precision({"seeds": [{"unit": "seed-1"}]}) == "fp32"  # a record of cnnlab 0.7 or before
 
 
 def test_a_folder_without_finished_seeds_or_experiment_file_is_named(npz_data, tmp_path):
