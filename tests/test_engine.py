@@ -112,6 +112,11 @@ def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, 
     monkeypatch.setenv("CNNLAB_CPU_BF16", "yes")
     with pytest.raises(ConfigError, match=r"\$CNNLAB_CPU_BF16: expected 0 or 1, got 'yes'"):
         loop.resolve_amp("auto", cpu)
+    from cnnlab.config import load_experiment
+    from cnnlab.studies.preflight import check_experiment
+    with pytest.raises(ConfigError, match=r"\$CNNLAB_CPU_BF16"):  # before a run folder is made
+        check_experiment(load_experiment("basenet"))
+    check_experiment(load_experiment("basenet", overrides={"train.amp": "off"}))  # not read: no error
     monkeypatch.delenv("CNNLAB_CPU_BF16")
     assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
     assert loop.resolve_amp("auto", torch.device("cuda")) and not loop.resolve_amp("off", torch.device("cuda"))

@@ -10,6 +10,7 @@ import copy
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.models import get_model_entry, model_preprocessing
+from cnnlab.training.loop import cpu_bf16_counts_as_native
 from cnnlab.training.trackers import check_trackers
 from cnnlab.training.phases import freeze_for_phase, resolve_phases
 from cnnlab.training.trainer import build_model
@@ -22,6 +23,8 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     except ConfigError as exc:
         raise ConfigError(f"experiment '{cfg.experiment_name}': key 'model': {exc}") from None
     check_trackers(cfg.log.trackers)
+    if cfg.train.amp == "auto":
+        cpu_bf16_counts_as_native()  # a bad $CNNLAB_CPU_BF16 is named now, not in each seed's process
     monitors = sorted({cfg.train.keep_best, cfg.train.early_stopping.monitor} - {"off"})
     if monitors and cfg.data.val_fraction == 0 and not cfg.data.folds:
         raise ConfigError(f"train.keep_best / train.early_stopping watch {', '.join(monitors)}, which needs a "

@@ -38,10 +38,10 @@ def resolve_amp(mode: str, device: torch.device) -> bool:
         return device.type in ("cuda", "cpu")
     if mode != "auto":
         return False
-    return device.type == "cuda" or (device.type == "cpu" and _cpu_bf16_counts_as_native())
+    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_counts_as_native())
 
 
-def _cpu_bf16_counts_as_native() -> bool:
+def cpu_bf16_counts_as_native() -> bool:
     """cpu_has_native_bf16(), unless $CNNLAB_CPU_BF16 (0 or 1) says otherwise: 0 keeps `auto` in fp32
     on any CPU (the test suite does, so its figures are the same on every machine)."""
     forced = os.environ.get("CNNLAB_CPU_BF16", "")
