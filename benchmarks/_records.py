@@ -49,6 +49,13 @@ def precision(record: dict) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+def named_with_precision(name: str, record: dict) -> str:
+    """`name`, plus the record's precision unless fp32 ("basenet_pp in bf16"): protocols leave precision
+    out (it changes speed, not the recipe), but a record holds one precision, so its key names it."""
+    kind = precision(record)
+    return name if kind == "fp32" else f"{name} in {kind}"
+
+
 def with_summary(record: dict) -> dict:
     """`record` with its folders, mean and std recomputed from its seed entries."""
     accs = [s["test_acc"] for s in record["seeds"]]

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from _common import RESULTS, SHARED_DATA, write_json
-from _records import experiment_record, merge_records, precision
+from _records import experiment_record, merge_records, named_with_precision, precision
 
 from cnnlab.config import flat_config, load_experiment
 from cnnlab.fileio import read_json
@@ -137,9 +137,7 @@ def main() -> None:
     if args.folder is None:
         ap.error("give --run or --folder")
     cfg, recipe = experiment_record(args.folder, seed_extra)
-    name, recipe = recipe_name(cfg), {**recipe, "cnnlab": __version__}
-    if precision(recipe) != "fp32":  # the protocol leaves precision out (it changes speed, not the recipe)
-        name += f" in {precision(recipe)}"
+    name, recipe = named_with_precision(recipe_name(cfg), recipe), {**recipe, "cnnlab": __version__}
     recorded = read_json(OUT) if OUT.is_file() else {}
     records = dict(recorded.get("records", {}))
     # The same recipe recorded under an earlier version's name keeps that name (its protocol and precision decide)

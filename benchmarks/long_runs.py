@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from _common import RESULTS, machine
-from _records import experiment_record, merge_records, precision
+from _records import experiment_record, merge_records, named_with_precision
 
 OUT = RESULTS / "long_runs.json"
 
@@ -33,9 +33,7 @@ def record(folder: Path) -> tuple[str, dict]:
     precision unless fp32 ("basenet_pp in bf16"): the protocol leaves precision out, the record must not."""
     cfg, value = experiment_record(folder)
     backbone = cfg.model_args.get("backbone")
-    key = f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name
-    if precision(value) != "fp32":
-        key += f" in {precision(value)}"
+    key = named_with_precision(f"{cfg.experiment_name} ({backbone})" if backbone else cfg.experiment_name, value)
     return key, {**value, "machine": machine()}
 
 

@@ -21,26 +21,23 @@ from pathlib import Path
 import torch
 from _common import RESULTS, write_json
 
+from cnnlab.config import TTA_MODES, TrainConfig
 from cnnlab.inference.trained import load_trained, run_data, trained_runs
 from cnnlab.reporting.tables import render_table
-from cnnlab.training.loop import TTA_MODES, autocast_context, tta_logits
+from cnnlab.training.loop import evaluate
 
 OUT = RESULTS / "tta_views.json"
+EVAL_BATCH = TrainConfig().eval_batch_size  # train.eval_batch_size's default, which no preset changes
 
 
-@torch.no_grad()
-def accuracy(trained, split, mode: str, bf16: bool, batch_size: int = 500) -> tuple[float, float]:
-    """Accuracy of `trained` on `split` with the views of `mode` (in bf16 autocast where the run tested
-    so, as the trainer does, to reproduce its figure), and the seconds it took."""
-    right = seen = 0
+def accuracy(trained, split, mode: str, bf16: bool) -> tuple[float, float]:
+    """Accuracy of `trained` on `split` with the views of `mode`, through the trainer's own evaluation
+    (in bf16 autocast where the run tested so, to reproduce its figure), and the seconds it took."""
     tick = time.perf_counter()
-    for images, labels in split.batches(batch_size):
-        x = trained.preprocess(images).contiguous(memory_format=torch.channels_last)
-        with autocast_context(x.device, bf16):
-            logits = tta_logits(trained.model, x, mode)
-        right += int((logits.argmax(1) == labels.to(x.device)).sum())
-        seen += len(labels)
-    return right / seen, time.perf_counter() - tick
+    metrics = evaluate(trained.model, split, preprocess=lambda images, train: trained.preprocess(images),
+                       loss_fn=torch.nn.CrossEntropyLoss(), batch_size=EVAL_BATCH, amp=bf16, channels_last=True,
+                       tta=mode)
+    return metrics["acc"], time.perf_counter() - tick
 
 
 def measure_seed(weights: Path) -> dict:
@@ -50,10 +47,11 @@ def measure_seed(weights: Path) -> dict:
     if splits.val is None:
         raise SystemExit(f"{weights.parent}: the run kept no validation split (data.val_fraction: 0); "
                          "a mode can only be chosen on validation")
-    entry = {"folder": str(weights.parent.resolve()), "seed": results["seed"], "tested_with": trained.tta,
-             "recorded_test_acc": results["test_acc"], "precision": results["precision"], "modes": {}}
+    entry = {"folder": str(weights.parent.resolve()), "experiment": results["experiment"], "seed": results["seed"],
+             "tested_with": trained.tta, "recorded_test_acc": results["test_acc"],
+             "precision": results["precision"], "modes": {}}
+    bf16 = results["precision"] == "bf16"
     for mode in TTA_MODES:
-        bf16 = results["precision"] == "bf16"
         val, _ = accuracy(trained, splits.val, mode, bf16)
         test, seconds = accuracy(trained, splits.test, mode, bf16)
         entry["modes"][mode] = {"val_acc": val, "test_acc": test, "test_s": seconds}
@@ -79,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     weights = [w for folder in args.folders for w in trained_runs(folder)]
     seeds = [measure_seed(w) for w in weights]
-    experiments = {json.loads((w.parent / "results.json").read_text())["experiment"] for w in weights}
+    experiments = {seed["experiment"] for seed in seeds}
     if len(experiments) != 1:
         raise SystemExit(f"the folders hold runs of several experiments ({', '.join(sorted(experiments))}); "
                          "give one experiment's runs at a time")

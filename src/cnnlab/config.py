@@ -30,6 +30,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow")
 
 
+# train.tta's modes, from the fewest views to the most (training/loop.py's tta_views makes them)
+TTA_MODES = ("off", "flip", "flip_shift")
+
+
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
          max: float | None = None, gt: float | None = None, item_choices: tuple | None = None, help: str = "") -> Any:
     """A dataclass field carrying the validation rules the loader enforces (`item_choices`: of a list's items)."""
@@ -158,7 +162,7 @@ class TrainConfig:
                               "(α, e.g. 1; 0: off); with mixup too, each batch takes one of the two")
     mix_prob: float = _opt(1.0, min=0.0, max=1.0, help="the share of training batches that mixup / CutMix mix "
                                                         "(the others are left as they are)")
-    tta: str = _opt("off", choices=("off", "flip", "flip_shift"),
+    tta: str = _opt("off", choices=TTA_MODES,
                     help="test-time augmentation for validation, test and predictions: flip averages the "
                          "logits of each image and its mirror; flip_shift also those of both moved one pixel "
                          "up-left and down-right (6 views, 3× flip's cost)")

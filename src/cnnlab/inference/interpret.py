@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from cnnlab.inference.gradcam import gradcam
 from cnnlab.inference.trained import load_trained, run_data, trained_runs
 from cnnlab.reporting.interpretation import plot_gradcam, pool_interpretation
-from cnnlab.training.loop import tta_logits
+from cnnlab.training.loop import predict_logits
 from cnnlab.training.run_folder import write_interpretation
 
 Log = Callable[[str], None]
@@ -26,13 +24,9 @@ def interpret_run(run_dir: Path, *, gradcam_images: int = 0, layer: str | None =
     trained = load_trained(run_dir)
     folder = trained.source.parent
     splits = run_data(trained)
-    logits, labels = [], []
-    with torch.no_grad():
-        for images, batch_labels in splits.test.batches(batch_size):
-            # as the run tested: with its TTA views, so the accuracy is the run's test accuracy
-            logits.append(tta_logits(trained.model, trained.preprocess(images), trained.tta).cpu())
-            labels.append(batch_labels.cpu())
-    logits, labels = torch.cat(logits), torch.cat(labels)
+    # as the run tested: with its TTA views, so the accuracy is the run's test accuracy
+    logits, labels = predict_logits(trained.model, splits.test, preprocess=lambda x, train: trained.preprocess(x),
+                                    batch_size=batch_size, tta=trained.tta)
     title = f"{trained.record.get('experiment', trained.record['model'])} — {folder.name}"
     write_interpretation(folder, logits, labels, splits.test, trained.class_names, title=title)
     accuracy = float((logits.argmax(1) == labels).float().mean())

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from cnnlab.config import PreprocessConfig
+from cnnlab.config import TTA_MODES, PreprocessConfig
 from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, RunError
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
-from cnnlab.training.loop import TTA_MODES, tta_logits
+from cnnlab.training.loop import tta_logits
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
 

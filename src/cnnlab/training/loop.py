@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSource
+from cnnlab.config import TTA_MODES
 from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
@@ -66,7 +67,7 @@ def images_per_batch(data: ImageSource, limit: int) -> int:
 # Test-time augmentation (train.tta): which views of each image are averaged, logits in float32.
 # flip_shift is airbench's: the image and its mirror, each also moved one pixel up-left and one
 # down-right (edges reflected, as the training crops pad) — six views, all like training's crops.
-TTA_MODES = ("off", "flip", "flip_shift")
+# The modes (TTA_MODES) are listed in config.py, which names the choices of train.tta.
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
