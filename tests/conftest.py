@@ -28,7 +28,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def no_weight_downloads(monkeypatch):
+def no_weight_downloads(monkeypatch, tmp_path):
     """Tests never touch the network: any attempt to fetch weights fails loudly."""
     def refuse(*args, **kwargs):
         raise AssertionError("a test tried to download weights")
@@ -36,6 +36,15 @@ def no_weight_downloads(monkeypatch):
     # The one function every weight download goes through (torch.hub.load_state_dict_from_url calls
     # it, however torchvision imported that): patching only it keeps the real path to it under test.
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    # timm's weights come through huggingface_hub: offline, and from a cache of the test's own (empty)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
 
 
 @pytest.fixture(autouse=True)

@@ -21,11 +21,17 @@ def test_models_in_the_catalogue_are_the_registered_ones():
 def test_backbones_in_the_catalogue_match_the_registry():
     from cnnlab.models import get_backbone, list_backbones
 
+    from cnnlab.models.trunks import probe_stages
+
     assert sorted(BACKBONES) == list_backbones()
     for name, facts in BACKBONES.items():
         entry = get_backbone(name)
-        assert (tuple(entry.weights), entry.default_weights, entry.stages) == \
+        stages = [(s.name, s.reduction) for s in entry.trunk.stages(None)]
+        assert (tuple(entry.weights), entry.default_weights, tuple(stages)) == \
                (facts.weights, facts.default_weights, facts.stages)
+        # the reductions written down are the ones a forward measures (they name stride16, 14x14, ...)
+        measured, _ = probe_stages(entry.build(), list(facts.stage_names), 224, lambda m, x: m(x))
+        assert [(s.name, s.reduction) for s in measured] == stages
 
 
 def test_every_data_source_is_described():

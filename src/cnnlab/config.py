@@ -28,6 +28,8 @@ DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cu
                 "classfolder", "csv")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow")
+# resampling filters of streamed images (data.interpolation, a backbone's weights' preprocessing)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 
 # train.tta's modes, from the fewest views to the most (training/loop.py's tta_views makes them)
@@ -66,6 +68,9 @@ class DataConfig:
     resize: str = _opt("auto", choices=("auto", "stretch", "crop"),
                        help="streamed images: stretch to a square (the lab's), or resize + centre crop; "
                             "auto: what the model's weights were trained with")
+    interpolation: str = _opt("auto", choices=("auto", *INTERPOLATIONS),
+                              help="streamed images: the resampling filter (auto: the model's weights', "
+                                   "else bilinear)")
     cache: bool | None = _opt(None, help="decode images once into a uint8 in-memory set; default: class "
                                          "folders and CSVs when they fit in 1 GiB, bird lists never")
     workers: int = _opt(-1, min=-1, help="decoding worker processes for streamed images (-1: cores - 1)")

@@ -132,10 +132,54 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from cnnlab.studies.probe import run_probe
+
+    if args.backbone:
+        raise ConfigError("--backbone: cnnlab probe takes the list --backbones A B C")
+    overrides, origins = _overrides(args)
+    out = overrides.pop("out", None)
+    _report(run_probe(args.backbones, overrides=overrides, origins=origins, classic=args.classic, out=out,
+                      progress=not args.no_progress))
+    return 0
+
+
+def _list_backbones(pattern: str | None) -> None:
+    """cnnlab's own backbones from the catalogue (no torch); with a PATTERN, the zoos' matching names."""
+    from cnnlab.catalogue import BACKBONES, ZOOS
+
+    print("backbones (--backbone; --weights default|none|NAME|PATH):")
+    for name, facts in sorted(BACKBONES.items()):
+        print(f"  {name:<18} {facts.description}; weights: {', '.join(facts.weights)} (default "
+              f"{facts.default_weights}); stages: {', '.join(facts.stage_names)}")
+    for zoo, what in ZOOS.items():
+        print(f"  {zoo + '/NAME':<18} {what}")
+    if pattern is None:
+        print("  (`cnnlab list backbones PATTERN` lists the zoos' names containing PATTERN)")
+        return
+    sys.stdout.flush()  # the zoos import torch: what is known already is on the screen meanwhile
+    import importlib
+
+    for zoo in ZOOS:
+        try:
+            names = importlib.import_module(f"cnnlab.models.zoo_{zoo}").list_names(pattern)
+        except CnnlabError as exc:  # timm not installed: say so, list the others
+            print(f"{zoo}: {exc}")
+            continue
+        shown = names[:200]
+        print(f"{zoo} models matching {pattern!r} ({len(names)}" + (", first 200" if len(names) > 200 else "") + "):")
+        for name in shown:
+            print(f"  {zoo}/{name}")
+
+
 def cmd_list(args) -> int:
     # From catalogue.py and the preset files alone: no torch, so it answers at once.
-    from cnnlab.catalogue import BACKBONES, MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
+    from cnnlab.catalogue import MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
     from cnnlab.config import BUILTIN_ABLATIONS
+
+    if args.what == "backbones":
+        _list_backbones(args.pattern)
+        return 0
 
     print("models:")
     for name, description in sorted(MODEL_DESCRIPTIONS.items()):
@@ -149,10 +193,7 @@ def cmd_list(args) -> int:
     print("ablations (cnnlab ablation NAME):")
     for path in sorted(BUILTIN_ABLATIONS.glob("*.yaml")):
         print(f"  {path.stem:<18} [{path}]")
-    print("backbones (--backbone; --weights default|none|NAME|PATH):")
-    for name, facts in sorted(BACKBONES.items()):
-        print(f"  {name:<18} weights: {', '.join(facts.weights)} (default {facts.default_weights}); "
-              f"stages: {', '.join(facts.stages)}")
+    _list_backbones(None)
     print("data sources (--source):")
     for name, what in SOURCE_DESCRIPTIONS.items():
         print(f"  {name:<18} {what}")
@@ -237,7 +278,7 @@ def cmd_report(args) -> int:
 
 COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
             "list": cmd_list, "resume": cmd_resume, "predict": cmd_predict, "export": cmd_export,
-            "interpret": cmd_interpret, "report": cmd_report}
+            "interpret": cmd_interpret, "report": cmd_report, "probe": cmd_probe}
 
 
 def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly

@@ -33,11 +33,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, metavar="K",
                    help="k-fold cross-validation on the training set instead of the hold-out split")
     p.add_argument("--backbone", metavar="NAME",
-                   help="pretrained backbone of a BirdNet (resnet50, efficientnet_lite0, efficientnet_lite1, "
-                        "efficientnet_lite2; `cnnlab list` names their stages)")
+                   help="pretrained backbone of a BirdNet: one of cnnlab's (resnet50, efficientnet_lite0, ...), "
+                        "timm/NAME[.TAG] or torchvision/NAME (`cnnlab list backbones PATTERN`)")
     p.add_argument("--weights", metavar="default|none|PATH",
-                   help="backbone weights: default (downloaded once by torchvision), none (random init), "
-                        "an entry name, or a local file (machines without internet)")
+                   help="backbone weights: default (downloaded once by the backbone's library), none (random "
+                        "init), an entry name, or a local file / Hub-style folder (machines without internet)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -138,7 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("html", "md"), default=None,
                         help="html (default) or md: Markdown with the images in a folder beside it")
 
-    sub.add_parser("list", help="list models, experiment presets and data sources")
+    listing = sub.add_parser("list", help="list models, experiment presets, backbones and data sources",
+                             description="Everything cnnlab offers by name; `cnnlab list backbones PATTERN` also "
+                                         "lists the timm and torchvision models whose names contain PATTERN.")
+    listing.add_argument("what", nargs="?", choices=("backbones",), help="only the backbones")
+    listing.add_argument("pattern", nargs="?", metavar="PATTERN",
+                         help="with backbones: the zoos' names containing PATTERN (a glob with * for timm)")
+
+    probe = sub.add_parser(
+        "probe", help="which backbone for your data: a linear probe on each one's cached features, one table",
+        description="For each backbone, its features are extracted once (cached) and a linear probe (the V0 head) "
+                    "trains on them over the seeds; one table of validation and test accuracy, ImageNet top-1, "
+                    "parameters, multiply-adds and extraction speed, and a recommendation chosen on validation "
+                    "only. Images are sized as each backbone's weights expect unless --set data.* says otherwise.")
+    probe.add_argument("--backbones", nargs="+", required=True, metavar="NAME")
+    probe.add_argument("--classic", nargs="*", default=[], metavar="HEAD",
+                       help="also classic heads on the same features: logreg, linear_svm, knn")
+    _add_run_options(probe)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",
                             description="RUN_DIR is a seed folder (…/seed-1), an experiment folder or an "

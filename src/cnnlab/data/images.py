@@ -83,6 +83,7 @@ class DataSplits:
     # How an image of another size is brought to the input size (recorded with the trained weights).
     resize: str = "stretch"
     crop_ratio: float = 0.875
+    interpolation: str = "bilinear"
     # Class folders / CSV: the drawn split as rows (path, label, split), saved with the run as split.csv.
     split_rows: list[dict] | None = None
 

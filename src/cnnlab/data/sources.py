@@ -1,6 +1,7 @@
 """Data sources by name, auto-detection of a folder's layout, and the hold-out split."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -64,17 +65,37 @@ def detect_source(path: Path) -> str:
                     "a folder of class folders of images; a CSV of path,label")
 
 
+@dataclass(frozen=True)
+class Resizing:
+    """How streamed images reach the input size, as `cfg` and the weights say (recorded with the run)."""
+
+    resize: str
+    crop_ratio: float
+    interpolation: str
+
+    @classmethod
+    def of(cls, cfg: DataConfig, preprocessing) -> "Resizing":
+        def pick(key: str, default):
+            asked = getattr(cfg, key)
+            return asked if asked != "auto" else (getattr(preprocessing, key) if preprocessing else default)
+
+        return cls(resize=pick("resize", "stretch"), crop_ratio=preprocessing.crop_ratio if preprocessing else 0.875,
+                   interpolation=pick("interpolation", "bilinear"))
+
+    def fields(self) -> dict:
+        return {"resize": self.resize, "crop_ratio": self.crop_ratio, "interpolation": self.interpolation}
+
+
 def _streamer(cfg: DataConfig, preprocessing, size: int):
-    """(make(paths, labels) → StreamingSet, resize mode, crop ratio) as `cfg` and the weights say."""
-    resize = cfg.resize if cfg.resize != "auto" else (preprocessing.resize if preprocessing else "stretch")
-    crop_ratio = preprocessing.crop_ratio if preprocessing else 0.875
+    """(make(paths, labels) → StreamingSet, its Resizing) as `cfg` and the weights say."""
+    resizing = Resizing.of(cfg, preprocessing)
     workers = default_workers() if cfg.workers < 0 else cfg.workers
 
     def make(paths: list[Path], labels: list[int]) -> StreamingSet:
-        return StreamingSet(list(paths), torch.tensor(labels, dtype=torch.long), size=size, resize=resize,
-                            crop_ratio=crop_ratio, num_workers=workers)
+        return StreamingSet(list(paths), torch.tensor(labels, dtype=torch.long), size=size, num_workers=workers,
+                            **resizing.fields())
 
-    return make, resize, crop_ratio
+    return make, resizing
 
 
 def named_image_size(cfg: DataConfig, preprocessing) -> int:
@@ -86,7 +107,7 @@ def named_image_size(cfg: DataConfig, preprocessing) -> int:
 def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log) -> DataSplits:
     listed = read_listed(path, layout)
     size = named_image_size(cfg, preprocessing) or 224
-    stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
+    stream, resizing = _streamer(cfg, preprocessing, size)
 
     def make(images) -> StreamingSet:
         return stream(images.paths, images.labels)
@@ -94,12 +115,12 @@ def _listed_splits(cfg: DataConfig, path: Path, layout: str, preprocessing, log)
     train, test = make(listed.train), make(listed.test)
     if cfg.skip_bad_images:
         train, test = _drop_bad_images(train, "train", path, log), _drop_bad_images(test, "test", path, log)
-    description = f"{listed.description}, images {resize} to {size}×{size}"
+    description = f"{listed.description}, images {resizing.resize} to {size}×{size}"
     if cfg.cache:  # bird lists stream unless asked (None or false)
         train, test = train.cache_in_memory(), test.cache_in_memory()
         description += ", cached in memory as uint8"
     return DataSplits(train=train, val=None, test=test, class_names=listed.class_names, description=description,
-                      resize=resize, crop_ratio=crop_ratio)
+                      **resizing.fields())
 
 
 def _photo_size(cfg: DataConfig, preprocessing, default_size: int, paths: list[Path]) -> int:
@@ -143,7 +164,7 @@ def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, defau
                                            cfg.split_seed)
             plan["train"] = [plan["train"][k] for k in keep]
     size = _photo_size(cfg, preprocessing, default_size, files.paths + (test_files.paths if test_files else []))
-    stream, resize, crop_ratio = _streamer(cfg, preprocessing, size)
+    stream, resizing = _streamer(cfg, preprocessing, size)
 
     def make(source_files: LabelledFiles, index: list[int] | None = None) -> StreamingSet:
         index = list(range(len(source_files.paths))) if index is None else index
@@ -162,14 +183,14 @@ def _photo_splits(cfg: DataConfig, path: Path, source: str, preprocessing, defau
     total = sum(len(s) for s in (train, val, test) if s is not None)
     cache = cfg.cache if cfg.cache is not None else total * 3 * size * size <= MEMORY_LIMIT
     kind = {"imagefolder": "image folders", "classfolder": "class folders", "csv": "images listed in"}[source]
-    description = f"{kind} {path}, images {resize} to {size}×{size}"
+    description = f"{kind} {path}, images {resizing.resize} to {size}×{size}"
     if cache:
         log(f"decoding {total} images into memory ...")
         train, test = train.cache_in_memory(), test.cache_in_memory()
         val = val.cache_in_memory() if val is not None else None
         description += ", held in memory as uint8"
     return DataSplits(train=train, val=val, test=test, class_names=files.class_names, description=description,
-                      resize=resize, crop_ratio=crop_ratio, split_rows=rows)
+                      split_rows=rows, **resizing.fields())
 
 
 def _drop_bad_images(split: StreamingSet, name: str, path: Path, log) -> StreamingSet:

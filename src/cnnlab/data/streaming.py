@@ -6,6 +6,7 @@ in-memory sets. `cache_in_memory` decodes everything once into a uint8 ImageSet.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,23 +17,30 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cnnlab.config import INTERPOLATIONS
 from cnnlab.data.batches import batch_indices
 from cnnlab.data.imagefolder import load_rgb
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import DataError
 
 RESIZE_MODES = ("stretch", "crop")
+# The resampling filters a weights' config may name (timm's and torchvision's names), as PIL's.
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+assert tuple(FILTERS) == INTERPOLATIONS, "resampling filters out of step with config.INTERPOLATIONS"
 
 
-def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0.875) -> Image.Image:
+def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0.875,
+                 interpolation: str = "bilinear") -> Image.Image:
     """`stretch`: straight to size×size (the lab's, aspect not kept); `crop`: shorter side to
-    size/crop_ratio, then the centre size×size (torchvision's evaluation transform)."""
+    size/crop_ratio (rounded down, as timm's eval transform does), then the centre size×size
+    (torchvision's and timm's evaluation transform). `interpolation` names the filter."""
+    resample = FILTERS[interpolation]
     if mode == "stretch":
-        return image.resize((size, size), Image.BILINEAR)
-    short = round(size / crop_ratio)
+        return image.resize((size, size), resample)
+    short = math.floor(size / crop_ratio + 1e-6)  # 224 / (224 / 232) is 231.999...: still 232
     w, h = image.size
     scale = short / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), resample)
     w, h = image.size
     left, top = (w - size) // 2, (h - size) // 2
     return image.crop((left, top, left + size, top + size))
@@ -41,15 +49,17 @@ def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0
 class DecodeImages(Dataset):
     """Image files → (uint8 CHW tensor, index, None), or (None, index, message) for a file that does not decode."""
 
-    def __init__(self, paths: list[Path], size: int, mode: str, crop_ratio: float):
+    def __init__(self, paths: list[Path], size: int, mode: str, crop_ratio: float, interpolation: str = "bilinear"):
         self.paths, self.size, self.mode, self.crop_ratio = paths, size, mode, crop_ratio
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            image = resize_image(load_rgb(self.paths[index]), self.size, self.mode, self.crop_ratio)
+            image = resize_image(load_rgb(self.paths[index]), self.size, self.mode, self.crop_ratio,
+                                 self.interpolation)
         except DataError as exc:  # carried to the main process, which raises it cleanly
             return None, index, str(exc)
         array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
@@ -75,6 +85,7 @@ class StreamingSet:
     size: int = 224
     resize: str = "stretch"
     crop_ratio: float = 0.875
+    interpolation: str = "bilinear"
     num_workers: int = field(default_factory=default_workers)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -93,7 +104,8 @@ class StreamingSet:
         return replace(self, device=torch.device(device))
 
     def _loader(self, batches: list[list[int]]) -> DataLoader:
-        return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio), batch_sampler=batches,
+        return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio, self.interpolation),
+                          batch_sampler=batches,
                           num_workers=self.num_workers, collate_fn=collate_decoded,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 

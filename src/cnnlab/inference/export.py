@@ -93,6 +93,7 @@ def export_onnx(trained: TrainedModel, out: Path, *, uint8_input: bool = False, 
                           "float32 NCHW RGB scaled to [0, 1], then (x - mean) / std"),
                 "input_size": json.dumps(trained.input_size), "resize": trained.record.get("resize", "stretch"),
                 "crop_ratio": str(trained.record.get("crop_ratio", 0.875)),
+                "interpolation": trained.record.get("interpolation", "bilinear"),
                 "mean": json.dumps(trained.mean), "std": json.dumps(trained.std), "output": "logits (softmax: probabilities)"}
     for key, value in metadata.items():
         entry = graph.metadata_props.add()

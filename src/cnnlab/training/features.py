@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 def _data_identity(data) -> str:
     digest = hashlib.sha256()
     if isinstance(data, StreamingSet):
-        digest.update(f"{data.size}:{data.resize}:{data.crop_ratio}".encode())
+        digest.update(f"{data.size}:{data.resize}:{data.crop_ratio}:{data.interpolation}".encode())
         for path in data.paths:
             stat = path.stat()
             digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())

@@ -35,8 +35,10 @@ def _matches(name: str, prefixes: list[str]) -> bool:
 
 
 def _expand(model: Classifier, trainable: list[str], phase: str) -> list[str]:
-    """Check each named part exists; 'backbone.layer3' also trains the backbone stages after it."""
+    """Check each named part exists; 'backbone.layer3' also trains every module after it in its
+    top-level part (layer4; a ViT's 'backbone.blocks.8': blocks 9-11 and the final norm)."""
     modules = dict(model.named_modules())
+    order = list(modules)
     aliases = model.part_aliases()
     expanded: list[str] = []
     for part in trainable:
@@ -45,15 +47,20 @@ def _expand(model: Classifier, trainable: list[str], phase: str) -> list[str]:
             return ["all"]
         if part not in modules:
             top = ", ".join(["all", *[n for n, _ in model.named_children()]])
-            stages = [f"backbone.{n}" for n, _ in modules["backbone"].named_children()] if "backbone" in modules else []
             raise ConfigError(f"phase '{phase}': trainable part '{part}' is not a module of this model; "
-                              f"valid: {top}, {', '.join([*stages, *aliases])}")
+                              f"valid: {top}, {', '.join([*model.stage_names(), *aliases])}")
         expanded.append(part)
-        parent, _, child = part.rpartition(".")
-        if parent:  # a stage of a sequential backbone: everything after it trains too
-            siblings = [n for n, _ in modules[parent].named_children()]
-            expanded += [f"{parent}.{s}" for s in siblings[siblings.index(child) + 1:]]
-    return expanded
+        root = part.split(".")[0]
+        if root != part:  # named_modules is pre-order: what follows a module runs after it (or inside it)
+            expanded += [n for n in order[order.index(part) + 1:] if n.split(".")[0] == root]
+    named = set(expanded)
+    # the outermost names only: 'backbone.layer4', not also each of its blocks
+    return list(dict.fromkeys(n for n in expanded if not any(a in named for a in _ancestors(n))))
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def freeze_for_phase(model: Classifier, phase: PhaseConfig) -> tuple[list[str], list, list]:
@@ -91,14 +98,13 @@ def apply_phase(model: Classifier, phase: PhaseConfig, optimizer_cfg: OptimizerC
 
 def backbone_groups(model: Classifier, trainable: list, lr: float, decay: float) -> list[dict]:
     """The trainable backbone parameters as optimizer groups: one at `lr`, or with a layer-wise
-    decay below 1 (BEiT, ULMFiT's discriminative rates) one group per stage of the backbone — its
-    children that hold parameters, in order — the last at `lr`, each earlier one at `decay` times
+    decay below 1 (BEiT, ULMFiT's discriminative rates) one group per stage of the backbone — the
+    model's `backbone_stage_parameters`, in order — the last at `lr`, each earlier one at `decay` times
     the next, so the generic early features move least."""
     if decay == 1.0:
         return [{"params": trainable, "lr": lr, "name": "backbone"}]
     wanted = {id(p) for p in trainable}
-    stages = [(name, [p for p in child.parameters() if id(p) in wanted])
-              for name, child in model.backbone.named_children() if any(True for _ in child.parameters())]
+    stages = [(name, [p for p in params if id(p) in wanted]) for name, params in model.backbone_stage_parameters()]
     groups, depth = [], len(stages) - 1
     for index, (name, params) in enumerate(stages):
         if params:

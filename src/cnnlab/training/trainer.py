@@ -339,6 +339,7 @@ class Trainer:
         return {"model": self.cfg.model, "model_args": self.cfg.model_args, "init": self.cfg.init,
                 "class_names": self.splits.class_names, "input_size": [channels, height, width],
                 "resize": self.splits.resize, "crop_ratio": self.splits.crop_ratio,
+                "interpolation": self.splits.interpolation,
                 **self.preprocess.state(), "tta": self.cfg.train.tta, "experiment": self.cfg.experiment_name,
                 "seed": self.seed,
                 "cnnlab": __version__}
