@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED_DATA / "cifar100-subset25"))
     ap.add_argument("--steps", type=int, default=40, help="training batches timed (default 40)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration override")
+    ap.add_argument("--phase", type=int, default=0, help="the fine-tuning phase timed (birdnet_recipe: 1, the "
+                                                         "fine-tune; default 0)")
     args = ap.parse_args()
     try:
         sets, origins = parse_set_options(args.set)
@@ -107,7 +109,9 @@ def main() -> None:
         ap.error(str(exc))
     splits = load_data(cfg, log=lambda line: None)
     trainer = Trainer(cfg, splits, seed=1, log=lambda line: None, progress=False)
-    data, model = trainer._start_phase(0, trainer.phases[0], range(1, trainer.epochs + 1))
+    if not 0 <= args.phase < len(trainer.phases):
+        ap.error(f"--phase {args.phase}: {args.preset} has phases 0..{len(trainer.phases) - 1}")
+    data, model = trainer._start_phase(args.phase, trainer.phases[args.phase], range(1, trainer.epochs + 1))
     tc = cfg.train
     train = data.train.subset(torch.arange(min(len(data.train), args.steps * tc.batch_size)))
     clocks = Clocks()
@@ -162,7 +166,7 @@ def main() -> None:
     pace = {"forward_gflop_s": flop / per_step["forward"] / 1e9, "backward_gflop_s": 2 * flop / per_step["backward"] / 1e9}
     print(f"forward {pace['forward_gflop_s']:.0f} GFLOP/s, backward {pace['backward_gflop_s']:.0f} GFLOP/s "
           f"({flop / 2 / tc.batch_size / 1e6:.0f} M multiply-adds an image)")
-    case = " ".join([args.preset, *args.set])
+    case = " ".join([args.preset, *args.set, *([f"--phase {args.phase}"] if args.phase else [])])
     previous = RESULTS / "epoch_parts.json"
     cases = json.loads(previous.read_text())["cases"] if previous.is_file() else {}
     cases[case] = {"preset": args.preset, "overrides": overrides, "timed_steps": steps, "batch_size": tc.batch_size,

@@ -55,6 +55,13 @@ def fp32_on_every_cpu(monkeypatch):
     monkeypatch.setenv("CNNLAB_CPU_BF16", "0")
 
 
+@pytest.fixture(autouse=True)
+def torch_is_the_default_engine(monkeypatch):
+    """`--engine auto` means PyTorch in the tests (as on a machine without cnnlab[fast]), so the figures
+    the tests recompute with PyTorch match; OpenVINO and ONNX Runtime are tested by name (test_engines.py)."""
+    monkeypatch.setenv("CNNLAB_ENGINE", "torch")
+
+
 def interrupt_after(epoch: int):
     """A log function that presses Ctrl-C as the line of `epoch` is printed (after its checkpoint)."""
     def log(line: str) -> None:

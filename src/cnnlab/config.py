@@ -28,6 +28,8 @@ DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cu
                 "classfolder", "csv")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow")
+# what runs a frozen module (features, predict, serve): training/engines.py
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 # resampling filters of streamed images (data.interpolation, a backbone's weights' preprocessing)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
@@ -184,6 +186,9 @@ class TrainConfig:
                                        "it, so a run is reproduced exactly with the same value")
     feature_cache: bool = _opt(True, help="frozen backbone, no augmentation: compute features once, reuse "
                                           "them across epochs, seeds and heads")
+    engine: str = _opt("auto", choices=ENGINES,
+                       help="what extracts a frozen backbone's features: auto (OpenVINO, then ONNX Runtime on a "
+                            "CPU when installed, else PyTorch), torch, openvino or onnxruntime")
     feature_cache_dir: str | None = _opt(None, help="default: $CNNLAB_CACHE/features or ~/.cache/cnnlab/features")
     phases: list[PhaseConfig] = _opt([], help="fine-tuning policy; empty: one phase, everything trainable, "
                                              "train.epochs long. With phases, the run lasts their total epochs")

@@ -222,7 +222,7 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
     out = free_output_path(Path(args.out) if args.out else None)
     paths = trained_runs(Path(args.run_dir)) if args.ensemble else [None]
-    models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device) for p in paths]
+    models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device, engine=args.engine) for p in paths]
     names = models[0].class_names
     predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
                                   workers=args.workers, strict=args.strict, progress=not args.no_progress)
@@ -234,7 +234,8 @@ def cmd_predict(args) -> int:
     print(render_table(header, rows))
     if len(predictions) > len(shown):
         print(f"... and {len(predictions) - len(shown)} more")
-    source = f"an ensemble of {len(models)} runs" if len(models) > 1 else str(models[0].source)
+    source = (f"an ensemble of {len(models)} runs" if len(models) > 1 else str(models[0].source)) + \
+        f" on {models[0].engine}"
     print(f"{len(predictions)} image(s) predicted with {source}; top-{min(args.top_k, len(names))} in {out}")
     if errors:
         print(f"skipped {len(errors)} unreadable file(s): " + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""),
@@ -247,11 +248,55 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from cnnlab.inference import load_trained
-    from cnnlab.inference.export import export_onnx
+    from cnnlab.inference.export import export_model
 
     trained = load_trained(args.run_dir, seed=args.seed, device="cpu")
-    out = Path(args.out) if args.out else trained.source.parent / "model.onnx"
-    export_onnx(trained, out, uint8_input=args.uint8_input, opset=args.opset)
+    suffix = ".xml" if args.format == "openvino" else ".onnx"
+    default = f"model{'-int8' if args.int8 else ''}{'-uint8' if args.uint8_input else ''}{suffix}"
+    out = Path(args.out) if args.out else trained.source.parent / default
+    if out.suffix != suffix:
+        raise ConfigError(f"--out {out}: an {args.format} model is written as a {suffix} file")
+    export_model(trained, out, fmt=args.format, uint8_input=args.uint8_input, opset=args.opset, int8=args.int8,
+                 calibration=args.calibration, int8_tolerance=args.int8_tolerance, force=args.force)
+    return 0
+
+
+def _study_overrides(args) -> tuple[dict, dict]:
+    overrides, origins = parse_set_options(args.set)
+    for option, key in (("data", "data.path"), ("device", "device")):
+        if getattr(args, option, None) is not None:
+            overrides[key], origins[key] = getattr(args, option), f"--{option}"
+    return overrides, origins
+
+
+def cmd_tune(args) -> int:
+    from cnnlab.studies.tune import TuneSettings, run_tune
+
+    overrides, _ = _study_overrides(args)
+    settings = TuneSettings(experiment=args.experiment, space=args.space, trials=args.trials,
+                            timeout_min=args.timeout, workers=args.workers, storage=args.storage, pruner=args.pruner,
+                            seeds=args.seeds, final_seeds=args.final_seeds, out=args.out, study=args.study,
+                            skip_final=args.skip_final, overrides=overrides)
+    folder = run_tune(settings, progress=not args.no_progress)
+    if (folder / "final.json").is_file():
+        _report(folder)
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from cnnlab.studies.lr_find import lr_find
+
+    overrides, origins = _study_overrides(args)
+    lr_find(args.experiment, overrides=overrides, origins=origins, phase=args.phase, start=args.start, end=args.end,
+            steps=args.steps, out=args.out)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from cnnlab.inference.serve import serve
+
+    serve(args.run_dir, host=args.host, port=args.port, engine=args.engine, workers=args.workers,
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     return 0
 
 
@@ -278,7 +323,8 @@ def cmd_report(args) -> int:
 
 COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
             "list": cmd_list, "resume": cmd_resume, "predict": cmd_predict, "export": cmd_export,
-            "interpret": cmd_interpret, "report": cmd_report, "probe": cmd_probe}
+            "interpret": cmd_interpret, "report": cmd_report, "probe": cmd_probe,
+            "serve": cmd_serve, "tune": cmd_tune, "lr-find": cmd_lr_find}
 
 
 def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-C: cleanly

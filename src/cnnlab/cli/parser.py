@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.config import DATA_SOURCES, DEVICES
+from cnnlab.config import DATA_SOURCES, DEVICES, ENGINES
 from cnnlab.version import __version__
 
 # option → the configuration key it sets (errors about the key name the option)
 OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
                "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
                "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights",
-               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri", "seeds_together": "seeds_together"}
+               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri", "seeds_together": "seeds_together",
+               "engine": "train.engine"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="default|none|PATH",
                    help="backbone weights: default (downloaded once by the backbone's library), none (random "
                         "init), an entry name, or a local file / Hub-style folder (machines without internet)")
+    p.add_argument("--engine", metavar="NAME", help=f"what extracts a frozen backbone's features: "
+                                                    f"{', '.join(ENGINES)} (default: auto, the fastest installed)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -47,6 +50,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "or \"cnnlab[mlflow]\")")
     p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """What a study built on an experiment takes besides its own options (tune, lr-find)."""
+    p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected)")
+    p.add_argument("--out", metavar="DIR", help="parent folder (default: runs)")
+    p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,22 +113,83 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to use")
     which.add_argument("--ensemble", action="store_true", help="average the probabilities of every seed")
     predict.add_argument("--device", metavar="NAME", default="auto", help=f"{', '.join(DEVICES)} (default: auto)")
+    predict.add_argument("--engine", metavar="NAME", default="auto",
+                         help=f"what runs the network: {', '.join(ENGINES)} (default: auto, the fastest installed: "
+                              "OpenVINO, then ONNX Runtime on a CPU; an exported .onnx / .xml needs one of them)")
     predict.add_argument("--batch-size", type=int, default=64, metavar="N")
     predict.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
     predict.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped)")
     predict.add_argument("--no-progress", action="store_true")
 
     export = sub.add_parser(
-        "export", help="export a trained model (ONNX) and check it against PyTorch",
-        description="Write the trained model as ONNX with a dynamic batch size, class names and preprocessing in "
-                    "its metadata, then run it with onnxruntime on test images and compare with PyTorch.")
+        "export", help="export a trained model (ONNX or OpenVINO, fp32 or int8) and check it",
+        description="Write the trained model as ONNX (or OpenVINO IR) with a dynamic batch size, its classes, "
+                    "preprocessing and test-time views in its metadata, then run it on test images and compare "
+                    "with PyTorch. --int8 quantises it, calibrated on training images, and reports both "
+                    "accuracies on the test split.")
     export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
-    export.add_argument("--out", metavar="FILE", help="default: model.onnx in the run folder")
+    export.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    export.add_argument("--out", metavar="FILE", help="default: model.onnx (model.xml + .bin) in the run folder")
+    export.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ), calibrated on the "
+                                                            "run's training images")
+    export.add_argument("--calibration", type=int, default=300, metavar="N", help="training images calibrating "
+                                                                                  "int8 (default 300, seeded)")
+    export.add_argument("--int8-tolerance", type=float, default=1.0, metavar="POINTS",
+                        help="refuse int8 when it loses more test accuracy than this (default 1.0 point)")
+    export.add_argument("--force", action="store_true", help="keep the int8 graph whatever it loses")
     export.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to export")
     export.add_argument("--uint8-input", action="store_true",
                         help="take uint8 NHWC pixels and preprocess inside the graph")
     export.add_argument("--opset", type=int, default=17)
+
+    tune = sub.add_parser(
+        "tune", help="search hyperparameters on validation with Optuna, then test tuned against untuned",
+        description="Trials of EXPERIMENT sample the keys of SPACE.yaml (Optuna's TPE, seeded), train on the "
+                    "training split and are judged on validation only (pruned early by ASHA or the median rule); "
+                    "the study lives in the study folder's SQLite file (or --storage) and the same command continues "
+                    "it. Then best.yaml is retrained beside the untuned experiment over --final-seeds and only then "
+                    "tested: one table with the gain, Welch's p and a bootstrap interval.")
+    tune.add_argument("experiment", metavar="EXPERIMENT", help="a preset or an experiment file")
+    tune.add_argument("--space", required=True, metavar="SPACE.yaml", help="configuration keys → ranges")
+    tune.add_argument("--trials", type=int, default=20, metavar="N", help="finished trials wanted (default 20)")
+    tune.add_argument("--timeout", type=float, default=None, metavar="MIN", help="stop starting trials after MIN")
+    tune.add_argument("--workers", type=int, default=1, metavar="K", help="trials at once on this machine")
+    tune.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by workers on several machines "
+                                                       "(default: sqlite in the study folder)")
+    tune.add_argument("--pruner", default="asha", metavar="asha|median|none")
+    tune.add_argument("--seeds", type=int, nargs="+", default=[], metavar="S", help="each trial's seeds (mean); "
+                                                                                    "default the experiment's first")
+    tune.add_argument("--final-seeds", type=int, nargs="+", default=[1, 2, 3], metavar="S")
+    tune.add_argument("--study", metavar="NAME", help="the study's name (default EXPERIMENT-SPACE)")
+    tune.add_argument("--skip-final", action="store_true", help="run trials only (extra workers of a shared study)")
+    tune.add_argument("--no-progress", action="store_true")
+    _add_study_options(tune)
+
+    lrfind = sub.add_parser(
+        "lr-find", help="the learning-rate range test: a plot and a suggested learning rate",
+        description="Train EXPERIMENT's first phase (or --phase N) for ~100 steps while the learning rate grows "
+                    "exponentially, plot the smoothed loss and suggest the rate of its steepest descent; the "
+                    "model is left as it was. Then: cnnlab run EXPERIMENT --set train.optimizer.lr=...")
+    lrfind.add_argument("experiment", metavar="EXPERIMENT")
+    lrfind.add_argument("--phase", type=int, default=0)
+    lrfind.add_argument("--start", type=float, default=1e-7)
+    lrfind.add_argument("--end", type=float, default=10.0)
+    lrfind.add_argument("--steps", type=int, default=100)
+    _add_study_options(lrfind)
+
+    serve = sub.add_parser(
+        "serve", help="serve a trained model: an HTTP API (POST /v1/predict) and a web page",
+        description="Load RUN_DIR (a seed or experiment folder with --seed, or an exported .onnx / .xml) once and "
+                    "answer POST /v1/predict (multipart 'file', repeated; ?top_k=N), GET /v1/model, GET /healthz, "
+                    "and a page at / to drop photos on; API docs at /docs. Concurrent requests are batched.")
+    serve.add_argument("run_dir", metavar="RUN_DIR|MODEL_FILE")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--engine", metavar="NAME", default="auto", help=f"{', '.join(ENGINES)} (default: auto)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    serve.add_argument("--max-batch", type=int, default=32, metavar="N", help="images batched into one forward")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, metavar="MS",
+                       help="how long a request waits for others to share its batch (default 10 ms)")
 
     interpret = sub.add_parser(
         "interpret", help="confusion matrix, per-class figures, top losses and Grad-CAM of a finished run",

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnlab.config import INTERPOLATIONS
 from cnnlab.data.batches import batch_indices
-from cnnlab.data.imagefolder import load_rgb
+from cnnlab.data.imagefolder import MAX_PIXELS, load_rgb
 from cnnlab.data.images import ImageSet
 from cnnlab.errors import DataError
 
@@ -46,6 +46,14 @@ def resize_image(image: Image.Image, size: int, mode: str, crop_ratio: float = 0
     return image.crop((left, top, left + size, top + size))
 
 
+def decode_image(source, size: int, mode: str, crop_ratio: float = 0.875, interpolation: str = "bilinear", *,
+                 name: str | None = None, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """An image file (or an upload's bytes as a file object) → uint8 CHW tensor at size×size, decoded and
+    resized exactly as training streamed its images (so a served upload predicts as `cnnlab predict`)."""
+    image = resize_image(load_rgb(source, name=name, max_pixels=max_pixels), size, mode, crop_ratio, interpolation)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
 class DecodeImages(Dataset):
     """Image files → (uint8 CHW tensor, index, None), or (None, index, message) for a file that does not decode."""
 
@@ -58,12 +66,10 @@ class DecodeImages(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = resize_image(load_rgb(self.paths[index]), self.size, self.mode, self.crop_ratio,
-                                 self.interpolation)
+            image = decode_image(self.paths[index], self.size, self.mode, self.crop_ratio, self.interpolation)
         except DataError as exc:  # carried to the main process, which raises it cleanly
             return None, index, str(exc)
-        array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
-        return torch.from_numpy(array), index, None
+        return image, index, None
 
 
 def collate_decoded(items):
@@ -72,6 +78,16 @@ def collate_decoded(items):
     bad = [(i, err) for _, i, err in items if err is not None]
     images = torch.stack([x for x, _ in good]) if good else None
     return images, [i for _, i in good], bad
+
+
+# How decoding workers start. "fork" (the DataLoader's default on Linux) until something in this process
+# runs a thread pool that fork() is unsafe under — OpenVINO's oneTBB, training/engines.py sets this then;
+# forkserver's children are forked from a clean server process instead.
+WORKER_START: list[str | None] = [None]
+
+
+def worker_context() -> str | None:
+    return WORKER_START[0]
 
 
 def default_workers() -> int:
@@ -107,6 +123,7 @@ class StreamingSet:
         return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio, self.interpolation),
                           batch_sampler=batches,
                           num_workers=self.num_workers, collate_fn=collate_decoded,
+                          multiprocessing_context=worker_context() if self.num_workers else None,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cnnlab.data.imagefolder import IMAGE_SUFFIXES
-from cnnlab.data.streaming import DecodeImages, collate_decoded, default_workers
+from cnnlab.data.streaming import DecodeImages, collate_decoded, default_workers, worker_context
 from cnnlab.errors import DataError, RunError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.inference.trained import TrainedModel
@@ -63,8 +63,9 @@ def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int =
     decode = DecodeImages([p for p, _ in items], first.input_size[1], first.record.get("resize", "stretch"),
                           first.record.get("crop_ratio", 0.875), first.record.get("interpolation", "bilinear"))
     batches = [list(range(s, min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
-    loader = DataLoader(decode, batch_sampler=batches, collate_fn=collate_decoded,
-                        num_workers=default_workers() if workers is None else workers)
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(decode, batch_sampler=batches, collate_fn=collate_decoded, num_workers=workers,
+                        multiprocessing_context=worker_context() if workers else None)
     predictions, errors = [], []
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False)
     for images, index, bad in loader:

@@ -1,14 +1,17 @@
-"""A trained model ready for inference: `load_trained(RUN_DIR or model.safetensors)`.
+"""A trained model ready for inference: `load_trained(RUN_DIR, model.safetensors, model.onnx or model.xml)`.
 
 `model.safetensors` carries, as JSON in its metadata, the model's name and arguments, the
 class names, the input size, how images of another size are resized, and the normalisation
-(fitted mean/std included, which BaseNet++ needs): the file alone predicts correctly.
+(fitted mean/std included, which BaseNet++ needs): the file alone predicts correctly. An exported
+graph (`cnnlab export`: ONNX, OpenVINO IR, int8 or not) carries the same record, so it predicts and
+serves the same way without PyTorch's model. `engine` says what runs the network (engines.py).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -18,6 +21,7 @@ from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, RunError
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
+from cnnlab.training.engines import compile_module, resolve_engine
 from cnnlab.training.loop import tta_logits
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
@@ -27,10 +31,12 @@ WEIGHTS_FILE = "model.safetensors"
 
 @dataclass
 class TrainedModel:
-    model: Classifier
+    model: Classifier | None  # None for an exported graph (then `forward` runs it)
     record: dict  # what train wrote beside the weights (see Trainer.inference_record)
     source: Path
     device: torch.device
+    engine: str = "torch"
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the network's logits, on `engine`
 
     @property
     def class_names(self) -> list[str]:
@@ -52,9 +58,30 @@ class TrainedModel:
         mean = None if self.mean is None else torch.tensor(self.mean)
         std = None if self.std is None else torch.tensor(self.std)
         self._preprocessor = BatchPreprocessor(PreprocessConfig(), mean, std)  # no augmentation
+        if self.forward is None:
+            self.forward = self.model
+
+    @property
+    def uint8_input(self) -> bool:
+        """An exported graph that scales and normalises inside itself takes uint8 NHWC pixels."""
+        return bool(self.record.get("uint8_input"))
+
+    def use_engine(self, engine: str) -> "TrainedModel":
+        """Run the network on `engine` (auto: the fastest installed for the device), compiled once here."""
+        resolved = resolve_engine(engine, self.device)
+        if self.model is None:  # an exported graph: its engine was chosen when it was loaded
+            return self
+        if resolved != "torch":
+            self.model.to("cpu").eval()
+            self.forward = compile_module(self.model, torch.zeros(2, *self.input_size), resolved)
+        self.engine = resolved
+        return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW images at the input size → the float batch the model was trained on."""
+        """uint8 NCHW images at the input size → the batch the network takes (float, normalised; or the
+        uint8 NHWC pixels of a graph that preprocesses inside itself)."""
+        if self.uint8_input:
+            return images.permute(0, 2, 3, 1).contiguous()
         return self._preprocessor(images.to(self.device), train=False)
 
     @property
@@ -66,7 +93,11 @@ class TrainedModel:
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (softmax of the logits) for a uint8 NCHW batch, as the run was tested."""
-        return torch.softmax(tta_logits(self.model, self.preprocess(images), self.tta), dim=1)
+        if self.uint8_input:  # the views (whole-pixel flips and shifts) are made of the pixels, then fed as uint8
+            pixels = images.to(self.device).float()
+            graph = lambda view: self.forward(view.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous())  # noqa: E731
+            return torch.softmax(tta_logits(graph, pixels, self.tta), dim=1)
+        return torch.softmax(tta_logits(self.forward, self.preprocess(images), self.tta), dim=1)
 
 
 def _read_record(path: Path) -> dict:
@@ -79,6 +110,9 @@ def _read_record(path: Path) -> dict:
         raise CheckpointError(f"{path}: holds no record of its model and preprocessing (written by cnnlab "
                               "before 0.2, or not by cnnlab); retrain it, or load the tensors with safetensors")
     return json.loads(metadata["cnnlab"])
+
+
+EXPORTED_SUFFIXES = (".onnx", ".xml")  # cnnlab export's ONNX graphs and OpenVINO IR
 
 
 def trained_runs(path: Path) -> list[Path]:
@@ -111,8 +145,15 @@ def pick_run(path: Path, seed: int | None) -> Path:
     return runs[0]
 
 
-def load_trained(path: str | Path, *, seed: int | None = None, device: str | torch.device = "cpu") -> TrainedModel:
-    """The trained model at PATH (a weights file, a run folder, or an experiment folder with `seed`)."""
+def load_trained(path: str | Path, *, seed: int | None = None, device: str | torch.device = "cpu",
+                 engine: str = "torch") -> TrainedModel:
+    """The trained model at PATH (a weights file, a run folder, an experiment folder with `seed`, or an
+    exported .onnx / OpenVINO .xml graph), its network run by `engine`."""
+    if Path(path).suffix.lower() in EXPORTED_SUFFIXES and Path(path).is_file():
+        from cnnlab.inference.exported import graph_engine
+
+        record, resolved, forward = graph_engine(Path(path), engine)
+        return TrainedModel(None, record, Path(path), torch.device("cpu"), engine=resolved, forward=forward)
     weights = pick_run(Path(path), seed)
     record = _read_record(weights)
     args = dict(record.get("model_args") or {})
@@ -130,7 +171,7 @@ def load_trained(path: str | Path, *, seed: int | None = None, device: str | tor
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         keep_freed_memory()  # large activations reuse freed memory (training/allocator.py)
-    return TrainedModel(model.to(device).eval(), record, weights, device)
+    return TrainedModel(model.to(device).eval(), record, weights, device).use_engine(engine)
 
 
 def run_data(trained: TrainedModel):

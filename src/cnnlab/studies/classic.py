@@ -15,6 +15,7 @@ from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import ConfigError
 from cnnlab.models import model_preprocessing
 from cnnlab.training.device import resolve_device, seed_everything
+from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import cached_features
 from cnnlab.training.loop import resolve_amp
 from cnnlab.training.trainer import build_model
@@ -34,6 +35,7 @@ def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=pr
         raise ConfigError(f"unknown classic head(s) {', '.join(unknown)}; valid: {', '.join(CLASSIC_HEADS)}")
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.train.amp, device)
+    engine = resolve_engine(cfg.train.engine, device)
     seed_everything(cfg.seeds[0])
     model = build_model(cfg, splits.num_classes, splits.input_size).to(device)
     if not model.flat_features:
@@ -45,7 +47,8 @@ def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=pr
         split = getattr(splits, name)
         if split is not None:
             features, _ = cached_features(model, split.to(device), preprocess, cache_dir=cfg.train.feature_cache_dir,
-                                          batch_size=cfg.train.eval_batch_size, device=device, amp=amp, log=log)
+                                          batch_size=cfg.train.eval_batch_size, device=device, amp=amp, log=log,
+                                          engine=engine)
             data[name] = (features.images.float().numpy(), features.labels.numpy())
     results = []
     for head in heads:

@@ -10,6 +10,8 @@ import copy
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.models import get_model_entry, model_preprocessing
+from cnnlab.training.device import resolve_device
+from cnnlab.training.engines import resolve_engine
 from cnnlab.training.loop import cpu_bf16_counts_as_native
 from cnnlab.training.trackers import check_trackers
 from cnnlab.training.phases import freeze_for_phase, resolve_phases
@@ -23,6 +25,7 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     except ConfigError as exc:
         raise ConfigError(f"experiment '{cfg.experiment_name}': key 'model': {exc}") from None
     check_trackers(cfg.log.trackers)
+    resolve_engine(cfg.train.engine, resolve_device(cfg.device))  # a named engine that is not installed
     if cfg.train.amp == "auto":
         cpu_bf16_counts_as_native()  # a bad $CNNLAB_CPU_BF16 is named now, not in each seed's process
     monitors = sorted({cfg.train.keep_best, cfg.train.early_stopping.monitor} - {"off"})

@@ -33,6 +33,7 @@ from cnnlab.studies.classic import run_classic_heads
 from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training.device import resolve_device, seed_everything
+from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import compute_features
 from cnnlab.training.loop import resolve_amp
 from cnnlab.training.trainer import build_model
@@ -67,16 +68,19 @@ def backbone_costs(cfg: ExperimentConfig, splits, log: Log) -> dict:
     sample = splits.train.subset(torch.arange(min(SPEED_IMAGES, len(splits.train))))
     sample = (sample.cache_in_memory() if hasattr(sample, "cache_in_memory") else sample).to(device)
     amp = resolve_amp(cfg.train.amp, device)
+    engine = resolve_engine(cfg.train.engine, device)
     batch = min(cfg.train.eval_batch_size, 32)
     compute_features(model, sample.subset(torch.arange(min(batch, len(sample)))), preprocess, batch_size=batch,
-                     device=device, amp=amp, progress=False)  # warm-up: first-call allocations, kernels
+                     device=device, amp=amp, progress=False, engine=engine)  # warm-up: compile, allocations
     tick = time.perf_counter()
-    compute_features(model, sample, preprocess, batch_size=batch, device=device, amp=amp, progress=False)
+    compute_features(model, sample, preprocess, batch_size=batch, device=device, amp=amp, progress=False,
+                     engine=engine)
     seconds = time.perf_counter() - tick
     entry = get_backbone(cfg.model_args["backbone"])
     weights = resolve_weights(entry, str(cfg.model_args.get("weights", "default")))
     return {"params": params, "macs": counter.get_total_flops() // 2, "input_size": list(splits.input_size),
             "extract_img_s": len(sample) / seconds, "device": str(device), "precision": "bf16" if amp else "fp32",
+            "engine": engine,
             "imagenet_top1": getattr(weights, "top1", None), "weights": getattr(weights, "name", str(weights))}
 
 

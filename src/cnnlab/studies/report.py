@@ -37,6 +37,11 @@ def folder_kind(path: Path) -> str:
         raise RunError(f"{path}: no such folder (give a run, experiment, ablation or comparison folder)")
     if (path / "compare.json").is_file():
         return "compare"
+    if (path / "study.json").is_file():
+        if not (path / "final.json").is_file():
+            raise RunError(f"{path}: the tuning study has not finished (no final.json); the same `cnnlab tune` "
+                           "command continues it")
+        return "tune"
     if (path / "ablation.yaml").is_file():
         if not (path / "ablation.json").is_file():
             raise RunError(f"{path}: the ablation has not finished (no ablation.json); `cnnlab resume {path}` "
@@ -281,8 +286,46 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     return f"comparison: {', '.join(comparison['experiments'])}", blocks
 
 
+def tune_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    """A tuning study: tuned against untuned on test (only now), the best trials, Optuna's figures."""
+    final = read_json(folder / "final.json")
+    rows = [[name, str(len(final[name]["test_acc"])), pm(final[name]["test_acc"], percent=True),
+             pm(final[name]["test_loss"], percent=False)] for name in ("preset", "tuned")]
+    p = "—" if final["p_value"] is None else f"{final['p_value']:.3f}"
+    params = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                       for k, v in final["best_params"].items())
+    trials = _csv_rows(folder / "trials.csv") if (folder / "trials.csv").is_file() else []
+    done = [t for t in trials if t["state"] == "complete" and t["value"] not in ("", None)]
+    maximize = final["monitor"] != "val_loss"
+    done.sort(key=lambda t: float(t["value"]), reverse=maximize)
+    keys = [k for k in (trials[0] if trials else {}) if k not in ("number", "state", "value", "last_step")]
+    blocks: list[Block] = [
+        Heading("Tuned against untuned, on the test split (used only now)"),
+        Text(f"best trial {final['best_trial']} on validation ({final['monitor']} {final['best_value']:.4f}): {params}"),
+        Table(["", "runs", "test accuracy", "test loss"], rows, caption="the same final seeds "
+              f"{final['seeds']}", source=_source(folder / "final.json", root)),
+        Text(f"gain {100 * final['gain']:+.2f} points, Welch p = {p}, 95 % bootstrap interval "
+             f"[{100 * final['ci_low']:+.2f}, {100 * final['ci_high']:+.2f}]: {final['verdict']}"),
+        Heading("The trials (validation only)"),
+        Text(f"{len(trials)} trials: {sum(t['state'] == 'complete' for t in trials)} complete, "
+             f"{sum(t['state'] == 'pruned' for t in trials)} pruned, {sum(t['state'] == 'fail' for t in trials)} failed"),
+        Table(["trial", final["monitor"], *keys], [[t["number"], f"{float(t['value']):.4f}", *[t[k] for k in keys]]
+                                                   for t in done[:10]],
+              caption="the ten best complete trials", source=_source(folder / "trials.csv", root)),
+    ]
+    figures = [f for name, caption in (("optimization_history.png", "optimization history"),
+                                       ("intermediate_values.png", "validation per epoch, pruned trials included"),
+                                       ("param_importances.png", "parameter importances"),
+                                       ("slice.png", "each parameter against the validation figure"))
+               for f in _figure(folder / name, caption)]
+    if figures:
+        blocks.append(Grid(figures))
+    return f"tuning study: {folder.name}", blocks
+
+
 BUILDERS: dict[str, Callable[[Path, Path], tuple[str, list[Block]]]] = {
-    "run": run_blocks, "experiment": experiment_blocks, "ablation": ablation_blocks, "compare": compare_blocks}
+    "run": run_blocks, "experiment": experiment_blocks, "ablation": ablation_blocks, "compare": compare_blocks,
+    "tune": tune_blocks}
 
 
 def _headline(kind: str, path: Path) -> list[str]:
@@ -298,6 +341,10 @@ def _headline(kind: str, path: Path) -> list[str]:
         last = read_json(path / "ablation.json")["steps"][-1]
         return [path.name, f"ablation (last step: {last['name']})", pm(last["test_acc"], percent=True),
                 pm(last["test_loss"], percent=False), str(len(last["test_acc"]))]
+    if kind == "tune":
+        final = read_json(path / "final.json")
+        return [path.name, "tuning study (tuned)", pm(final["tuned"]["test_acc"], percent=True),
+                pm(final["tuned"]["test_loss"], percent=False), str(len(final["tuned"]["test_acc"]))]
     rows = read_json(path / "compare.json")["rows"]
     best = max(rows, key=lambda r: sum(r["test_acc"]) / len(r["test_acc"]))
     return [path.name, f"comparison (best: {best['name']})", pm(best["test_acc"], percent=True),

@@ -31,6 +31,7 @@ from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.checkpoint import load_state_strict
 from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_everything, set_rng_state
 from cnnlab.training.ema import WeightAverage
+from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
 from cnnlab.training.mixing import BatchMixer
@@ -111,6 +112,7 @@ class Trainer:
         self.phases = resolve_phases(tc)
         self.epochs = sum(p.epochs for p in self.phases)
         self.amp = resolve_amp(tc.amp, self.device)
+        self.engine = resolve_engine(tc.engine, self.device)  # what extracts cached features
         self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
         self.train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
         self.mixer = BatchMixer(tc.mixup, tc.cutmix, tc.mix_prob)
@@ -275,12 +277,13 @@ class Trainer:
                                             cache_dir=self.cfg.train.feature_cache_dir,
                                             batch_size=self.cfg.train.eval_batch_size, device=self.device,
                                             amp=self.amp, channels_last=self.channels_last, log=self.log,
-                                            progress=self.progress)
+                                            progress=self.progress, engine=self.engine)
             out.append(features.to(self.device))
             hits.append(hit)
         elapsed = time.perf_counter() - tick
         self.one_off_s += elapsed
-        self.log(f"features: {'reused from the cache' if all(hits) else 'computed and cached'} in {elapsed:.1f}s")
+        self.log(f"features: {'reused from the cache' if all(hits) else f'computed and cached ({self.engine})'} "
+                 f"in {elapsed:.1f}s")
         return tuple(out)
 
     def _train_epoch(self, epoch: int, phase: PhaseConfig, data: PhaseData, train_model: nn.Module) -> dict:
@@ -359,6 +362,7 @@ class Trainer:
             "device": str(self.device), "precision": "bf16" if self.amp else "fp32", "num_train": len(splits.train),
             "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
             "preprocess": self.preprocess.state(), "feature_cache": self.used_features,
+            "engine": self.engine if self.used_features else "torch",
             "processes": self.ctx.world, "global_batch_size": self.cfg.train.batch_size,
         }
 

@@ -1,0 +1,159 @@
+"""`cnnlab lr-find EXPERIMENT`: the learning-rate range test (Smith 2015; fastai's `lr_find`, Lightning's tuner).
+
+The experiment's model and first phase (or `--phase N`) are built as `cnnlab run` would; then for
+~100 steps on shuffled training batches (augmented as training augments them) the learning rate
+grows exponentially from `start` to `end`, every optimizer group keeping its ratio to the head's
+(discriminative rates stay discriminative). The loss is smoothed (an exponential average with bias
+correction, β = 0.98) and the test stops once it is 4× its best or not finite. The suggestion is the
+**steepest descent** of the smoothed loss against log(lr) before its minimum — where the loss falls
+fastest — and the minimum's rate / 10 is shown beside it as a cross-check; the first tenth of the steps
+is left out of both (their average is still one or two noisy losses, as fastai's skip_start says). The weights, optimizer
+and random state are restored afterwards: the test changes nothing. Never the test split.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cnnlab.config import load_experiment
+from cnnlab.errors import ConfigError
+from cnnlab.fileio import atomic_write_json, create_unique_dir
+from cnnlab.reporting.interpretation import write_rows_csv
+
+Log = Callable[[str], None]
+
+
+def smooth(losses: list[float], beta: float = 0.98) -> list[float]:
+    average, out = 0.0, []
+    for i, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        out.append(average / (1 - beta ** (i + 1)))
+    return out
+
+
+def skipped(count: int) -> int:
+    """Points left out at the start: the average of the first steps is still one or two noisy losses
+    (fastai's skip_start does the same)."""
+    return max(3, count // 10)
+
+
+def steepest(rates: list[float], smoothed: list[float]) -> tuple[int, int]:
+    """(index of the steepest fall of the smoothed loss against log(lr) before its minimum, the minimum's
+    index), both after the first `skipped` points."""
+    skip = min(skipped(len(smoothed)), max(len(smoothed) - 2, 0))
+    low = skip + int(np.argmin(smoothed[skip:]))
+    if low - skip < 2:
+        return low, low
+    gradient = np.gradient(np.asarray(smoothed[skip:low + 1]), np.log10(np.asarray(rates[skip:low + 1])))
+    return skip + int(np.argmin(gradient)), low
+
+
+def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: int = 0, start: float = 1e-7,
+            end: float = 10.0, steps: int = 100, out: str | None = None, log: Log = print,
+            origins: dict[str, str] | None = None) -> dict:
+    from cnnlab.studies.experiment import load_data
+    from cnnlab.studies.preflight import check_experiment
+    from cnnlab.training.device import rng_state, set_rng_state
+    from cnnlab.training.loop import autocast_context
+    from cnnlab.training.phases import phase_epochs, set_train_mode
+    from cnnlab.training.trainer import Trainer
+
+    if not 0 < start < end or steps < 5:
+        raise ConfigError("lr-find: expected 0 < --start < --end and --steps >= 5")
+    from cnnlab.training.phases import resolve_phases
+
+    cfg = load_experiment(experiment, overrides=overrides, origins=origins)
+    phases = resolve_phases(cfg.train)
+    if not 0 <= phase < len(phases):
+        raise ConfigError(f"--phase {phase}: {cfg.experiment_name} has phases 0..{len(phases) - 1}")
+    check_experiment(cfg)
+    splits = replace(load_data(cfg, log=log), test=None)  # the test split is not even handed over
+    trainer = Trainer(cfg, splits, seed=cfg.seeds[0], log=lambda s: None, progress=False)
+    spans = phase_epochs(trainer.phases)
+    data, model = trainer._start_phase(phase, trainer.phases[phase], spans[phase])
+    saved_model = copy.deepcopy(trainer.model.state_dict())
+    saved_optimizer = copy.deepcopy(trainer.optimizer.state_dict())
+    saved_rng = rng_state()
+    optimizer = trainer.optimizer
+    ratios = [g["lr"] / optimizer.param_groups[0]["lr"] for g in optimizer.param_groups]
+    generator = torch.Generator().manual_seed(cfg.seeds[0])
+    batches = iter(())
+    rates, losses = [], []
+    set_train_mode(model, trainer.phases[phase])
+    tick = time.perf_counter()
+    for step in range(steps):
+        lr = start * (end / start) ** (step / (steps - 1))
+        for group, ratio in zip(optimizer.param_groups, ratios):
+            group["lr"] = lr * ratio
+        try:
+            images, labels = next(batches)
+        except StopIteration:
+            batches = iter(data.train.batches(cfg.train.batch_size, shuffle=True, generator=generator))
+            images, labels = next(batches)
+        x = data.preprocess(images, train=True, generator=generator)
+        with autocast_context(trainer.device, trainer.amp):
+            loss = trainer.train_loss(model(x).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        rates.append(lr)
+        losses.append(value)
+        smoothed = smooth(losses)
+        if not math.isfinite(value) or smoothed[-1] > 4 * min(smoothed):
+            break
+    trainer.model.load_state_dict(saved_model)
+    trainer.optimizer.load_state_dict(saved_optimizer)
+    set_rng_state(saved_rng)
+    smoothed = smooth(losses)
+    finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
+    rates_f, smoothed_f = [rates[i] for i in finite], [smoothed[i] for i in finite]
+    pick, low = steepest(rates_f, smoothed_f)
+    suggestion, minimum = rates_f[pick], rates_f[low]
+    folder = create_unique_dir(Path(out or cfg.out) / "lr-find" / cfg.experiment_name)
+    key = f"train.phases.{phase}.lr" if cfg.train.phases else "train.optimizer.lr"
+    result = {"experiment": cfg.experiment_name, "phase": trainer.phases[phase].name, "suggestion": suggestion,
+              "rule": "steepest descent of the smoothed loss (before its minimum)", "minimum_lr": minimum,
+              "minimum_over_10": minimum / 10, "steps_run": len(losses), "start": start, "end": end,
+              "stopped_early": len(losses) < steps, "seconds": time.perf_counter() - tick, "key": key,
+              "folder": str(folder)}
+    write_rows_csv(folder / "lr_find.csv", [{"step": i, "lr": r, "loss": l, "smoothed": s}
+                                            for i, (r, l, s) in enumerate(zip(rates, losses, smoothed))])
+    atomic_write_json(folder / "lr_find.json", result)
+    shown = skipped(len(smoothed_f))
+    _plot(folder / "lr_find.png", rates_f[shown:], smoothed_f[shown:], suggestion, minimum, cfg.experiment_name)
+    log(f"learning-rate range test of {cfg.experiment_name} (phase '{trainer.phases[phase].name}'): {len(losses)} "
+        f"steps from {start:g} to {rates[-1]:.3g}{' (stopped: the loss diverged)' if result['stopped_early'] else ''}")
+    log(f"suggested learning rate: {suggestion:.2e} (steepest descent of the smoothed loss; the minimum is at "
+        f"{minimum:.2e}, its tenth {minimum / 10:.2e}); plot: {folder / 'lr_find.png'}")
+    log(f"use it: cnnlab run {experiment} --set {key}={suggestion:.2e}")
+    return result
+
+
+def _plot(path: Path, rates: list[float], smoothed: list[float], suggestion: float, minimum: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    axes.plot(rates, smoothed, color="#2f6fdb")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss (smoothed)")
+    axes.axvline(suggestion, color="#d9480f", linestyle="--", label=f"suggestion {suggestion:.1e} (steepest descent)")
+    axes.axvline(minimum / 10, color="#868e96", linestyle=":", label=f"minimum / 10: {minimum / 10:.1e}")
+    top = min(max(smoothed), 4 * min(smoothed))
+    axes.set_ylim(min(smoothed) - 0.05 * abs(top - min(smoothed)), top)
+    axes.set_title(f"{title}: learning-rate range test")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
