@@ -31,7 +31,7 @@ from _common import SHARED_DATA, machine, wall, write_json  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlab.config import DataConfig  # noqa: E402
-from cnnlab.data.sources import load_splits  # noqa: E402
+from cnnlab.data.loading import load_splits  # noqa: E402
 from cnnlab.reporting.tables import render_table  # noqa: E402
 
 BIRDS = SHARED_DATA / "birds-subset50"

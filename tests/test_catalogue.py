@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from cnnlab.catalogue import BACKBONES, MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
-from cnnlab.config import DATA_SOURCES
+from cnnlab.catalogue import BACKBONES, MODEL_DESCRIPTIONS
 
 
 def test_models_in_the_catalogue_are_the_registered_ones():
@@ -32,12 +31,6 @@ def test_backbones_in_the_catalogue_match_the_registry():
         # the reductions written down are the ones a forward measures (they name stride16, 14x14, ...)
         measured, _ = probe_stages(entry.build(), list(facts.stage_names), 224, lambda m, x: m(x))
         assert [(s.name, s.reduction) for s in measured] == stages
-
-
-def test_every_data_source_is_described():
-    from cnnlab.data import describe_sources
-
-    assert set(SOURCE_DESCRIPTIONS) == set(DATA_SOURCES) == set(describe_sources())
 
 
 def test_a_model_registered_elsewhere_must_describe_itself():

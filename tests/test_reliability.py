@@ -316,7 +316,7 @@ def test_checkpoints_and_yaml_never_execute_code(tmp_path, npz_data):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["run", "basenet", "--source", "npz", "--data", "."], "does not look like a 'npz' dataset"),
+    (["run", "basenet", "--source", "npz", "--data", "."], "does not look like an 'npz' dataset"),
     (["run", "birdnet_v0", "--backbone", "vgg16"], "unknown backbone 'vgg16'; valid backbones"),
     (["run", "basenet", "--set", "train.phases=[{trainable: [neck]}]", "--data", "."],
      "trainable part 'neck' is not a module of this model; valid: all, backbone, head"),
@@ -324,7 +324,7 @@ def test_checkpoints_and_yaml_never_execute_code(tmp_path, npz_data):
     (["compare", "birdnet_v0", "--set", "model_args.head=[dense:-3]"], "head layer 'dense:-3': value -3 out of range"),
     (["run", "nosuchmodel"], "key 'model': unknown model 'nosuchmodel'; valid models: basenet"),
     (["run", "basenet", "--device", "tpu"], "--device: key 'device': expected one of auto, cpu, cuda, mps"),
-    (["run", "basenet", "--source", "zip"], "--source: key 'data.source': expected one of auto, cifar100"),
+    (["run", "basenet", "--source", "zip"], "--source: key 'data.source': expected one of auto, csv, npz, cifar100-folder"),
 ])
 def test_unknown_names_list_the_valid_ones(args, fragment, tmp_path, capsys):
     # In an empty working folder (conftest): a bad command must fail before it makes any folder or writes.

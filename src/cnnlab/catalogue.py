@@ -1,6 +1,6 @@
 """What cnnlab offers, by name, readable without importing torch (`cnnlab list` in a blink).
 
-The registries (models/registry.py, models/backbones.py, data/sources.py) take their
+The registries (models/registry.py, models/backbones.py) take their
 descriptions, weights names and stages from here, so the list and the code that builds
 each thing cannot disagree (tests/test_catalogue.py checks them name by name).
 """
@@ -65,18 +65,3 @@ ZOOS = {
 def offline_backbones() -> list[str]:
     """Backbones whose default weights need no network (named where a download fails)."""
     return [name for name, facts in BACKBONES.items() if facts.offline]
-
-
-SOURCE_DESCRIPTIONS = {
-    "auto": "detect the layout of --data PATH (default: cifar100)",
-    "cifar100": "official CIFAR-100, downloaded through torchvision into the cache folder",
-    "cifar100-folder": "a local folder holding the official cifar-100-python/ files",
-    "npz": "train.npz + test.npz with images (uint8 N×H×W×3), labels, optional class_names",
-    "imagefolder": "train/<class>/* and test/<class>/* image folders (any sizes and formats)",
-    "classfolder": "<class>/* folders of your own photos, no split: train/val/test drawn for you",
-    "csv": "a CSV file of path,label rows (paths relative to it), split like class folders",
-    "cub-lab": "class folders NNN.Name/ beside train.txt and test.txt (the lab's birds)",
-    "cub200-2010": "CUB-200 as distributed: images/ + lists/train.txt, lists/test.txt",
-    "cub200-2011": "CUB-200-2011 as distributed: images.txt, image_class_labels.txt, train_test_split.txt, "
-                   "classes.txt, images/",
-}

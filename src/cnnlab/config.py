@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -23,9 +23,16 @@ from cnnlab.fileio import atomic_write_text
 BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
 BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
 
+
+
+def data_sources() -> tuple[str, ...]:
+    """data.source's choices: auto and every registered source (data/registry.py holds the one table)."""
+    from cnnlab.datasources import source_names
+
+    return source_names()
+
+
 # The one list of each: the command line, the loaders and `cnnlab list` all read these.
-DATA_SOURCES = ("auto", "cifar100", "cifar100-folder", "npz", "imagefolder", "cub-lab", "cub200-2010", "cub200-2011",
-                "classfolder", "csv")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow")
 # what runs a frozen module (features, predict, serve): training/engines.py
@@ -34,13 +41,18 @@ ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 
+# imbalanced classes (training/imbalance.py): data.sampler and train.class_weights
+SAMPLERS = ("uniform", "balanced", "sqrt")
+CLASS_WEIGHTS = ("none", "balanced", "effective")
+
 # train.tta's modes, from the fewest views to the most (training/loop.py's tta_views makes them)
 TTA_MODES = ("off", "flip", "flip_shift")
 
 
-def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
+def _opt(default: Any, *, choices: tuple | Callable[[], tuple] | None = None, min: float | None = None,
          max: float | None = None, gt: float | None = None, item_choices: tuple | None = None, help: str = "") -> Any:
-    """A dataclass field carrying the validation rules the loader enforces (`item_choices`: of a list's items)."""
+    """A dataclass field carrying the validation rules the loader enforces (`item_choices`: of a list's items;
+    `choices` may be a function returning them, for a table that grows at run time such as data sources)."""
     meta = {"choices": choices, "min": min, "max": max, "gt": gt, "item_choices": item_choices, "help": help}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
@@ -51,9 +63,10 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 class DataConfig:
     """Where the images come from and how the hold-out split is drawn."""
 
-    source: str = _opt("auto", choices=DATA_SOURCES,
+    source: str = _opt("auto", choices=data_sources,
                        help="auto detects the layout of `path`; cifar100 downloads through torchvision")
-    path: str | None = _opt(None, help="dataset folder; for cifar100 the download cache "
+    path: str | None = _opt(None, help="dataset folder (or file, or hf:OWNER/NAME[:CONFIG] for a Hugging Face "
+                                       "Hub dataset); for cifar100 the download cache "
                                        "(default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
     num_classes: int = _opt(25, min=2, help="CIFAR-100: keep fine labels 0..num_classes-1 (at most 100); "
                                              "a run records here the classes its data had")
@@ -77,6 +90,13 @@ class DataConfig:
                                          "folders and CSVs when they fit in 1 GiB, bird lists never")
     workers: int = _opt(-1, min=-1, help="decoding worker processes for streamed images (-1: cores - 1)")
     skip_bad_images: bool = _opt(False, help="leave out images that do not decode (reported by name)")
+    image_column: str | None = _opt(None, help="Hugging Face / Parquet / Arrow data: the column of images "
+                                               "(default: the one column of the Image feature type)")
+    label_column: str | None = _opt(None, help="Hugging Face / Parquet / Arrow data: the column of labels "
+                                               "(default: the one ClassLabel column, else one named label)")
+    sampler: str = _opt("uniform", choices=SAMPLERS,
+                        help="how each epoch draws training images: uniform (every image once), balanced (every "
+                             "class equally often) or sqrt (each class ∝ √its images); with replacement, seeded")
 
 
 @dataclass
@@ -139,7 +159,7 @@ class PhaseConfig:
                                     "without it trains on cached backbone features")
 
 
-MONITORS = ("val_loss", "val_acc")
+MONITORS = ("val_loss", "val_acc", "val_bal_acc", "val_macro_f1")
 
 
 @dataclass
@@ -161,6 +181,11 @@ class TrainConfig:
     schedule: str = _opt("constant", choices=("constant", "cosine"))
     warmup_epochs: int = _opt(0, min=0)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
+    class_weights: str = _opt("none", choices=CLASS_WEIGHTS,
+                              help="weigh each class in the training loss: balanced (inverse frequency) or "
+                                   "effective (Cui et al. 2019's effective number, β = class_weights_beta)")
+    class_weights_beta: float = _opt(0.999, gt=0.0, max=0.99999,
+                                     help="β of train.class_weights: effective (→ 1: inverse frequency)")
     mixup: float = _opt(0.0, min=0.0, max=10.0,
                         help="mixup: blend each training image with another of the batch, the weight drawn "
                              "from Beta(α, α) (α, e.g. 0.2–1; 0: off); the loss weighs both labels")
@@ -334,6 +359,8 @@ class _Reader:
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 self.fail(key, f"expected {_describe(tp)}, got {value!r}")
             return tuple(self.value(a, v, f"{key}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value)))
+        if callable(meta.get("choices")):
+            meta = {**meta, "choices": meta["choices"]()}
         if tp is str and isinstance(value, bool) and ("on" if value else "off") in (meta.get("choices") or ()):
             value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as true/false
         ok = {
@@ -355,6 +382,7 @@ class _Reader:
 
     def check_range(self, key: str, value: Any, meta: typing.Mapping) -> None:
         choices = meta.get("choices")
+        choices = choices() if callable(choices) else choices
         if choices and value not in choices:
             self.fail(key, f"expected one of {', '.join(map(str, choices))}; got {value!r}")
         if meta.get("min") is not None and value < meta["min"]:

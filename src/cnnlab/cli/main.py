@@ -107,7 +107,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from cnnlab.data.sources import named_image_size
+    from cnnlab.data.loading import named_image_size
     from cnnlab.models import get_model_entry, model_preprocessing
     from cnnlab.models.summary import model_summary
     from cnnlab.training import build_model
@@ -173,12 +173,15 @@ def _list_backbones(pattern: str | None) -> None:
 
 
 def cmd_list(args) -> int:
-    # From catalogue.py and the preset files alone: no torch, so it answers at once.
-    from cnnlab.catalogue import MODEL_DESCRIPTIONS, SOURCE_DESCRIPTIONS
+    # From catalogue.py, the source table and the preset files alone: no torch, so it answers at once.
+    from cnnlab.catalogue import MODEL_DESCRIPTIONS
     from cnnlab.config import BUILTIN_ABLATIONS
 
     if args.what == "backbones":
         _list_backbones(args.pattern)
+        return 0
+    if args.what == "sources":
+        _list_sources()
         return 0
 
     print("models:")
@@ -194,10 +197,19 @@ def cmd_list(args) -> int:
     for path in sorted(BUILTIN_ABLATIONS.glob("*.yaml")):
         print(f"  {path.stem:<18} [{path}]")
     _list_backbones(None)
-    print("data sources (--source):")
-    for name, what in SOURCE_DESCRIPTIONS.items():
-        print(f"  {name:<18} {what}")
+    _list_sources()
     return 0
+
+
+def _list_sources() -> None:
+    """Every registered data source, in the order --source auto tries them (data/registry.py)."""
+    from cnnlab.datasources import describe_sources, sources
+
+    print("data sources (--source; auto tries them in this order):")
+    table = sources()
+    for name, what in describe_sources().items():
+        named_only = name in table and table[name].detect is None
+        print(f"  {name:<18} {what}" + (" [named, never detected]" if named_only else ""))
 
 
 def cmd_resume(args) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.config import DATA_SOURCES, DEVICES, ENGINES
+from cnnlab.config import DEVICES, ENGINES
 from cnnlab.version import __version__
 
 # option → the configuration key it sets (errors about the key name the option)
@@ -20,8 +20,9 @@ OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.ep
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="experiment YAML file (or a built-in preset name)")
-    p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected) or CIFAR-100 cache folder")
-    p.add_argument("--source", metavar="NAME", help=f"dataset layout: {', '.join(DATA_SOURCES)} (default: auto)")
+    p.add_argument("--data", metavar="PATH", help="dataset folder or file (layout detected), hf:OWNER/NAME[:CONFIG] "
+                                                  "(a Hugging Face Hub dataset), or the CIFAR-100 cache folder")
+    p.add_argument("--source", metavar="NAME", help="dataset layout: auto (default) or a name of `cnnlab list sources`")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="one independent training per seed")
@@ -214,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list models, experiment presets, backbones and data sources",
                              description="Everything cnnlab offers by name; `cnnlab list backbones PATTERN` also "
                                          "lists the timm and torchvision models whose names contain PATTERN.")
-    listing.add_argument("what", nargs="?", choices=("backbones",), help="only the backbones")
+    listing.add_argument("what", nargs="?", choices=("backbones", "sources"), help="only the backbones, or only the "
+                         "data sources")
     listing.add_argument("pattern", nargs="?", metavar="PATTERN",
                          help="with backbones: the zoos' names containing PATTERN (a glob with * for timm)")
 

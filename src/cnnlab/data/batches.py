@@ -29,15 +29,18 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-                  shard: tuple[int, int] = (0, 1)) -> list[torch.Tensor]:
+                  shard: tuple[int, int] = (0, 1), order: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Index tensors of this process's part of each global batch (the last may be smaller, as in Keras).
+
+    `order` (a sampler's draw for the epoch, training/imbalance.py) replaces the permutation.
 
     With `shard=(rank, world)`, every process draws the same permutation and takes positions
     rank, rank+world, ... of each global batch; a final batch too small to give every process
     an image is dropped on all of them, so they always take the same number of steps.
     """
     rank, world = shard
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if order is None:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
     if world > 1:
         batches = [b[rank::world] for b in batches if len(b) >= world]
@@ -45,14 +48,14 @@ def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Ge
 
 
 def iterate_batches(data, batch_size: int, *, shuffle: bool = False,
-                    generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1),
+                    order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images, labels) batches sliced from `data.images` and `data.labels`."""
-    if not shuffle and shard[1] == 1:  # plain slices: no index tensor needed
+    if not shuffle and shard[1] == 1 and order is None:  # plain slices: no index tensor needed
         for start in range(0, len(data), batch_size):
             yield data.images[start:start + batch_size], data.labels[start:start + batch_size]
         return
-    for idx in batch_indices(len(data), batch_size, shuffle=shuffle, generator=generator, shard=shard):
+    for idx in batch_indices(len(data), batch_size, shuffle=shuffle, generator=generator, shard=shard, order=order):
         idx = to_device(idx, data.images.device)
         yield data.images[idx], data.labels[idx]
 

@@ -17,6 +17,7 @@ from cnnlab.data.images import DataSplits, ImageSet, imageset_from_numpy
 from cnnlab.errors import DataError
 
 FOLDER = "cifar-100-python"  # torchvision's CIFAR100.base_folder (torchvision is imported only to download)
+
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"),

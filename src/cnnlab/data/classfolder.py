@@ -29,10 +29,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class LabelledFiles:
-    paths: list[Path]
+    paths: list  # image files (Path), or items with a `key` and an `open()` (a Hub dataset's rows: hub.HubImage)
     labels: list[int]
     class_names: list[str]
-    root: Path  # paths in split files are written relative to it
+    root: Path | None  # paths in split files are written relative to it
+
+    def key(self, index: int) -> str:
+        """How split.csv names image `index`: its path relative to the root, or the item's own key."""
+        item = self.paths[index]
+        return item.relative_to(self.root).as_posix() if isinstance(item, Path) else item.key
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -136,13 +141,13 @@ def _can_stratify(labels: np.ndarray, fraction: float) -> bool:
 
 def split_rows(files: LabelledFiles, plan: dict[str, list[int]]) -> list[dict]:
     """The split as rows of split.csv: path (relative to the data root), label, split."""
-    return [{"path": files.paths[i].relative_to(files.root).as_posix(), "label": files.class_names[files.labels[i]],
-             "split": name} for name in SPLITS for i in plan[name]]
+    return [{"path": files.key(i), "label": files.class_names[files.labels[i]], "split": name}
+            for name in SPLITS for i in plan[name]]
 
 
 def read_split_file(split_file: Path, files: LabelledFiles) -> dict[str, list[int]]:
     """A saved split.csv applied to the same images: every row must name a known image and class."""
-    where = {p.relative_to(files.root).as_posix(): i for i, p in enumerate(files.paths)}
+    where = {files.key(i): i for i in range(len(files.paths))}
     plan: dict[str, list[int]] = {name: [] for name in SPLITS}
     try:
         rows = list(csv.DictReader(split_file.read_text(encoding="utf-8").splitlines()))
@@ -153,7 +158,8 @@ def read_split_file(split_file: Path, files: LabelledFiles) -> dict[str, list[in
             raise DataError(f"{split_file}: expected the columns path,label,split")
         index = where.get(row["path"])
         if index is None:
-            raise DataError(f"{split_file}:{number}: '{row['path']}' is not an image of {files.root}")
+            raise DataError(f"{split_file}:{number}: '{row['path']}' is not an image of "
+                            f"{files.root if files.root is not None else 'the dataset'}")
         if files.class_names[files.labels[index]] != row["label"] or row["split"] not in SPLITS:
             raise DataError(f"{split_file}:{number}: label or split differs from the data "
                             f"(expected label '{files.class_names[files.labels[index]]}' and one of {', '.join(SPLITS)})")

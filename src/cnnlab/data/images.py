@@ -41,7 +41,9 @@ class ImageSource(Protocol):
     def to(self, device: torch.device) -> "ImageSource": ...
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]: ...
+                shard: tuple[int, int] = (0, 1), order: torch.Tensor | None = None) -> Iterator[Batch]:
+        """Mini-batches in order, shuffled by `generator`, or in a sampler's `order` (indices, repeats allowed)."""
+        ...
 
 
 @dataclass
@@ -68,9 +70,9 @@ class ImageSet:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                shard: tuple[int, int] = (0, 1)):
+                shard: tuple[int, int] = (0, 1), order: torch.Tensor | None = None):
         """(images, labels) mini-batches sliced from the tensors (see batches.py)."""
-        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, shard=shard)
+        return iterate_batches(self, batch_size, shuffle=shuffle, generator=generator, shard=shard, order=order)
 
 
 @dataclass

@@ -11,10 +11,6 @@ from cnnlab.data.images import DataSplits, ImageSet, check_labels, imageset_from
 from cnnlab.errors import DataError
 
 
-def is_npz_folder(path: Path) -> bool:
-    return (path / "train.npz").is_file() and (path / "test.npz").is_file()
-
-
 def _read(path: Path) -> tuple[ImageSet, list[str] | None]:
     try:
         # allow_pickle=False: an .npz with object arrays is refused instead of unpickled.

@@ -50,12 +50,26 @@ def decode_image(source, size: int, mode: str, crop_ratio: float = 0.875, interp
                  name: str | None = None, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file (or an upload's bytes as a file object) → uint8 CHW tensor at size×size, decoded and
     resized exactly as training streamed its images (so a served upload predicts as `cnnlab predict`)."""
-    image = resize_image(load_rgb(source, name=name, max_pixels=max_pixels), size, mode, crop_ratio, interpolation)
+    # crop: the shorter side becomes size / crop_ratio, so both sides must keep at least that many pixels
+    needed = size if mode == "stretch" else math.floor(size / crop_ratio + 1e-6)
+    image = resize_image(load_rgb(source, name=name, max_pixels=max_pixels, at_least=(needed, needed)), size, mode,
+                         crop_ratio, interpolation)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
+def open_item(item):
+    """What Pillow opens for one listed image: a file path as it is, or a dataset row's file object (hub.HubImage)."""
+    return item if isinstance(item, (str, os.PathLike)) else item.open()
+
+
+def item_name(item) -> str | None:
+    """The name errors give a listed image: None for a path (its own), the row's name otherwise."""
+    return None if isinstance(item, (str, os.PathLike)) else item.name
+
+
 class DecodeImages(Dataset):
-    """Image files → (uint8 CHW tensor, index, None), or (None, index, message) for a file that does not decode."""
+    """Image files (or dataset rows) → (uint8 CHW tensor, index, None), or (None, index, message) for one that
+    does not decode."""
 
     def __init__(self, paths: list[Path], size: int, mode: str, crop_ratio: float, interpolation: str = "bilinear"):
         self.paths, self.size, self.mode, self.crop_ratio = paths, size, mode, crop_ratio
@@ -66,7 +80,9 @@ class DecodeImages(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = decode_image(self.paths[index], self.size, self.mode, self.crop_ratio, self.interpolation)
+            item = self.paths[index]
+            image = decode_image(open_item(item), self.size, self.mode, self.crop_ratio, self.interpolation,
+                                 name=item_name(item))
         except DataError as exc:  # carried to the main process, which raises it cleanly
             return None, index, str(exc)
         return image, index, None
@@ -127,8 +143,9 @@ class StreamingSet:
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        plan = batch_indices(len(self), batch_size, shuffle=shuffle, generator=generator, shard=shard)
+                shard: tuple[int, int] = (0, 1), order: torch.Tensor | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = batch_indices(len(self), batch_size, shuffle=shuffle, generator=generator, shard=shard, order=order)
         for images, index, bad in self._loader([b.tolist() for b in plan]):
             if bad:
                 raise DataError(bad[0][1] + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else "")

@@ -177,7 +177,7 @@ def load_trained(path: str | Path, *, seed: int | None = None, device: str | tor
 def run_data(trained: TrainedModel):
     """The data the run was trained on, read again from its recorded configuration (test split exact)."""
     from cnnlab.config import load_experiment
-    from cnnlab.data.sources import load_splits
+    from cnnlab.data.loading import load_splits
     from cnnlab.models import model_preprocessing
 
     config = trained.source.parent / "config.yaml"

@@ -67,7 +67,7 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
         length = min(len(s) for s in series)
         by_epoch = list(zip(*[s[:length] for s in series]))
         epochs = range(1, length + 1)
-        scale = 100 if metric.endswith("acc") else 1
+        scale = 1 if metric.endswith("loss") else 100
         by_epoch = [[scale * x for x in v] for v in by_epoch]
         mean = [sum(v) / len(v) for v in by_epoch]
         # markers too: a one-epoch curve is a single point, which a line alone does not draw
@@ -78,6 +78,7 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel({"val_acc": "validation accuracy (%)", "val_loss": "validation loss",
+                   "val_bal_acc": "validation balanced accuracy (%)", "val_macro_f1": "validation macro-F1 (%)",
                    "train_acc": "training accuracy (%)", "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend()

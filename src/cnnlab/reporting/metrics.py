@@ -12,7 +12,9 @@ from pathlib import Path
 from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_text
 
-COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+# val_bal_acc / val_macro_f1: balanced accuracy and macro-F1 of the validation split (training/scores.py)
+COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "val_macro_f1", "lr",
+           "epoch_time_s")
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

@@ -51,26 +51,35 @@ def lab_label(lab: dict) -> str:
     return f"lab: {lab['note']}"
 
 
+def spread(results: Sequence[dict], key: str) -> str:
+    """mean ± std of `key` over runs, as a percentage; — when a run lacks it (one written before cnnlab 0.10)."""
+    values = [r.get(key) for r in results]
+    return "—" if not values or any(v is None for v in values) else pm(values, percent=True)
+
+
 def seeds_rows(results: Sequence[dict], lab: dict | None) -> tuple[list[str], list[list[str]]]:
     """The lab's "Cuadro 1": each seed's test loss/accuracy, then mean ± std, then the lab's own mean.
 
     Timings: the median epoch (the first, warm-up epoch does not skew it) and one-off work
     such as feature extraction, apart. The lab's runs are its own, so they are not paired
-    with cnnlab's seeds: they appear as one row of their own.
+    with cnnlab's seeds: they appear as one row of their own. Balanced accuracy and macro-F1
+    weigh every class alike (training/scores.py); the lab reported neither.
     """
-    header = ["seed", "test loss", "test accuracy", "median epoch (s)", "one-off (s)"]
+    header = ["seed", "test loss", "test accuracy", "balanced accuracy", "macro-F1", "median epoch (s)",
+              "one-off (s)"]
     rows = []
     for r in results:
-        rows.append([str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]),
-                     f"{_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s'):.2f}",
+        rows.append([str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]), pct(r.get("test_bal_acc")),
+                     pct(r.get("test_macro_f1")), f"{_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s'):.2f}",
                      f"{_seconds(r, 'one_off_time_s', 'one_off_time_s'):.1f}"])
     if len(results) > 1:
         rows.append(["mean ± std", pm([r["test_loss"] for r in results], percent=False),
-                     pm([r["test_acc"] for r in results], percent=True),
+                     pm([r["test_acc"] for r in results], percent=True), spread(results, "test_bal_acc"),
+                     spread(results, "test_macro_f1"),
                      f"{mean_std([_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s') for r in results])[0]:.2f}",
                      ""])
     if lab:
-        rows.append([lab_label(lab), f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", ""])
+        rows.append([lab_label(lab), f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", "", "", ""])
     return header, rows
 
 
@@ -127,17 +136,20 @@ def compare_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     The lab's figures sit beside a variant only when it followed the lab's protocol on the lab's
     data; otherwise they follow the variant as a row of their own, naming what the lab used.
     """
-    header = ["variant", "runs", "test accuracy", "test loss", "wall time / run (s)", "lab accuracy", "lab loss"]
+    header = ["variant", "runs", "test accuracy", "balanced accuracy", "macro-F1", "test loss", "wall time / run (s)",
+              "lab accuracy", "lab loss"]
     body = []
     for r in rows:
         lab = r["lab"]
         beside = bool(lab and lab.get("same_protocol"))
-        body.append([r["name"], str(len(r["test_acc"])), pm(r["test_acc"], percent=True),
+        figures = [pm(r[key], percent=True) if r.get(key) and None not in r[key] else "—"
+                   for key in ("test_bal_acc", "test_macro_f1")]
+        body.append([r["name"], str(len(r["test_acc"])), pm(r["test_acc"], percent=True), *figures,
                      pm(r["test_loss"], percent=False) if r["test_loss"] else "—",
                      f"{mean_std(r['wall_time_s'])[0]:.1f}", pct(lab["mean_test_acc"]) if beside else "—",
                      f"{lab['mean_test_loss']:.4f}" if beside else "—"])
         if lab and not beside:
-            body.append([f"{lab_label(lab)} ({r['name']})", str(len(lab["runs"])), pct(lab["mean_test_acc"]),
+            body.append([f"{lab_label(lab)} ({r['name']})", str(len(lab["runs"])), pct(lab["mean_test_acc"]), "—", "—",
                          f"{lab['mean_test_loss']:.4f}", "—", "—", "—"])
     return header, body
 

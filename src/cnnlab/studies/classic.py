@@ -18,6 +18,8 @@ from cnnlab.training.device import resolve_device, seed_everything
 from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import cached_features
 from cnnlab.training.loop import resolve_amp
+from cnnlab.reporting.interpretation import confusion
+from cnnlab.training.scores import scores
 from cnnlab.training.trainer import build_model
 
 CLASSIC_HEADS = {
@@ -58,9 +60,16 @@ def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=pr
             classifier = make_pipeline(StandardScaler(), make(seed)).fit(*data["train"])
             fit_s = time.perf_counter() - tick
             row = {"head": head, "label": label, "seed": seed, "fit_time_s": fit_s,
-                   "test_acc": float(np.mean(classifier.predict(data["test"][0]) == data["test"][1]))}
+                   **_scored("test", classifier, data["test"], splits.num_classes)}
             if "val" in data:
-                row["val_acc"] = float(np.mean(classifier.predict(data["val"][0]) == data["val"][1]))
+                row |= _scored("val", classifier, data["val"], splits.num_classes)
             results.append(row)
             log(f"{label}, seed {seed}: test accuracy {100 * row['test_acc']:.2f}% (fit {fit_s:.1f}s)")
     return results
+
+
+def _scored(split: str, classifier, data: tuple[np.ndarray, np.ndarray], num_classes: int) -> dict[str, float]:
+    """{split}_acc, {split}_bal_acc and {split}_macro_f1 of a fitted classifier on (features, labels)."""
+    features, labels = data
+    figures = scores(confusion(labels, classifier.predict(features), num_classes))
+    return {f"{split}_{name}": value for name, value in figures.items()}

@@ -50,6 +50,8 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
         summary = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)
         runs = summary["runs"]
         rows.append({"name": cfg.experiment_name, "kind": "network", "test_acc": [r["test_acc"] for r in runs],
+                     "test_bal_acc": [r.get("test_bal_acc") for r in runs],
+                     "test_macro_f1": [r.get("test_macro_f1") for r in runs],
                      "test_loss": [r["test_loss"] for r in runs], "wall_time_s": [r["wall_time_s"] for r in runs],
                      "lab": summary["lab"], "folder": str(experiment_dir)})
     if features_cfg is not None:
@@ -60,6 +62,8 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
             mine = [r for r in results if r["head"] == head]
             rows.append({"name": f"classic: {mine[0]['label']}", "kind": "classic",
                          "test_acc": [r["test_acc"] for r in mine], "test_loss": None,
+                         "test_bal_acc": [r.get("test_bal_acc") for r in mine],
+                         "test_macro_f1": [r.get("test_macro_f1") for r in mine],
                          "wall_time_s": [r["fit_time_s"] for r in mine], "lab": None})
     atomic_write_json(folder / "compare.json", {"experiments": experiments, "overrides": overrides, "rows": rows})
     atomic_write_text(folder / "compare.md", f"# Comparison\n\n{compare_table(rows, markdown=True)}\n")

@@ -19,7 +19,7 @@ from typing import Callable
 from cnnlab.config import ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, save_config
 from cnnlab.data.images import DataSplits
 from cnnlab.data.preprocess import check_crop_fits
-from cnnlab.data.sources import load_splits, named_image_size
+from cnnlab.data.loading import load_splits, named_image_size
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
@@ -34,6 +34,7 @@ from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
 from cnnlab.models.summary import macs_per_image
 from cnnlab.training.device import resolve_device
+from cnnlab.training.imbalance import imbalance_note
 from cnnlab.training.trainer import build_model, silent, train_seed
 
 Log = Callable[[str], None]
@@ -55,6 +56,9 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
     # a crop too large for the images fails here, before a run folder exists, not at the first batch
     check_crop_fits(cfg.preprocess.augment.crop, *splits.input_size[-2:])
     log(describe_splits(splits))
+    note = imbalance_note(splits.train.labels, splits.class_names)
+    if note:
+        log(f"note: {note}")
     return splits
 
 
@@ -204,6 +208,16 @@ def lab_for(cfg: ExperimentConfig, results: list[dict]) -> dict | None:
     return {**lab, "same_protocol": follows_lab_protocol(cfg.experiment_name, cfg, preset, results)}
 
 
+def class_balanced_summary(results: list[dict]) -> dict:
+    """Mean and std of balanced accuracy and macro-F1 over the runs (none for runs from before cnnlab 0.10)."""
+    out = {}
+    for key in ("test_bal_acc", "test_macro_f1"):
+        values = [r.get(key) for r in results]
+        if all(v is not None for v in values):
+            out[f"{key}_mean"], out[f"{key}_std"] = mean_std(values)
+    return out
+
+
 def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     """Build results.csv, summary.json and summary.md from the units' results.json files."""
     cfg = load_experiment(folder / "experiment.yaml")
@@ -215,6 +229,7 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
         "runs": results,
         "test_acc_mean": mean_std(accs)[0], "test_acc_std": mean_std(accs)[1],
         "test_loss_mean": mean_std(losses)[0], "test_loss_std": mean_std(losses)[1],
+        **class_balanced_summary(results),
         "mean_epoch_time_s": mean_std([r["mean_epoch_time_s"] for r in results])[0],
         "lab": lab,
     }
@@ -223,7 +238,8 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
         summary.update(heldout_acc_mean=mean_std(held)[0], heldout_acc_std=mean_std(held)[1])
     atomic_write_json(folder / "summary.json", summary)
     buffer = io.StringIO()
-    columns = ["seed", "test_loss", "test_acc", "final_val_acc", "best_val_acc", "mean_epoch_time_s", "wall_time_s"]
+    columns = ["seed", "test_loss", "test_acc", "test_bal_acc", "test_macro_f1", "final_val_acc", "final_val_bal_acc",
+               "best_val_acc", "mean_epoch_time_s", "wall_time_s"]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(results)

@@ -31,9 +31,12 @@ def _data_identity(data) -> str:
     digest = hashlib.sha256()
     if isinstance(data, StreamingSet):
         digest.update(f"{data.size}:{data.resize}:{data.crop_ratio}:{data.interpolation}".encode())
-        for path in data.paths:
-            stat = path.stat()
-            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        for item in data.paths:
+            if isinstance(item, Path):
+                stat = item.stat()
+                digest.update(f"{item}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+            else:  # a dataset row (data/hub.py): its table's fingerprint and row
+                digest.update(f"{item.identity()}\n".encode())
     else:
         digest.update(data.images.cpu().numpy().tobytes())
     digest.update(data.labels.cpu().numpy().tobytes())

@@ -17,6 +17,7 @@ from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
 from cnnlab.training.mixing import BatchMixer, mixed_correct, mixed_loss
+from cnnlab.training.scores import scores
 
 Preprocess = Callable[..., torch.Tensor]
 
@@ -106,8 +107,9 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     train_mode: Callable[[nn.Module], None] | None = None,
                     shard: tuple[int, int] = (0, 1), after_step: Callable[[], None] | None = None,
-                    mixer: BatchMixer | None = None) -> dict[str, float]:
-    """One pass over `data` in the order `generator` draws; returns mean loss and accuracy.
+                    mixer: BatchMixer | None = None, order: torch.Tensor | None = None) -> dict[str, float]:
+    """One pass over `data` in the order `generator` draws (or a sampler's `order`); returns mean loss and
+    accuracy.
 
     `batch_size` is the global batch: with `shard=(rank, world)` this process takes its
     share of each one (see batches.py). `after_step` runs after every optimizer step (the
@@ -122,7 +124,7 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
     losses, correct, seen = [], torch.zeros((), device=device), torch.zeros((), device=device)
     steps = num_batches(len(data), batch_size)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for images, labels in data.batches(batch_size, shuffle=True, generator=generator, shard=shard):
+    for images, labels in data.batches(batch_size, shuffle=True, generator=generator, shard=shard, order=order):
         x = preprocess(images, train=True, generator=generator)
         mixed = mixer(x, labels, generator) if mixer is not None and mixer.enabled else None
         x = _prepare(x if mixed is None else mixed.images, channels_last)
@@ -156,20 +158,24 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
              amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
              tta: str = "off") -> dict[str, float]:
-    """Mean loss and accuracy over `data` in eval mode (no augmentation, no dropout; `tta`: see TTA_MODES)."""
+    """Mean loss, accuracy, balanced accuracy and macro-F1 over `data` in eval mode (no augmentation, no
+    dropout; `tta`: see TTA_MODES). One confusion matrix is summed on the device (and over processes)."""
     model.eval()
     device = data.device
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    count = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)
+    matrix = None
     for images, labels in _eval_batches(data, images_per_batch(data, batch_size), shard):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(device, amp):
             logits = tta_logits(model, x, tta)
         loss_sum += loss_fn(logits, labels) * labels.shape[0]
-        correct += (logits.argmax(1) == labels).sum()
-        count += labels.shape[0]
-    n = max(1.0, float(all_sum(count)))
-    return {"loss": float(all_sum(loss_sum)) / n, "acc": float(all_sum(correct)) / n}
+        classes = logits.shape[1]
+        counts = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
+        matrix = counts if matrix is None else matrix + counts
+    matrix = all_sum(matrix if matrix is not None else torch.zeros(1, dtype=torch.long, device=device))
+    side = max(1, int(round(matrix.numel() ** 0.5)))
+    figures = scores(matrix.reshape(side, side).cpu().numpy())
+    return {"loss": float(all_sum(loss_sum)) / max(1.0, float(matrix.sum())), **figures}
 
 
 def _eval_batches(data, batch_size: int, shard: tuple[int, int]):

@@ -8,7 +8,8 @@
              checkpoint-phaseK-start.pt   the whole model as phase K (with frozen parameters)
                                 started; checkpoint.pt then holds only what trains
              model.safetensors  the trained weights
-             results.json       test figures, timings, preprocessing
+             results.json       test figures (accuracy, balanced accuracy, macro-F1), timings, preprocessing
+             test_predictions.csv   every test image: true class, predicted class, probability
              curves.png         learning curves
              status.json        running / finished / interrupted / diverged / failed
              tensorboard/, mlflow.json   with --log tensorboard / mlflow (training/trackers.py)
@@ -143,6 +144,12 @@ def write_interpretation(folder: Path, logits, labels, images, class_names: list
     plot_confusion(folder / "confusion_matrix.png", matrix, class_names, title=f"{title}: test confusion (row-normalised)")
     write_rows_csv(folder / "per_class.csv", per_class(matrix, class_names))
     write_rows_csv(folder / "most_confused.csv", most_confused(matrix, class_names), ["true", "predicted", "count"])
+    # every test image's prediction, in the test split's order: what the figures of results.json came from
+    confidence = torch.softmax(logits, 1).max(1).values.numpy()
+    write_rows_csv(folder / "test_predictions.csv", [
+        {"test_index": i, "true": class_names[int(t)], "predicted": class_names[int(p)], "probability": float(c)}
+        for i, (t, p, c) in enumerate(zip(labels.tolist(), predictions.tolist(), confidence))],
+        ["test_index", "true", "predicted", "probability"])
     losses = F.cross_entropy(logits, labels, reduction="none").numpy()
     worst = top_losses(losses, min(top_k, len(losses)))
     pixels, _ = next(iter(images.subset(torch.as_tensor(worst)).batches(len(worst))))

@@ -23,7 +23,8 @@ from cnnlab.fileio import atomic_write_json, read_json
 
 # metrics.csv column → tracker tag
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-           "val_acc": "accuracy/val", "lr": "lr", "epoch_time_s": "time/epoch_s"}
+           "val_acc": "accuracy/val", "val_bal_acc": "balanced_accuracy/val", "val_macro_f1": "macro_f1/val",
+           "lr": "lr", "epoch_time_s": "time/epoch_s"}
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 FIGURES = ("curves.png", "confusion_matrix.png", "top_losses.png")
 

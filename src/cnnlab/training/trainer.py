@@ -33,7 +33,10 @@ from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import cached_features, feature_preprocess
+from cnnlab.reporting.interpretation import confusion
+from cnnlab.training.imbalance import class_counts, class_weights, epoch_order
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
+from cnnlab.training.scores import SCORES, scores
 from cnnlab.training.mixing import BatchMixer
 from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
                                     trains_head_only)
@@ -114,7 +117,11 @@ class Trainer:
         self.amp = resolve_amp(tc.amp, self.device)
         self.engine = resolve_engine(tc.engine, self.device)  # what extracts cached features
         self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
-        self.train_loss = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+        # train.class_weights: the loss weighs each class by its training images (training/imbalance.py)
+        weights = class_weights(class_counts(splits.train.labels, splits.num_classes), tc.class_weights,
+                                tc.class_weights_beta)
+        self.train_loss = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None,
+                                              label_smoothing=tc.label_smoothing)
         self.mixer = BatchMixer(tc.mixup, tc.cutmix, tc.mix_prob)
         if tc.cutmix > 0 and any(uses_feature_cache(cfg, self.model, p) for p in self.phases):
             raise ConfigError("train.cutmix pastes boxes of images, but a phase with the backbone frozen trains on "
@@ -289,16 +296,19 @@ class Trainer:
     def _train_epoch(self, epoch: int, phase: PhaseConfig, data: PhaseData, train_model: nn.Module) -> dict:
         tc, shard = self.cfg.train, (self.ctx.rank, self.ctx.world)
         tick = time.perf_counter()
+        generator = epoch_generator(self.seed, epoch)
+        # data.sampler draws the epoch's images first, from the epoch's generator: a resume draws the same
+        order = epoch_order(data.train.labels, self.cfg.data.sampler, self.splits.num_classes, generator)
         train = train_one_epoch(
             train_model, data.train, preprocess=data.preprocess, optimizer=self.optimizer, scheduler=self.scheduler,
-            loss_fn=self.train_loss, batch_size=tc.batch_size, generator=epoch_generator(self.seed, epoch),
+            loss_fn=self.train_loss, batch_size=tc.batch_size, generator=generator,
             epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
             train_mode=lambda m: set_train_mode(m, phase), shard=shard,
-            after_step=self.ema.update if self.ema is not None else None, mixer=self.mixer)
-        val = self._evaluate(data, data.val) if data.val is not None else {"loss": None, "acc": None}
+            after_step=self.ema.update if self.ema is not None else None, mixer=self.mixer, order=order)
+        val = self._evaluate(data, data.val) if data.val is not None else dict.fromkeys(("loss", *SCORES))
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
-                "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
-                "epoch_time_s": time.perf_counter() - tick}
+                "val_loss": val["loss"], **{f"val_{name}": val[name] for name in SCORES},
+                "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - tick}
 
     def _eval_module(self, data: PhaseData) -> nn.Module:
         """`data.module` as evaluated: the average's head on cached features, else the whole average."""
@@ -325,8 +335,8 @@ class Trainer:
             return metrics, outputs
         outputs = self._test_outputs(data)
         loss = F.cross_entropy(outputs.logits, outputs.labels, reduction="sum").item() / max(1, len(outputs.labels))
-        right = int((outputs.logits.argmax(1) == outputs.labels).sum())
-        return {"loss": loss, "acc": right / max(1, len(outputs.labels))}, outputs
+        matrix = confusion(outputs.labels.numpy(), outputs.logits.argmax(1).numpy(), self.splits.num_classes)
+        return {"loss": loss, **scores(matrix)}, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
         logits, labels = predict_logits(self._eval_module(data), data.test, preprocess=data.preprocess,
@@ -354,9 +364,11 @@ class Trainer:
             "experiment": self.cfg.experiment_name, "model": self.cfg.model, "seed": self.seed,
             "epochs": self.epochs, "epochs_trained": len(history), "kept_epoch": kept_epoch,
             "keep_best": self.cfg.train.keep_best, "stopped_early": self.stopped,
-            "test_loss": test["loss"], "test_acc": test["acc"],
-            "final_val_loss": history[-1]["val_loss"], "final_val_acc": history[-1]["val_acc"],
+            "test_loss": test["loss"], **{f"test_{name}": test[name] for name in SCORES},
+            "final_val_loss": history[-1]["val_loss"],
+            **{f"final_val_{name}": history[-1].get(f"val_{name}") for name in SCORES},
             "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
+            "class_weights": self.cfg.train.class_weights, "sampler": self.cfg.data.sampler,
             "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
             "one_off_time_s": self.one_off_s, "wall_time_s": wall_time_s,
             "device": str(self.device), "precision": "bf16" if self.amp else "fp32", "num_train": len(splits.train),
