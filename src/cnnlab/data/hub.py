@@ -38,6 +38,11 @@ def _datasets():
     return datasets
 
 
+def _first_line(exc: Exception) -> str:
+    """The first line of a library's message: cnnlab's errors stay one line."""
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
 class HubColumn:
     """One split's image column, memory-mapped, images left encoded (decoded by the workers)."""
 
@@ -123,7 +128,7 @@ def open_saved(path: Path) -> dict:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001 — any library error is one line naming the folder
         raise DataError(f"{path}: cannot read it as a saved Hugging Face dataset ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                        f"{_first_line(exc)})") from None
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
@@ -143,7 +148,7 @@ def open_tables(path: Path) -> dict:
         return dict(_datasets().load_dataset(builder, data_files=by_split))
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot read the {builder} files ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                        f"{_first_line(exc)})") from None
 
 
 def parse_address(address: str) -> tuple[str, str | None]:
@@ -163,7 +168,7 @@ def open_hub(address: str) -> dict:
     try:
         return dict(datasets.load_dataset(name, config))
     except Exception as exc:  # noqa: BLE001 — the library's many errors, each turned into one line
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = _first_line(exc) or type(exc).__name__
         cache = os.environ.get("HF_DATASETS_CACHE") or str(Path(os.environ.get("HF_HOME", "~/.cache/huggingface"))
                                                           / "datasets")
         if offline or "couldn't reach" in text.lower() or "connection" in type(exc).__name__.lower():

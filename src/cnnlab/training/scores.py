@@ -37,9 +37,3 @@ def scores(matrix) -> dict[str, float]:
     return {"acc": float(right.sum() / total), "bal_acc": float(recall[present].mean()),
             "macro_f1": float(f1[occurs].mean())}
 
-
-def class_recalls(matrix) -> np.ndarray:
-    """Each class's recall (its images classified right); NaN for a class without true images."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    counts = matrix.sum(1)
-    return np.divide(np.diag(matrix), counts, out=np.full(len(counts), np.nan), where=counts > 0)
