@@ -32,6 +32,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.summary import macs_per_image
 from cnnlab.studies.experiment import load_data
 from cnnlab.training.loop import evaluate, train_one_epoch
+from cnnlab.training.steps import OptimizerStep
 from cnnlab.training.trainer import Trainer
 
 
@@ -129,10 +130,11 @@ def main() -> None:
     def epoch(number: int) -> float:
         start = time.perf_counter()
         clocks.mark = start
-        train_one_epoch(model, TimedBatches(train, clocks), preprocess=preprocess, optimizer=trainer.optimizer,
-                        scheduler=trainer.scheduler, loss_fn=loss_fn, batch_size=tc.batch_size,
-                        generator=torch.Generator().manual_seed(number), epoch=number, amp=trainer.amp,
-                        channels_last=data.channels_last, progress=False, after_step=ema, mixer=mixer)
+        step = OptimizerStep(trainer.optimizer, trainer.scheduler, accumulate=tc.accumulate, grad_clip=tc.grad_clip,
+                             after_step=[ema] if ema is not None else [])
+        train_one_epoch(model, TimedBatches(train, clocks), preprocess=preprocess, step=step, loss_fn=loss_fn,
+                        batch_size=tc.batch_size, generator=torch.Generator().manual_seed(number), epoch=number,
+                        amp=trainer.amp, channels_last=data.channels_last, progress=False, mixer=mixer)
         clocks.lap("bookkeeping")
         return time.perf_counter() - start
 
@@ -146,7 +148,8 @@ def main() -> None:
     for _ in range(3):
         start = time.perf_counter()
         evaluate(trainer._eval_module(data), data.val, preprocess=data.preprocess, loss_fn=trainer.eval_loss,
-                 batch_size=tc.eval_batch_size, amp=trainer.amp, channels_last=data.channels_last,
+                 batch_size=tc.eval_batch_size, num_classes=trainer.splits.num_classes, amp=trainer.amp,
+                 channels_last=data.channels_last,
                  tta=trainer._tta(data))
         val_s.append(time.perf_counter() - start)
     steps = num_batches(len(train), tc.batch_size)

@@ -35,8 +35,8 @@ def accuracy(trained, split, mode: str, bf16: bool) -> tuple[float, float]:
     (in bf16 autocast where the run tested so, to reproduce its figure), and the seconds it took."""
     tick = time.perf_counter()
     metrics = evaluate(trained.model, split, preprocess=lambda images, train: trained.preprocess(images),
-                       loss_fn=torch.nn.CrossEntropyLoss(), batch_size=EVAL_BATCH, amp=bf16, channels_last=True,
-                       tta=mode)
+                       loss_fn=torch.nn.CrossEntropyLoss(), batch_size=EVAL_BATCH,
+                       num_classes=len(trained.class_names), amp=bf16, channels_last=True, tta=mode)
     return metrics["acc"], time.perf_counter() - tick
 
 

@@ -5,7 +5,7 @@
     training                           the engine: loop, phases, checkpoints, one run
     data, models, reporting            independent of each other
     config                             typed configuration
-    errors, fileio, reference, version, lazy, catalogue, datasources ← bottom: import no other cnnlab module but errors
+    errors, fileio, failpoints, reference, version, lazy, catalogue, datasources ← bottom: import no other cnnlab module but errors
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import cnnlab
 PACKAGE = Path(cnnlab.__file__).parent
 LAYERS = {
     "cnnlab.version": 0, "cnnlab.lazy": 0, "cnnlab.errors": 0, "cnnlab.fileio": 0, "cnnlab.reference": 0,
-    "cnnlab.catalogue": 0, "cnnlab.datasources": 0,
+    "cnnlab.catalogue": 0, "cnnlab.datasources": 0, "cnnlab.failpoints": 0,
     "cnnlab.config": 1,
     "cnnlab.data": 2, "cnnlab.models": 2, "cnnlab.reporting": 2,
     "cnnlab.training": 3,

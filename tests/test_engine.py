@@ -192,7 +192,7 @@ def test_classic_heads_report_what_scikit_learn_computes_on_the_same_features(bi
     # The features, read back from the cache the heads used; fitted here independently.
     from safetensors.torch import load_file
 
-    stored = [load_file(str(p)) for p in sorted((tmp_path / "fc").iterdir())]
+    stored = [load_file(str(p)) for p in sorted((tmp_path / "fc").glob("*.safetensors"))]
     by_size = {len(s["labels"]): (s["features"].float().numpy(), s["labels"].numpy()) for s in stored}
     train, test = by_size[len(splits.train)], by_size[len(splits.test)]
     makers = {"logreg": lambda s: LogisticRegression(max_iter=3000, C=1.0),

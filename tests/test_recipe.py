@@ -85,7 +85,7 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror():
     assert torch.allclose(tta, (plain + mirrored) / 2)
     assert not torch.allclose(tta, plain)
     metrics = evaluate(_Asymmetric(), data, preprocess=prep, loss_fn=torch.nn.CrossEntropyLoss(), batch_size=4,
-                       tta="flip")
+                       num_classes=2, tta="flip")
     assert metrics["acc"] == float(((tta.argmax(1) == data.labels).float().mean()))
 
 

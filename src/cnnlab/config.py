@@ -18,7 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_text, read_text_file
 
 BUILTIN_EXPERIMENTS = Path(__file__).parent / "experiments"
 BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
@@ -49,11 +49,18 @@ CLASS_WEIGHTS = ("none", "balanced", "effective")
 TTA_MODES = ("off", "flip", "flip_shift")
 
 
+# Seeds reach numpy's and scikit-learn's generators, which take 0..2**32 - 1 and refuse the rest.
+SEED_RANGE = (0, 2 ** 32 - 1)
+
+
 def _opt(default: Any, *, choices: tuple | Callable[[], tuple] | None = None, min: float | None = None,
-         max: float | None = None, gt: float | None = None, item_choices: tuple | None = None, help: str = "") -> Any:
-    """A dataclass field carrying the validation rules the loader enforces (`item_choices`: of a list's items;
-    `choices` may be a function returning them, for a table that grows at run time such as data sources)."""
-    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "item_choices": item_choices, "help": help}
+         max: float | None = None, gt: float | None = None, item_choices: tuple | None = None,
+         item_range: tuple[float, float] | None = None, help: str = "") -> Any:
+    """A dataclass field carrying the validation rules the loader enforces (`item_choices`, `item_range`: of a
+    list's items; `choices` may be a function returning them, for a table that grows at run time such as data
+    sources)."""
+    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "item_choices": item_choices,
+            "item_range": item_range, "help": help}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -75,9 +82,11 @@ class DataConfig:
                                                              "stratified share of all images held out for test")
     split_file: str | None = _opt(None, help="class folders / CSV: reuse a saved split.csv (path,label,split) "
                                              "instead of drawing one")
-    split_seed: int = _opt(0, min=0, help="seed of the train/validation split, fixed across runs")
+    split_seed: int = _opt(0, min=SEED_RANGE[0], max=SEED_RANGE[1],
+                           help="seed of the train/validation split, fixed across runs")
     download: bool = _opt(True, help="allow downloading CIFAR-100 when it is not cached")
-    folds: int = _opt(0, min=0, max=50, help="k-fold cross-validation instead of the hold-out (0: hold-out)")
+    folds: int = _opt(0, min=0, max=50, help="k-fold cross-validation instead of the hold-out (0: hold-out; "
+                                             "else 2 to 50 folds)")
     subset: int = _opt(0, min=0, help="keep only this many training images, stratified (0: all)")
     image_size: int = _opt(0, min=0, help="streamed images: side after resizing (0: the model's weights' size)")
     resize: str = _opt("auto", choices=("auto", "stretch", "crop"),
@@ -134,6 +143,9 @@ class OptimizerConfig:
     weight_decay: float = _opt(0.0, min=0.0)
     momentum: float = _opt(0.9, min=0.0, max=1.0)
     nesterov: bool = _opt(False)
+    decay_norm_and_bias: bool = _opt(True, help="apply weight_decay to norm weights and biases too (tensors of one "
+                                                "dimension); false: only to weight matrices and kernels, as "
+                                                "nanoGPT and timm do (training/steps.py)")
 
 
 @dataclass
@@ -198,6 +210,12 @@ class TrainConfig:
                     help="test-time augmentation for validation, test and predictions: flip averages the "
                          "logits of each image and its mirror; flip_shift also those of both moved one pixel "
                          "up-left and down-right (6 views, 3× flip's cost)")
+    accumulate: int = _opt(1, min=1, max=1024,
+                           help="cut each batch into this many slices, one forward/backward each, their gradients "
+                                "summed before one optimizer step: 1/N of the activation memory, the same update "
+                                "(training/steps.py)")
+    grad_clip: float = _opt(0.0, min=0.0, help="clip the gradients' global L2 norm to this value before each "
+                                               "optimizer step (0: off)")
     ema: float = _opt(0.0, min=0.0, max=0.9999,
                       help="exponential moving average of the weights, decay per step (e.g. 0.999; 0: off); "
                            "validation, test and the saved weights use the average (training/ema.py)")
@@ -252,7 +270,7 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    seeds: list[int] = _opt([1])
+    seeds: list[int] = _opt([1], item_range=SEED_RANGE)
     seeds_together: str = _opt("auto", choices=("auto", "on", "off"),
                                help="train the seeds at once in worker processes, the cores shared out between "
                                     "them (auto: images held in memory, on a GPU, or on a CPU with at least 2 "
@@ -352,7 +370,8 @@ class _Reader:
             if not isinstance(value, list):
                 self.fail(key, f"expected {_describe(tp)}, got {value!r}")
             (item_tp,) = typing.get_args(tp)
-            items = {"choices": meta.get("item_choices")}
+            low, high = meta.get("item_range") or (None, None)
+            items = {"choices": meta.get("item_choices"), "min": low, "max": high}
             return [self.value(item_tp, v, f"{key}[{i}]", items) for i, v in enumerate(value)]
         if origin is tuple:
             args = typing.get_args(tp)
@@ -431,10 +450,7 @@ def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = 
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value, source)
     cfg = reader.build(ExperimentConfig, data)
-    if not cfg.seeds:
-        reader.fail("seeds", "expected at least one seed")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        reader.fail("seeds", f"seeds must be distinct, got {cfg.seeds}")
+    _cross_key_rules(cfg, reader)
     if "train.epochs" in (overrides or {}) and len(cfg.train.phases) == 1:
         cfg.train.phases[0].epochs = cfg.train.epochs  # one phase: its length is the run's length
     elif "train.epochs" in (overrides or {}) and cfg.train.phases:
@@ -442,6 +458,25 @@ def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = 
                           f"({', '.join(f'{p.name}: {p.epochs}' for p in cfg.train.phases)}); "
                           "set train.phases.N.epochs instead (e.g. --set train.phases.0.epochs=5)")
     return cfg
+
+
+def _cross_key_rules(cfg: ExperimentConfig, reader: _Reader) -> None:
+    """The rules that hold one key against another (each key's own range is its field's `_opt`). Rules that
+    need the model or the data are training/checks.py's."""
+    if not cfg.seeds:
+        reader.fail("seeds", "expected at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        reader.fail("seeds", f"seeds must be distinct, got {cfg.seeds}")
+    betas = cfg.train.optimizer.betas  # torch's Adam refuses them only when the optimizer is built, mid-run
+    if not all(0.0 <= b < 1.0 for b in betas):
+        reader.fail("train.optimizer.betas", f"expected two numbers in [0, 1), got {list(betas)}")
+    if cfg.data.folds == 1:
+        reader.fail("data.folds", "expected 0 (a hold-out split) or 2 to 50 folds, got 1")
+    monitors = sorted({cfg.train.keep_best, cfg.train.early_stopping.monitor} - {"off"})
+    if monitors and cfg.data.val_fraction == 0 and not cfg.data.folds:
+        key = "train.keep_best" if cfg.train.keep_best != "off" else "train.early_stopping.monitor"
+        reader.fail(key, f"{', '.join(monitors)} needs a validation split: set data.val_fraction > 0 "
+                         "(or data.folds)")
 
 
 def resolve_experiment_path(name_or_path: str) -> Path:
@@ -469,10 +504,7 @@ def list_builtin_experiments() -> list[str]:
 
 def read_yaml(path: Path) -> tuple[Any, str]:
     """Load a YAML file safely; syntax errors name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the file ({exc})") from None
+    text = read_text_file(path, what="YAML file", error=ConfigError)
     try:
         return yaml.safe_load(text), text
     except yaml.YAMLError as exc:

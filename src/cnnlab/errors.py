@@ -6,6 +6,9 @@ says what was expected.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 
 class CnnlabError(Exception):
     """Base class for errors a user can fix."""
@@ -25,6 +28,23 @@ class CheckpointError(CnnlabError):
 
 class RunError(CnnlabError):
     """A run folder cannot be created, resumed or written."""
+
+
+class DiskFull(RunError):
+    """A file could not be written for want of space; the files written before it are intact."""
+
+    def __init__(self, path, needed: int, free: int, resume_path=None):
+        self.path, self.needed, self.free, self.resume_path = path, needed, free, resume_path
+        then = f"cnnlab resume {resume_path}" if resume_path else "run it again"
+        super().__init__(f"{path}: no space left on the disk of {os.path.dirname(path) or '.'} "
+                         f"(writing it needs {_mb(needed)}, {_mb(free)} free); free some space, then: {then}")
+
+    def resume_from(self, path) -> "DiskFull":
+        return DiskFull(self.path, self.needed, self.free, path)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2 ** 20:.1f} MB" if size >= 2 ** 20 else f"{size / 1024:.1f} kB"
 
 
 class RunInterrupted(CnnlabError):
@@ -55,3 +75,8 @@ class TrainingDiverged(CnnlabError):
             "the last good checkpoint is kept (lower the learning rate, then `cnnlab resume`)"
         )
         self.epoch, self.step, self.value = epoch, step, value
+
+
+def warn(message: str) -> None:
+    """One line on stderr for what a run survives but the user should know (a damaged cache entry)."""
+    print(f"cnnlab: warning: {message}", file=sys.stderr, flush=True)

@@ -6,15 +6,18 @@ either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any
 
-from cnnlab.errors import CheckpointError, RunError
+from cnnlab.failpoints import failpoint
+from cnnlab.errors import CheckpointError, CnnlabError, DiskFull, RunError
 
 
 def _creation_mode() -> int:
@@ -24,17 +27,21 @@ def _creation_mode() -> int:
     return 0o666 & ~mask
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc, len(data)) from None
     try:
         # mkstemp creates 0600; results, figures and weights must stay readable by the group
         # (or a web server) on a shared machine, as a plain open() would leave them.
         os.fchmod(fd, _creation_mode())
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        failpoint(f"write {path.parent.name}/{path.name}")
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -42,9 +49,27 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise RunError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            raise _write_error(path, exc, len(data)) from None
         raise
     _fsync_dir(path.parent)
+
+
+def remove_write_debris(folder: Path, name: str = "*") -> None:
+    """The temporary files of atomic writes (fileio.py: `.<name>.<random>.tmp`) that a killed process left in
+    `folder`; call it only while holding the lock that keeps other writers of `name` out."""
+    for debris in folder.glob(f".{name}.*.tmp"):
+        debris.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, exc: OSError, size: int) -> RunError:
+    """One line naming the file; on a full disk (or quota) also the space the write needed and what is free."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = 0
+        return DiskFull(path, size, free)
+    return RunError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -69,7 +94,7 @@ def cache_dir(kind: str) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda handle: handle.write(data))
+    _atomic_write(path, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -81,9 +106,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
+    import io
+
     import torch
 
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
+    # serialised in memory first: the write then knows its size, which a full disk's message names
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, buffer.getbuffer())
 
 
 def read_state_file(path: Path) -> dict:
@@ -139,6 +169,30 @@ def with_base(state: dict, path: Path) -> dict:
     except Exception as exc:
         raise CheckpointError(f"{base_file}: not a loadable cnnlab checkpoint part ({exc})") from None
     return {**state, "model": {**base, **state["model"]}}
+
+
+def read_text_file(path: Path, *, what: str, error: type[CnnlabError] = RunError) -> str:
+    """A text file a user made, as spreadsheets and editors write it: UTF-8 with or without a byte-order
+    mark, UTF-16 with one (Excel's "Unicode text"), else Windows-1252 / Latin-1 (Excel's CSV on Windows);
+    line endings are the caller's `splitlines()`'s business (\n, \r\n, \r). Unreadable: `error`, naming
+    the file and `what` it was read as."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise error(f"{path}: the {what} starts as UTF-16 but is not valid UTF-16") from None
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):  # latin-1 decodes any bytes: the last resort
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes every byte")
 
 
 def read_json(path: Path) -> Any:

@@ -228,8 +228,6 @@ def cmd_predict(args) -> int:
     from cnnlab.inference.predict import accuracy, free_output_path, predict, top_k, write_predictions
     from cnnlab.reporting.tables import render_table
 
-    if args.top_k < 1 or args.batch_size < 1:
-        raise ConfigError("--top-k and --batch-size: expected a value >= 1")
     if args.device not in DEVICES:
         raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
     out = free_output_path(Path(args.out) if args.out else None)
@@ -315,8 +313,6 @@ def cmd_serve(args) -> int:
 def cmd_interpret(args) -> int:
     from cnnlab.inference.interpret import interpret
 
-    if args.gradcam < 0:
-        raise ConfigError(f"--gradcam: expected a number of images >= 0, got {args.gradcam}")
     folder = Path(args.run_dir)
     interpret(folder, gradcam_images=args.gradcam, layer=args.layer)
     for candidate in (folder, folder.parent):  # the report shows the new figures too

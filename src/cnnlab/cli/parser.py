@@ -18,6 +18,36 @@ OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.ep
                "engine": "train.engine"}
 
 
+def number(kind: type = int, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None):
+    """An argparse `type` that reads an int (or float) and checks its range, so every option of every command
+    is refused before any work starts, in argparse's one error line (`argument --top-k: expected ...`)."""
+    what = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {at_least}, got {text}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"expected {what} > {above}, got {text}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"expected {what} <= {at_most}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+# ONNX opsets the exporters of the supported torch releases write (torch.onnx: 7..23; cnnlab's graphs need 13+
+# for per-channel quantisation and dynamic shapes).
+OPSETS = (13, 23)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="experiment YAML file (or a built-in preset name)")
     p.add_argument("--data", metavar="PATH", help="dataset folder or file (layout detected), hf:OWNER/NAME[:CONFIG] "
@@ -44,8 +74,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                                                     f"{', '.join(ENGINES)} (default: auto, the fastest installed)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute a frozen backbone's features every epoch instead of caching them")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any configuration key, e.g. --set train.optimizer.lr=3e-4 (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override configuration keys, e.g. --set train.optimizer.lr=3e-4 train.epochs=5 "
+                        "(one or more; repeatable)")
     p.add_argument("--log", action="append", metavar="TRACKER",
                    help="also log to tensorboard or mlflow (repeatable; pip install \"cnnlab[tensorboard]\" "
                         "or \"cnnlab[mlflow]\")")
@@ -58,8 +89,8 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected)")
     p.add_argument("--out", metavar="DIR", help="parent folder (default: runs)")
     p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any configuration key (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override configuration keys (one or more; repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Layers with output shapes and parameter counts; trainable and "
                                          "non-trainable totals counted the way Keras counts them.")
     summary.add_argument("model", metavar="MODEL")
-    summary.add_argument("--num-classes", type=int, default=None, metavar="N")
+    summary.add_argument("--num-classes", type=number(at_least=2), default=None, metavar="N")
     summary.add_argument("--config", metavar="FILE", help="take model_args from this experiment file")
     summary.add_argument("--backbone", metavar="NAME")
 
@@ -107,18 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "(path, pred_1, prob_1, ...). Images in class folders named like the classes also give accuracy.")
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS")
-    predict.add_argument("--top-k", type=int, default=5, metavar="K")
+    predict.add_argument("--top-k", type=number(at_least=1), default=5, metavar="K")
     predict.add_argument("--out", metavar="CSV", help="where to write the CSV (default: predictions.csv, never "
                                                       "overwriting: predictions-1.csv, ...)")
     which = predict.add_mutually_exclusive_group()
-    which.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to use")
+    which.add_argument("--seed", type=number(at_least=0), metavar="S", help="the seed of an experiment folder to use")
     which.add_argument("--ensemble", action="store_true", help="average the probabilities of every seed")
     predict.add_argument("--device", metavar="NAME", default="auto", help=f"{', '.join(DEVICES)} (default: auto)")
     predict.add_argument("--engine", metavar="NAME", default="auto",
                          help=f"what runs the network: {', '.join(ENGINES)} (default: auto, the fastest installed: "
                               "OpenVINO, then ONNX Runtime on a CPU; an exported .onnx / .xml needs one of them)")
-    predict.add_argument("--batch-size", type=int, default=64, metavar="N")
-    predict.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
+    predict.add_argument("--batch-size", type=number(at_least=1), default=64, metavar="N")
+    predict.add_argument("--workers", type=number(at_least=0), default=None, metavar="N", help="decoding processes (default: cores - 1)")
     predict.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped)")
     predict.add_argument("--no-progress", action="store_true")
 
@@ -133,15 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="FILE", help="default: model.onnx (model.xml + .bin) in the run folder")
     export.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ), calibrated on the "
                                                             "run's training images")
-    export.add_argument("--calibration", type=int, default=300, metavar="N", help="training images calibrating "
+    export.add_argument("--calibration", type=number(at_least=1), default=300, metavar="N", help="training images calibrating "
                                                                                   "int8 (default 300, seeded)")
-    export.add_argument("--int8-tolerance", type=float, default=1.0, metavar="POINTS",
+    export.add_argument("--int8-tolerance", type=number(float, at_least=0.0, at_most=100.0), default=1.0, metavar="POINTS",
                         help="refuse int8 when it loses more test accuracy than this (default 1.0 point)")
     export.add_argument("--force", action="store_true", help="keep the int8 graph whatever it loses")
-    export.add_argument("--seed", type=int, metavar="S", help="the seed of an experiment folder to export")
+    export.add_argument("--seed", type=number(at_least=0), metavar="S", help="the seed of an experiment folder to export")
     export.add_argument("--uint8-input", action="store_true",
                         help="take uint8 NHWC pixels and preprocess inside the graph")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=number(at_least=OPSETS[0], at_most=OPSETS[1]), default=17)
 
     tune = sub.add_parser(
         "tune", help="search hyperparameters on validation with Optuna, then test tuned against untuned",
@@ -152,15 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "tested: one table with the gain, Welch's p and a bootstrap interval.")
     tune.add_argument("experiment", metavar="EXPERIMENT", help="a preset or an experiment file")
     tune.add_argument("--space", required=True, metavar="SPACE.yaml", help="configuration keys → ranges")
-    tune.add_argument("--trials", type=int, default=20, metavar="N", help="finished trials wanted (default 20)")
-    tune.add_argument("--timeout", type=float, default=None, metavar="MIN", help="stop starting trials after MIN")
-    tune.add_argument("--workers", type=int, default=1, metavar="K", help="trials at once on this machine")
+    tune.add_argument("--trials", type=number(at_least=1), default=20, metavar="N", help="finished trials wanted (default 20)")
+    tune.add_argument("--timeout", type=number(float, above=0.0), default=None, metavar="MIN", help="stop starting trials after MIN")
+    tune.add_argument("--workers", type=number(at_least=1, at_most=256), default=1, metavar="K", help="trials at once on this machine")
     tune.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by workers on several machines "
                                                        "(default: sqlite in the study folder)")
     tune.add_argument("--pruner", default="asha", metavar="asha|median|none")
-    tune.add_argument("--seeds", type=int, nargs="+", default=[], metavar="S", help="each trial's seeds (mean); "
+    tune.add_argument("--seeds", type=number(at_least=0, at_most=2 ** 32 - 1), nargs="+", default=[], metavar="S", help="each trial's seeds (mean); "
                                                                                     "default the experiment's first")
-    tune.add_argument("--final-seeds", type=int, nargs="+", default=[1, 2, 3], metavar="S")
+    tune.add_argument("--final-seeds", type=number(at_least=0, at_most=2 ** 32 - 1), nargs="+", default=[1, 2, 3], metavar="S")
     tune.add_argument("--study", metavar="NAME", help="the study's name (default EXPERIMENT-SPACE)")
     tune.add_argument("--skip-final", action="store_true", help="run trials only (extra workers of a shared study)")
     tune.add_argument("--no-progress", action="store_true")
@@ -172,10 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "exponentially, plot the smoothed loss and suggest the rate of its steepest descent; the "
                     "model is left as it was. Then: cnnlab run EXPERIMENT --set train.optimizer.lr=...")
     lrfind.add_argument("experiment", metavar="EXPERIMENT")
-    lrfind.add_argument("--phase", type=int, default=0)
-    lrfind.add_argument("--start", type=float, default=1e-7)
-    lrfind.add_argument("--end", type=float, default=10.0)
-    lrfind.add_argument("--steps", type=int, default=100)
+    lrfind.add_argument("--phase", type=number(at_least=0), default=0)
+    lrfind.add_argument("--start", type=number(float, above=0.0), default=1e-7)
+    lrfind.add_argument("--end", type=number(float, above=0.0), default=10.0)
+    lrfind.add_argument("--steps", type=number(at_least=5, at_most=100_000), default=100)
     _add_study_options(lrfind)
 
     serve = sub.add_parser(
@@ -185,11 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "and a page at / to drop photos on; API docs at /docs. Concurrent requests are batched.")
     serve.add_argument("run_dir", metavar="RUN_DIR|MODEL_FILE")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=number(at_least=1, at_most=65535), default=8000)
     serve.add_argument("--engine", metavar="NAME", default="auto", help=f"{', '.join(ENGINES)} (default: auto)")
-    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
-    serve.add_argument("--max-batch", type=int, default=32, metavar="N", help="images batched into one forward")
-    serve.add_argument("--max-wait-ms", type=float, default=10.0, metavar="MS",
+    serve.add_argument("--workers", type=number(at_least=1, at_most=64), default=1, help="server processes, each with its own model")
+    serve.add_argument("--max-batch", type=number(at_least=1, at_most=4096), default=32, metavar="N", help="images batched into one forward")
+    serve.add_argument("--max-wait-ms", type=number(float, at_least=0.0, at_most=60_000.0), default=10.0, metavar="MS",
                        help="how long a request waits for others to share its batch (default 10 ms)")
 
     interpret = sub.add_parser(
@@ -197,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recompute the interpretation files of a seed folder (or of every seed of an experiment "
                     "folder, then pooled) on its test split; --gradcam N adds gradcam.png for N test images.")
     interpret.add_argument("run_dir", metavar="RUN_DIR")
-    interpret.add_argument("--gradcam", type=int, default=0, metavar="N", help="Grad-CAM maps of N test images")
+    interpret.add_argument("--gradcam", type=number(at_least=0), default=0, metavar="N", help="Grad-CAM maps of N test images")
     interpret.add_argument("--layer", metavar="NAME", help="the layer Grad-CAM explains (default: the backbone's "
                                                            "last layer with a feature map)")
 

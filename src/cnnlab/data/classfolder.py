@@ -23,6 +23,7 @@ from cnnlab.data.imagefolder import IMAGE_SUFFIXES
 from cnnlab.data.listfile import confine
 from cnnlab.data.split_memo import remembered
 from cnnlab.errors import DataError
+from cnnlab.fileio import read_text_file
 
 SPLITS = ("train", "val", "test")
 
@@ -70,9 +71,10 @@ def list_class_folder(root: Path) -> LabelledFiles:
 def read_labels_csv(csv_path: Path) -> LabelledFiles:
     """`path,label` rows (a header row is optional); paths relative to the CSV's folder."""
     root = csv_path.parent
+    text = read_text_file(csv_path, what="labels CSV", error=DataError)
     try:
-        rows = list(csv.reader(csv_path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:
         raise DataError(f"{csv_path}: cannot read it as CSV ({exc})") from None
     if rows and [c.strip().lower() for c in rows[0]] == ["path", "label"]:
         rows = [None, *rows[1:]]  # keep line numbers
@@ -149,9 +151,10 @@ def read_split_file(split_file: Path, files: LabelledFiles) -> dict[str, list[in
     """A saved split.csv applied to the same images: every row must name a known image and class."""
     where = {files.key(i): i for i in range(len(files.paths))}
     plan: dict[str, list[int]] = {name: [] for name in SPLITS}
+    text = read_text_file(split_file, what="split file", error=DataError)
     try:
-        rows = list(csv.DictReader(split_file.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.DictReader(text.splitlines()))
+    except csv.Error as exc:
         raise DataError(f"{split_file}: cannot read the split file ({exc})") from None
     for number, row in enumerate(rows, start=2):
         if set(row) != {"path", "label", "split"}:

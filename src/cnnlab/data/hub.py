@@ -180,7 +180,7 @@ def open_hub(address: str) -> dict:
 
 # ---------------------------------------------------------------------------- columns and splits
 
-def _described(features) -> str:
+def described(features) -> str:
     return ", ".join(f"{name} ({type(feature).__name__}{'' if type(feature).__name__ != 'Value' else ' ' + feature.dtype})"
                      for name, feature in features.items())
 
@@ -188,7 +188,7 @@ def _described(features) -> str:
 def find_columns(features, image_column: str | None, label_column: str | None, where: str) -> tuple[str, str]:
     """The image and label columns: named, or the one of the Image / ClassLabel feature type."""
     datasets = _datasets()
-    found = _described(features)
+    found = described(features)
 
     def pick(asked: str | None, key: str, kind: tuple, fallback: tuple[str, ...]) -> str:
         if asked is not None:
@@ -210,7 +210,7 @@ def find_columns(features, image_column: str | None, label_column: str | None, w
 
     image = pick(image_column, "image_column", (datasets.Image,), ())
     if not isinstance(features[image], datasets.Image):
-        raise DataError(f"{where}: column '{image}' holds {_described({image: features[image]})}, not images; "
+        raise DataError(f"{where}: column '{image}' holds {described({image: features[image]})}, not images; "
                         f"columns: {found}")
     label = pick(label_column, "label_column", (datasets.ClassLabel,), ("label", "labels"))
     if label == image:
@@ -262,7 +262,7 @@ def class_names_of(tables: dict, label: str, where: str) -> list[str]:
         return [str(n) for n in feature.names]
     if not isinstance(feature, datasets.Value) or not (feature.dtype.startswith(("int", "uint")) or
                                                        feature.dtype in ("string", "large_string")):
-        raise DataError(f"{where}: label column '{label}' holds {_described({label: feature})}; expected a "
+        raise DataError(f"{where}: label column '{label}' holds {described({label: feature})}; expected a "
                         "ClassLabel, integers or strings")
     values = set()
     for table in tables.values():

@@ -6,6 +6,7 @@ alpha images included); a file that does not decode is named in a DataError.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +32,12 @@ def load_rgb(source: Path | IO[bytes], *, name: str | None = None, max_pixels: i
     by libjpeg's DCT scaling (Pillow's `draft`), never below it: a 12-megapixel photo bound for 224×224
     decodes several times faster, and the resize that follows sees at least the pixels it needs."""
     label = name or str(source)
+    with warnings.catch_warnings():  # Pillow warns of corrupt EXIF, oversized tags ...: the outcome says enough
+        warnings.simplefilter("ignore")
+        return _load_rgb(source, label, max_pixels, at_least)
+
+
+def _load_rgb(source, label: str, max_pixels: int, at_least: tuple[int, int] | None) -> Image.Image:
     try:
         with Image.open(source) as img:
             width, height = img.size  # from the header: nothing decoded yet
@@ -53,5 +60,10 @@ def load_rgb(source: Path | IO[bytes], *, name: str | None = None, max_pixels: i
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         count = f"{int(declared.group(1)):,}" if declared else "more"
         raise DataError(f"{label}: {count} pixels is more than the {max_pixels:,} an image may have") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{label}: cannot decode image ({exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — a hostile file can make any of Pillow's decoders raise anything
+        # (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, ZeroDivisionError ...):
+        # each means "this file is not an image cnnlab can use", said in one line that names it
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{label}: cannot decode image ({detail})") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cnnlab.errors import DataError
+from cnnlab.fileio import read_text_file
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,7 @@ class ListEntry:
 
 
 def _read_lines(list_file: Path) -> list[str]:
-    try:
-        data = list_file.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{list_file}: list file not found") from None
-    except OSError as exc:
-        raise DataError(f"{list_file}: cannot read the list file ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{list_file}: not UTF-8 text (byte {exc.start})") from None
+    text = read_text_file(list_file, what="list file", error=DataError)
     if "\x00" in text:
         raise DataError(f"{list_file}: contains NUL bytes; expected one relative image path per line")
     return text.splitlines()

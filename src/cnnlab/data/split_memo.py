@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnnlab.errors import RunError
+from cnnlab.errors import RunError, warn
 from cnnlab.fileio import atomic_write_bytes, cache_dir
 
 Draw = Callable[[], tuple[np.ndarray, ...]]
@@ -48,14 +48,23 @@ def remembered(kind: str, labels: np.ndarray, params: tuple, draw: Draw) -> tupl
 
 
 def _read(path, n: int) -> tuple[np.ndarray, ...] | None:
+    """The stored draw; None if there is none, or (said in one line) if the file is damaged: the zip's
+    CRC-32 of each array catches a flipped bit, its directory a truncation."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = tuple(archive[f"a{i}"] for i in range(len(archive.files)))
-    except (OSError, ValueError, KeyError, EOFError):  # absent, truncated or not ours
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 — BadZipFile (CRC, truncation), ValueError, KeyError...: redraw
+        warn(f"split memo {path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+             "drawing the split again")
         return None
     plausible = arrays and all(a.ndim == 1 and a.dtype.kind in "iu" and (a.size == 0 or 0 <= a.min() <= a.max() < n)
                                for a in arrays)
-    return tuple(a.astype(np.int64) for a in arrays) if plausible else None
+    if not plausible:
+        warn(f"split memo {path} holds indices that cannot be this split's; drawing the split again")
+        return None
+    return tuple(a.astype(np.int64) for a in arrays)
 
 
 def _write(path, arrays: tuple[np.ndarray, ...]) -> None:

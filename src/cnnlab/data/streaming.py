@@ -136,8 +136,12 @@ class StreamingSet:
         return replace(self, device=torch.device(device))
 
     def _loader(self, batches: list[list[int]]) -> DataLoader:
+        # The batches come drawn (batch_indices) and decoding draws nothing, so the loader needs no randomness;
+        # but a DataLoader draws its workers' base seed from the global generator unless given its own. That
+        # draw made a run differ by whether its frozen backbone's features were computed (a loader per split)
+        # or read from the cache (none): the dropout of the next phase saw another generator state.
         return DataLoader(DecodeImages(self.paths, self.size, self.resize, self.crop_ratio, self.interpolation),
-                          batch_sampler=batches,
+                          batch_sampler=batches, generator=torch.Generator().manual_seed(0),
                           num_workers=self.num_workers, collate_fn=collate_decoded,
                           multiprocessing_context=worker_context() if self.num_workers else None,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)

@@ -73,6 +73,12 @@ class CifarResNet(Classifier):
 def cifar_recipe(*, num_classes: int = 25, in_channels: int = 3, image_size: int = 32,
                  widths: list[int] | tuple[int, ...] = (64, 128, 256), depth: int = 1, stem: int = 32,
                  dropout: float = 0.0, logit_scale: float = 1 / 9) -> CifarResNet:
+    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ConfigError(f"model 'cifar_recipe': model_args.widths: expected a list of channel counts >= 1, "
+                          f"got {widths!r}")
+    if not (isinstance(stem, int) and stem >= 1) or not (isinstance(depth, int) and depth >= 0):
+        raise ConfigError(f"model 'cifar_recipe': model_args.stem must be >= 1 and model_args.depth >= 0, "
+                          f"got stem {stem!r}, depth {depth!r}")
     if image_size < 2 ** len(widths):
         raise ConfigError(f"model 'cifar_recipe': model_args.widths has {len(widths)} stages, each halving the "
                           f"image; {image_size}-pixel images allow at most {max(1, image_size.bit_length() - 1)}")

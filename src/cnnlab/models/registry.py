@@ -12,7 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from cnnlab.catalogue import MODEL_DESCRIPTIONS
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.base import Classifier
 
 
@@ -71,8 +71,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     entry = get_model_entry(name)
     try:
         model = entry.builder(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model '{name}': bad model_args {sorted(kwargs)} ({exc})") from None
+    except CnnlabError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # model_args are free-form and reach the builder as they are: a width of 0, a dropout of 2 or an
+        # argument it does not take fail inside torch; said here, with the arguments, before any run starts
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model '{name}': model_args {sorted(kwargs)} do not build it ({detail})") from None
     if not isinstance(model, Classifier):
         raise TypeError(f"model '{name}': its builder returned a {type(model).__name__}; registered models "
                         "subclass cnnlab.models.base.Classifier (a backbone and a head)")

@@ -6,6 +6,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed on servers or in CI
+# Text is drawn as written: a class, run or experiment name with two '$' (a folder called "US$ bill $5")
+# would otherwise be parsed as TeX math, and one with an unmatched TeX command would fail the figure.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 

@@ -26,8 +26,9 @@ CLASSIC_HEADS = {
     "logreg": ("logistic regression (L2, C=1)", lambda seed: LogisticRegression(max_iter=3000, C=1.0)),
     "linear_svm": ("linear SVM (C=0.01)", lambda seed: LinearSVC(C=0.01, max_iter=20000, random_state=seed)),
     "knn": ("k-NN (k=10, cosine, distance-weighted)",
-            lambda seed: KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance")),
+            lambda seed: KNeighborsClassifier(n_neighbors=KNN_NEIGHBOURS, metric="cosine", weights="distance")),
 }
+KNN_NEIGHBOURS = 10
 
 
 def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=print) -> list[dict]:
@@ -57,7 +58,12 @@ def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=pr
         label, make = CLASSIC_HEADS[head]
         for seed in cfg.seeds:
             tick = time.perf_counter()
-            classifier = make_pipeline(StandardScaler(), make(seed)).fit(*data["train"])
+            estimator = make(seed)
+            if head == "knn":  # a training split smaller than k: every training image is a neighbour
+                estimator.set_params(n_neighbors=min(KNN_NEIGHBOURS, len(data["train"][1])))
+            if len(np.unique(data["train"][1])) < 2:
+                raise ConfigError(f"classic head {head}: the training split holds one class only")
+            classifier = make_pipeline(StandardScaler(), estimator).fit(*data["train"])
             fit_s = time.perf_counter() - tick
             row = {"head": head, "label": label, "seed": seed, "fit_time_s": fit_s,
                    **_scored("test", classifier, data["test"], splits.num_classes)}

@@ -21,7 +21,7 @@ from cnnlab.data.images import DataSplits
 from cnnlab.data.preprocess import check_crop_fits
 from cnnlab.data.loading import load_splits, named_image_size
 from cnnlab.data.split import kfold_splits
-from cnnlab.errors import CnnlabError, RunInterrupted
+from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_data_matches, lab_reference
@@ -109,9 +109,13 @@ def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progre
     """
     ctx = distributed.current()
     units = unit_names(cfg)
-    pending = [Unit(unit, folder / unit, unit_data(cfg, splits, unit), unit_seed(cfg, unit),
-                    resume and (folder / unit / "checkpoint.pt").is_file())
-               for unit in units if not (folder / unit / "results.json").is_file()]
+    pending = []
+    for unit in units:
+        if (folder / unit / "results.json").is_file():
+            continue
+        resumes = resume and (folder / unit / "checkpoint.pt").is_file()
+        threads = load_experiment(folder / unit / "config.yaml").train.threads if resumes else None
+        pending.append(Unit(unit, folder / unit, unit_data(cfg, splits, unit), unit_seed(cfg, unit), resumes, threads))
     try:
         if ctx.world == 1 and wins(cfg, splits, len(pending), resolve_device(cfg.device).type,
                                    lambda: model_macs(cfg, splits)):
@@ -125,12 +129,16 @@ def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progre
                 log(f"\n— {unit.name.replace('-', ' ')} ({units.index(unit.name) + 1}/{len(units)}) —")
             if ctx.is_main:
                 unit.run_dir.mkdir(exist_ok=True)
-            train_seed(cfg, unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume, progress=progress, log=log)
-    except RunInterrupted as exc:
+            train_seed(unit.config(cfg), unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume,
+                       progress=progress, log=log)
+    except (RunInterrupted, DiskFull) as exc:  # what `cnnlab resume` of this folder finishes
         raise exc.resume_from(folder) from None
     except CnnlabError as exc:
         if ctx.is_main:
-            atomic_write_json(folder / "status.json", {"state": "failed", "message": str(exc)})
+            try:
+                atomic_write_json(folder / "status.json", {"state": "failed", "message": str(exc)})
+            except RunError:  # the disk that failed the run may not take this file either
+                pass
         raise
     distributed.barrier()
     return summarize_experiment(folder, log=log) if ctx.is_main else {}

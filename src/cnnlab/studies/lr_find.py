@@ -138,10 +138,7 @@ def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: 
 
 
 def _plot(path: Path, rates: list[float], smoothed: list[float], suggestion: float, minimum: float, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnlab.reporting.curves import plt  # Agg, names drawn as written (no TeX parsing)
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
     axes.plot(rates, smoothed, color="#2f6fdb")

@@ -25,7 +25,7 @@ from typing import Callable
 
 from cnnlab.config import ExperimentConfig
 from cnnlab.data.images import DataSplits, ImageSet
-from cnnlab.errors import CnnlabError, RunError, RunInterrupted
+from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
 from cnnlab.training.device import SMALL_MODEL_MACS, cpu_cores
 
 Log = Callable[[str], None]
@@ -39,6 +39,19 @@ class Unit:
     splits: DataSplits
     seed: int
     resume: bool
+    # a resumed unit's own train.threads (its config.yaml): BatchNorm's CPU reductions split by thread, so
+    # a seed resumes with the threads it started with, alone or among others; None: the plan's share
+    threads: int | None = None
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """`cfg` with this unit's recorded thread count, if it has one."""
+        if self.threads is None or self.threads == cfg.train.threads:
+            return cfg
+        import copy
+
+        cfg = copy.deepcopy(cfg)
+        cfg.train.threads = self.threads
+        return cfg
 
 
 # Single-threaded workers may outnumber the cores: without an OpenMP team there is no thread
@@ -107,12 +120,15 @@ def _train(cfg: ExperimentConfig, unit: Unit, progress: bool) -> tuple[str, str]
             print(f"[{unit.name}] {part}" if part else "", flush=True)
 
     try:
-        train_seed(cfg, unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume, progress=False, log=log)
+        train_seed(unit.config(cfg), unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume, progress=False,
+                   log=log)
         return "finished", ""
     except RunInterrupted as exc:
         return "interrupted", str(exc.epochs_done)
     except KeyboardInterrupt:  # before its training began: nothing of it to save
         return "interrupted", "0"
+    except DiskFull as exc:  # the parent names the folder whose resume finishes it
+        return "disk full", str(exc)
     except CnnlabError as exc:
         return "failed", f"{type(exc).__name__}: {exc}"
 
@@ -145,10 +161,10 @@ def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, lo
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
     except KeyboardInterrupt:
         interrupted = True
-        for process in list(getattr(pool, "_processes", {}).values()):  # a SIGTERM to us alone: pass it on
+        for process in multiprocessing.active_children():  # the pool's workers; a SIGTERM to us alone: pass it on
             try:
                 os.kill(process.pid, signal.SIGINT)
-            except (ProcessLookupError, AttributeError):
+            except ProcessLookupError:
                 pass
         for future in futures:
             future.cancel()  # units not started yet stay unstarted
@@ -169,6 +185,9 @@ def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, lo
     failed = [(name, message) for name, (state, message) in outcomes.items() if state == "failed"]
     if failed:
         raise RunError("; ".join(f"{folder / name}: {message}" for name, message in failed))
+    full = [message for state, message in outcomes.values() if state == "disk full"]
+    if full:  # the first one's message; each seed's own files before it are intact
+        raise RunError(f"{full[0].rsplit('; free some space', 1)[0]}; free some space, then: cnnlab resume {folder}")
     stopped = [(folder / name, int(message)) for name, (state, message) in outcomes.items() if state == "interrupted"]
     if interrupted or stopped:
         run_dir, epochs = max(stopped, key=lambda s: s[1]) if stopped else (folder, 0)

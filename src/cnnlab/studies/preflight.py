@@ -13,6 +13,7 @@ from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.training.device import resolve_device
 from cnnlab.training.engines import resolve_engine
 from cnnlab.training.loop import cpu_bf16_counts_as_native
+from cnnlab.training.checks import check_model_rules
 from cnnlab.training.trackers import check_trackers
 from cnnlab.training.phases import freeze_for_phase, resolve_phases
 from cnnlab.training.trainer import build_model
@@ -28,10 +29,6 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     resolve_engine(cfg.train.engine, resolve_device(cfg.device))  # a named engine that is not installed
     if cfg.train.amp == "auto":
         cpu_bf16_counts_as_native()  # a bad $CNNLAB_CPU_BF16 is named now, not in each seed's process
-    monitors = sorted({cfg.train.keep_best, cfg.train.early_stopping.monitor} - {"off"})
-    if monitors and cfg.data.val_fraction == 0 and not cfg.data.folds:
-        raise ConfigError(f"train.keep_best / train.early_stopping watch {', '.join(monitors)}, which needs a "
-                          "validation split: set data.val_fraction > 0")
     pretrained = entry.preprocessing is not None
     model_preprocessing(cfg.model, cfg.model_args)  # unknown backbone or weights name
     # The architecture first (head spec, policy parts), without reading or downloading weights.
@@ -41,6 +38,7 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     model = build_model(shape_only, max(2, cfg.data.num_classes), entry.input_size)
     for phase in resolve_phases(cfg.train):
         freeze_for_phase(model, phase)
+    check_model_rules(cfg, model)  # e.g. CutMix on a phase of cached features, before any is computed
     if pretrained and cfg.data.path is None and cfg.data.source == "auto":
         raise DataError(f"experiment '{cfg.experiment_name}' fine-tunes a pretrained network on photographs: "
                         "give --data PATH, a bird folder (the lab's list layout, CUB-200 or CUB-200-2011) "

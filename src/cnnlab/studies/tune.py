@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from cnnlab.config import ExperimentConfig, config_to_dict, load_experiment, save_yaml
 from cnnlab.errors import CnnlabError, ConfigError, RunError
-from cnnlab.fileio import atomic_write_json, atomic_write_text
+from cnnlab.fileio import atomic_write_json, atomic_write_text, read_text_file
 from cnnlab.studies.space import Dimension, load_space, trial_config
 
 Log = Callable[[str], None]
@@ -97,7 +97,7 @@ def check_settings(settings: TuneSettings) -> tuple[ExperimentConfig, list[Dimen
 
 def study_folder(settings: TuneSettings, base: ExperimentConfig) -> tuple[Path, dict]:
     """The study's folder (the same command finds it again) and its identity, checked against what it holds."""
-    space_text = Path(settings.space).expanduser().read_text(encoding="utf-8")
+    space_text = read_text_file(Path(settings.space).expanduser(), what="search space", error=ConfigError)
     name = settings.study or f"{base.experiment_name}-{Path(settings.space).stem}"
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"--study {name!r}: letters, digits, '-', '_' and '.' only")
@@ -286,10 +286,7 @@ def write_trials(study, folder: Path, dimensions: list[Dimension]) -> list[dict]
 
 def study_figures(study, folder: Path, log: Log) -> list[str]:
     """Optuna's own matplotlib figures: history, intermediate values (pruned trials too), importances, slices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnlab.reporting.curves import plt  # Agg, names drawn as written (no TeX parsing)
     from optuna.visualization import matplotlib as views
 
     written = []

@@ -25,6 +25,47 @@ def base_path(checkpoint: Path, phase: int | str) -> Path:
     return Path(checkpoint).with_name(f"{Path(checkpoint).stem}-phase{phase}-start.pt")
 
 
+class PhaseParts:
+    """Which part of the model the checkpoints of the current phase carry — the one place that decides it.
+
+    A phase that freezes parameters (a frozen backbone under a head) cannot change them, so writing
+    them at every epoch is waste (~100 MB for ResNet50). Its checkpoints are therefore in two parts:
+
+        the phase's base   the whole model as the phase started, in `checkpoint-phaseK-start.pt`:
+                           handed out with the phase's first checkpoint only (`base_model`);
+        each checkpoint    `base_phase: K` and only what can change: trainable parameters and
+                           every buffer (`model`); `with_base` (fileio.py) joins the two on reading.
+
+    The state is two facts, reset by `start` at each phase: the names the phase leaves `frozen`,
+    and whether its base is already on disk (`base_written`). A run resumed inside phase K from a
+    checkpoint naming base K finds it there; any other start (a new phase, a resume from a phase
+    without frozen parameters) writes a new base with its first checkpoint, and save_checkpoint
+    deletes the base files no checkpoint names any more.
+    """
+
+    def __init__(self) -> None:
+        self.phase = 0
+        self.frozen: frozenset[str] = frozenset()
+        self.base_written = False
+
+    def start(self, index: int, model: nn.Module, resumed: dict | None) -> None:
+        """After phase `index` froze its parameters; `resumed`: the checkpoint being resumed, if any."""
+        self.phase = index
+        self.frozen = frozenset(name for name, p in model.named_parameters() if not p.requires_grad)
+        self.base_written = bool(resumed and resumed.get("phase") == index and resumed.get("base_phase") == index)
+
+    def model_entries(self, model_state: dict) -> dict:
+        """The checkpoint's model entries: `model`, and with frozen parameters `base_phase` (+ `base_model` once)."""
+        if not self.frozen:
+            return {"model": model_state}
+        entries = {"base_phase": self.phase,
+                   "model": {k: v for k, v in model_state.items() if k not in self.frozen}}
+        if not self.base_written:
+            entries["base_model"] = model_state
+            self.base_written = True
+        return entries
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` atomically. A state with `base_model` (the whole model at the start of a
     phase that freezes some parameters) has it written once to its own file, and every later

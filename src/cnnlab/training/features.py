@@ -7,16 +7,19 @@ change to one of those makes a new entry instead of a stale hit.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from cnnlab.data.images import ImageSet
 from cnnlab.data.streaming import StreamingSet
-from cnnlab.fileio import atomic_write_bytes, cache_dir
+from cnnlab.errors import RunError
+from cnnlab.fileio import atomic_write_bytes, cache_dir, remove_write_debris
 from cnnlab.models.base import Classifier
 from cnnlab.training.engines import compile_module, engine_versions
 from cnnlab.training.loop import autocast_context, images_per_batch
@@ -85,21 +88,85 @@ def compute_features(model: Classifier, data, preprocess, *, batch_size: int, de
 def cached_features(model: Classifier, data, preprocess, *, cache_dir: Path | None, batch_size: int,
                     device: torch.device, amp: bool, channels_last: bool = False, log=print,
                     progress: bool = True, engine: str = "torch") -> tuple[ImageSet, bool]:
-    """(features as an ImageSet of float16 tensors, whether they came from the cache)."""
+    """(features as an ImageSet of float16 tensors, whether they came from the cache).
+
+    Safe for runs sharing the cache at once: the first to need an entry computes it under a lock
+    (`cache_lock`) while the others wait, then read it (one computation, one file). An entry is
+    checked against the digest of its tensors written in its metadata before it is trusted; a
+    truncated or damaged one is named in one line and computed again. A cache folder that cannot
+    be written (a full disk, no permission) costs the cache, not the run: one warning, and the
+    features are used from memory.
+    """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache_dir / f"{feature_key(model, data, preprocess, amp, engine)}.safetensors"
-    if path.is_file():
+    with cache_lock(path, log):
+        stored = _read_entry(path, len(data), log)
+        if stored is not None:
+            return stored, True
+        features = compute_features(model, data, preprocess, batch_size=batch_size, device=device, amp=amp,
+                                    channels_last=channels_last, progress=progress, engine=engine).half()
+        tensors = {"features": features.contiguous(), "labels": data.labels.cpu().contiguous()}
         try:
-            stored = load_file(str(path))
-            return ImageSet(stored["features"], stored["labels"]), True
-        except Exception as exc:  # a damaged entry is recomputed, never trusted
-            log(f"feature cache entry {path} is unreadable ({exc}); recomputing")
-    features = compute_features(model, data, preprocess, batch_size=batch_size, device=device, amp=amp,
-                                channels_last=channels_last, progress=progress, engine=engine)
-    features = features.half()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({"features": features.contiguous(), "labels": data.labels.cpu().contiguous()}))
+            atomic_write_bytes(path, save(tensors, metadata={"sha256": _digest(tensors)}))
+        except RunError as exc:
+            log(f"warning: features not cached ({exc}); this run goes on with them in memory")
     return ImageSet(features, data.labels.cpu()), False
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_entry(path: Path, images: int, log) -> ImageSet | None:
+    """The entry at `path` if it is whole and its tensors match their digest; None (said in one line) if not."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+        stored = load_file(str(path))
+        whole = (recorded == _digest(stored) and set(stored) == {"features", "labels"}
+                 and len(stored["features"]) == len(stored["labels"]) == images)
+        if recorded is None:  # whole, most likely, but nothing to check it against
+            log(f"feature cache entry {path} was written by cnnlab < 0.11, without a digest; computing it again")
+            return None
+        problem = "" if whole else "its tensors do not match the digest written with them"
+    except Exception as exc:  # noqa: BLE001 — truncated, not safetensors, unreadable: all mean "recompute"
+        problem = f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if problem:
+        log(f"feature cache entry {path} is damaged ({problem}); computing it again")
+        return None
+    return ImageSet(stored["features"], stored["labels"])
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path, log):
+    """An exclusive lock on `.locks/<entry>.lock` beside the entries (fcntl), so runs sharing a cache compute an
+    entry once; no lock where the folder cannot take the file (read-only, full) or the platform has no fcntl.
+    Lock files stay (removing one while another run waits on it would let a third take a second lock)."""
+    try:
+        import fcntl
+
+        (path.parent / ".locks").mkdir(parents=True, exist_ok=True)
+        handle = open(path.parent / ".locks" / f"{path.name}.lock", "a+b")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"feature cache: another run is computing {path.name}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): compute alone, write atomically
+            yield
+            return
+        remove_write_debris(path.parent, path.name)  # a killed writer's half file, never renamed into place
+        yield
 
 
 def feature_preprocess(x: torch.Tensor, *, train: bool, generator=None) -> torch.Tensor:

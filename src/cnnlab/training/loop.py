@@ -16,8 +16,9 @@ from cnnlab.config import TTA_MODES
 from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.training.device import cpu_has_native_bf16
 from cnnlab.training.distributed import all_sum
-from cnnlab.training.mixing import BatchMixer, mixed_correct, mixed_loss
+from cnnlab.training.mixing import BatchMixer, MixedBatch, mixed_correct, mixed_loss
 from cnnlab.training.scores import scores
+from cnnlab.training.steps import OptimizerStep
 
 Preprocess = Callable[..., torch.Tensor]
 
@@ -98,22 +99,28 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "off") -> torch.Ten
     return logits / len(views)
 
 
+def _sliced(mixed: MixedBatch | None, part: slice) -> MixedBatch | None:
+    """The slice `part` of a mixed batch (its partners' labels; λ is the batch's)."""
+    return None if mixed is None else MixedBatch(mixed.images[part], mixed.partner[part], mixed.weight)
+
+
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, optimizer: torch.optim.Optimizer,
-                    scheduler, loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
+def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, step: OptimizerStep,
+                    loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     train_mode: Callable[[nn.Module], None] | None = None,
-                    shard: tuple[int, int] = (0, 1), after_step: Callable[[], None] | None = None,
-                    mixer: BatchMixer | None = None, order: torch.Tensor | None = None) -> dict[str, float]:
+                    shard: tuple[int, int] = (0, 1), mixer: BatchMixer | None = None,
+                    order: torch.Tensor | None = None) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws (or a sampler's `order`); returns mean loss and
     accuracy.
 
     `batch_size` is the global batch: with `shard=(rank, world)` this process takes its
-    share of each one (see batches.py). `after_step` runs after every optimizer step (the
-    weight average's update). With `mixer` (mixup/CutMix), the loss and the training accuracy
+    share of each one (see batches.py). `step` turns each batch's loss into a weights' update
+    (steps.py: accumulation over slices, gradient clipping, the optimizer and schedule, the weight
+    average's update). With `mixer` (mixup/CutMix), the loss and the training accuracy
     weigh each image's two labels (mixing.py).
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
@@ -128,17 +135,17 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
         x = preprocess(images, train=True, generator=generator)
         mixed = mixer(x, labels, generator) if mixer is not None and mixer.enabled else None
         x = _prepare(x if mixed is None else mixed.images, channels_last)
-        with autocast_context(device, amp):
-            logits = model(x)
-            loss = mixed_loss(loss_fn, logits.float(), labels, mixed)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if after_step is not None:
-            after_step()
-        losses.append(loss.detach() * labels.shape[0])
-        correct += mixed_correct(logits.argmax(1), labels, mixed)
+
+        def loss_of(part: slice) -> torch.Tensor:
+            nonlocal correct
+            with autocast_context(device, amp):
+                logits = model(x[part])
+                loss = mixed_loss(loss_fn, logits.float(), labels[part], _sliced(mixed, part))
+            correct += mixed_correct(logits.detach().argmax(1), labels[part], _sliced(mixed, part))
+            return loss
+
+        loss = step(model, loss_of, labels.shape[0])
+        losses.append(loss * labels.shape[0])
         seen += labels.shape[0]
         bar.update(1)
         if progress and bar.n % 25 == 0:
@@ -156,25 +163,23 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
-             amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
+             num_classes: int, amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
              tta: str = "off") -> dict[str, float]:
     """Mean loss, accuracy, balanced accuracy and macro-F1 over `data` in eval mode (no augmentation, no
-    dropout; `tta`: see TTA_MODES). One confusion matrix is summed on the device (and over processes)."""
+    dropout; `tta`: see TTA_MODES). One `num_classes`² confusion matrix is summed on the device (and over
+    processes: every process contributes one of that shape, even one whose shard holds no image)."""
     model.eval()
     device = data.device
     loss_sum = torch.zeros((), device=device)
-    matrix = None
+    matrix = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     for images, labels in _eval_batches(data, images_per_batch(data, batch_size), shard):
         x = _prepare(preprocess(images, train=False), channels_last)
         with autocast_context(device, amp):
             logits = tta_logits(model, x, tta)
         loss_sum += loss_fn(logits, labels) * labels.shape[0]
-        classes = logits.shape[1]
-        counts = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
-        matrix = counts if matrix is None else matrix + counts
-    matrix = all_sum(matrix if matrix is not None else torch.zeros(1, dtype=torch.long, device=device))
-    side = max(1, int(round(matrix.numel() ** 0.5)))
-    figures = scores(matrix.reshape(side, side).cpu().numpy())
+        matrix += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+    matrix = all_sum(matrix)
+    figures = scores(matrix.reshape(num_classes, num_classes).cpu().numpy())
     return {"loss": float(all_sum(loss_sum)) / max(1.0, float(matrix.sum())), **figures}
 
 

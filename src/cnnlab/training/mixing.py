@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnlab.errors import ConfigError
 
 
 @dataclass
@@ -46,9 +45,8 @@ class BatchMixer:
         order = torch.randperm(len(x), generator=generator).to(x.device)
         if not use_cutmix:
             return MixedBatch(x.lerp(x[order], 1.0 - weight), labels[order], weight)
-        if x.dim() != 4:
-            raise ConfigError("train.cutmix pastes boxes of images, but this phase trains on cached features; "
-                              "use train.mixup, or train.feature_cache: false")
+        if x.dim() != 4:  # training/checks.py refuses CutMix on cached features before a run starts
+            raise ValueError(f"CutMix needs a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
         # a box of area (1 − λ) of the image, centred anywhere, clipped at the edges (as the paper does)
         ratio = np.sqrt(1.0 - weight)

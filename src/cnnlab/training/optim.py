@@ -29,6 +29,34 @@ def build_optimizer(params: Iterable, cfg: OptimizerConfig) -> torch.optim.Optim
     raise ValueError(f"Invalid optimizer {cfg.name}. Only adam, adamw and sgd are supported.")
 
 
+def decay_groups(groups: list[dict], model: torch.nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """`groups` as they are, or with `decay_norm_and_bias: false` each one split in two: the weight
+    matrices and kernels (decayed), and the tensors of one dimension — norm weights, biases — plus the
+    names a model lists in `no_weight_decay()` (timm's position embeddings, class tokens), at weight decay 0.
+
+    Decaying a BatchNorm's scale towards 0 only fights the next layer's weights; nanoGPT's
+    `configure_optimizers` (`p.dim() >= 2` decays) and timm's `param_groups_weight_decay` leave them out.
+    """
+    if cfg.decay_norm_and_bias or cfg.weight_decay == 0:
+        return groups
+    exempt_names = set()
+    for prefix, module in model.named_modules():  # a timm backbone lists its own, relative to itself
+        listed = getattr(module, "no_weight_decay", None)
+        if callable(listed):
+            exempt_names |= {f"{prefix}.{name}" if prefix else name for name in listed()}
+    exempt = {id(p) for name, p in model.named_parameters() if p.ndim <= 1 or name in exempt_names}
+    split = []
+    for group in groups:
+        decayed = [p for p in group["params"] if id(p) not in exempt]
+        kept = [p for p in group["params"] if id(p) in exempt]
+        if decayed:
+            split.append({**group, "params": decayed})
+        if kept:
+            split.append({**group, "params": kept, "weight_decay": 0.0,
+                          "name": f"{group.get('name', 'params')} (no decay)"})
+    return split
+
+
 def _fused_if_possible(optimizer: type, params: list, **kwargs) -> torch.optim.Optimizer:
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     devices = {p.device.type for p in tensors}

@@ -13,7 +13,7 @@ from torch import nn
 from cnnlab.config import OptimizerConfig, PhaseConfig, TrainConfig
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import Classifier
-from cnnlab.training.optim import build_optimizer, build_scheduler
+from cnnlab.training.optim import build_optimizer, build_scheduler, decay_groups
 
 
 def resolve_phases(tc: TrainConfig) -> list[PhaseConfig]:
@@ -91,7 +91,7 @@ def apply_phase(model: Classifier, phase: PhaseConfig, optimizer_cfg: OptimizerC
     groups = [{"params": rest, "lr": lr, "name": "head"}] if rest else []
     if backbone:
         groups += backbone_groups(model, backbone, lr * phase.backbone_lr_mult, phase.backbone_lr_decay)
-    optimizer = build_optimizer(groups, optimizer_cfg)
+    optimizer = build_optimizer(decay_groups(groups, model, optimizer_cfg), optimizer_cfg)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch, epochs=phase.epochs)
     return optimizer, scheduler, parts
 

@@ -20,13 +20,16 @@ training code needs no `if rank == 0` branches.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
 from cnnlab.config import ExperimentConfig, save_config
-from cnnlab.fileio import atomic_write_json, atomic_write_text
+from cnnlab.errors import RunError
+from cnnlab.fileio import atomic_write_json, atomic_write_text, remove_write_debris
 from cnnlab.reporting.curves import plot_learning_curves
 from cnnlab.reporting.interpretation import (confusion, most_confused, per_class, plot_confusion, plot_top_losses,
                                              top_losses, write_confusion_csv, write_rows_csv)
@@ -63,6 +66,34 @@ class RunFolder:
         self.path, self.writes = Path(path), writes
         self.trackers = (trackers or []) if writes else []
 
+    @contextlib.contextmanager
+    def held(self):
+        """Hold the folder's lock (`.lock`, fcntl) while training into it: a second process — a resume
+        started while an orphaned worker of a killed run still trains this seed — is refused in one line
+        instead of writing the same checkpoint. The lock goes with the process, however it ends."""
+        if not self.writes:
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # no fcntl (Windows): folders are still never shared by new runs (create_unique_dir)
+            yield
+            return
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                raise RunError(f"{self.path}: another cnnlab process (pid {holder}) is training this run now; "
+                               "wait for it to end (or stop it), then resume") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            remove_write_debris(self.path)
+            yield
+
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
@@ -74,6 +105,13 @@ class RunFolder:
         if self.writes:
             atomic_write_json(self.path / "status.json",
                               {"state": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra})
+
+    def status_on_the_way_out(self, state: str, **extra) -> None:
+        """status(), for a run already stopping: a disk too full for status.json must not hide why it stopped."""
+        try:
+            self.status(state, **extra)
+        except RunError:
+            pass
 
     def record(self, cfg: ExperimentConfig, *, seed: int, device, summary: str) -> None:
         """What made the run: resolved configuration, environment, and the model summary."""

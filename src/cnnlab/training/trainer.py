@@ -20,15 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.failpoints import failpoint
 from cnnlab.config import ExperimentConfig, PhaseConfig
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
-from cnnlab.data.preprocess import BatchPreprocessor, augmentation_enabled
+from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
 from cnnlab.training.allocator import keep_freed_memory
-from cnnlab.training.checkpoint import load_state_strict
+from cnnlab.training.checkpoint import PhaseParts, load_state_strict
+from cnnlab.training.checks import check_data_rules, check_model_rules, on_cached_features
 from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_everything, set_rng_state
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.engines import resolve_engine
@@ -38,9 +40,9 @@ from cnnlab.training.imbalance import class_counts, class_weights, epoch_order
 from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
 from cnnlab.training.scores import SCORES, scores
 from cnnlab.training.mixing import BatchMixer
-from cnnlab.training.phases import (apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode,
-                                    trains_head_only)
+from cnnlab.training.phases import apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode
 from cnnlab.training.run_folder import RunFolder
+from cnnlab.training.steps import OptimizerStep
 from cnnlab.training.trackers import make_trackers
 from cnnlab.training.selection import improves, should_stop
 
@@ -53,15 +55,13 @@ def silent(line: str) -> None:
 
 def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, int, int]) -> Classifier:
     """Create the registered model for this data and apply the configured initialiser."""
+    reserved = sorted({"num_classes", "in_channels", "image_size"} & set(cfg.model_args))
+    if reserved:
+        raise ConfigError(f"model_args.{reserved[0]}: set by the data (data.num_classes, the images' channels, "
+                          "data.image_size), not by model_args")
     model = create_model(cfg.model, num_classes=num_classes, in_channels=input_size[0],
                          image_size=input_size[1], **cfg.model_args)
     return initialise(model, cfg.init)
-
-
-def uses_feature_cache(cfg: ExperimentConfig, model: Classifier, phase: PhaseConfig) -> bool:
-    """A phase can train on cached features when the backbone is frozen and nothing is augmented."""
-    augmented = augmentation_enabled(cfg.preprocess.augment) and phase.augment
-    return cfg.train.feature_cache and not augmented and trains_head_only(model, phase)
 
 
 @dataclass
@@ -97,8 +97,7 @@ class Trainer:
         self.cfg, self.splits, self.seed, self.log, self.progress = cfg, splits, seed, log, progress
         self.ctx = distributed.current()
         tc = cfg.train
-        if tc.batch_size % self.ctx.world:
-            raise ConfigError(f"train.batch_size {tc.batch_size} must be divisible by the {self.ctx.world} processes")
+        check_data_rules(cfg, splits, self.ctx.world)
         self.device = distributed.device_for(self.ctx, resolve_device(cfg.device))
         seed_everything(seed)
         self.model = build_model(cfg, splits.num_classes, splits.input_size)
@@ -123,9 +122,7 @@ class Trainer:
         self.train_loss = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None,
                                               label_smoothing=tc.label_smoothing)
         self.mixer = BatchMixer(tc.mixup, tc.cutmix, tc.mix_prob)
-        if tc.cutmix > 0 and any(uses_feature_cache(cfg, self.model, p) for p in self.phases):
-            raise ConfigError("train.cutmix pastes boxes of images, but a phase with the backbone frozen trains on "
-                              "cached features: use train.mixup there, or set train.feature_cache: false")
+        check_model_rules(cfg, self.model)
         self.eval_loss = nn.CrossEntropyLoss()
         self.images = tuple(s.to(self.device) if s is not None else None
                             for s in (splits.train, splits.val, splits.test))
@@ -133,16 +130,12 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None  # {"epoch", "value", "model"}: the weights train.keep_best keeps
         self.stopped: list[str] = []  # phases that early stopping ended
-        monitors = {tc.keep_best, tc.early_stopping.monitor} - {"off"}
-        if monitors and splits.val is None:
-            raise ConfigError(f"train.keep_best / train.early_stopping monitor {', '.join(sorted(monitors))}, which "
-                              "needs a validation split: set data.val_fraction > 0 (or use data.folds)")
         self.resumed: dict | None = None  # the checkpoint being resumed, until its phase has restarted
         self.phase_index = 0
+        self.parts = PhaseParts()  # what of the model each checkpoint of this phase holds (checkpoint.py)
         self.optimizer = self.scheduler = None
+        self.step: OptimizerStep | None = None
         self.used_features = False
-        self.frozen: set[str] = set()  # parameters the current phase leaves fixed
-        self.base_saved = False  # whether the current phase's whole-model file has been handed out
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
 
     # ------------------------------------------------------------------ state
@@ -162,17 +155,9 @@ class Trainer:
 
     def checkpoint(self) -> dict:
         """What resumes the run exactly. In a phase with frozen parameters, only what can change
-        (see checkpoint.save_checkpoint); the whole model goes with the phase's first checkpoint."""
-        model = self.model.state_dict()
-        state = {}
-        if self.frozen:
-            state["base_phase"] = self.phase_index
-            if not self.base_saved:
-                state["base_model"] = model
-                self.base_saved = True
-            model = {k: v for k, v in model.items() if k not in self.frozen}
-        state |= {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
-                 "phase": self.phase_index, "model": model,
+        (checkpoint.PhaseParts); the whole model goes with the phase's first checkpoint."""
+        state = {"model_name": self.cfg.model, "seed": self.seed, "epoch": self.epochs_done,
+                 "phase": self.phase_index, **self.parts.model_entries(self.model.state_dict()),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(), "history": self.history}
         if self.best is not None:
@@ -193,12 +178,6 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.resumed = state
 
-    def _note_frozen(self, index: int) -> None:
-        """After a phase's freezing: the parameters it leaves fixed, and whether its base file exists."""
-        self.frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
-        resumed_here = self.resumed is not None and self.resumed.get("phase") == index
-        self.base_saved = bool(resumed_here and self.resumed.get("base_phase") == index)
-
     # ------------------------------------------------------------------ training
 
     def fit(self, on_epoch_end: Callable[["Trainer"], None] = lambda trainer: None) -> None:
@@ -210,6 +189,7 @@ class Trainer:
             data, train_model = self._start_phase(index, phase, epochs)
             for epoch in remaining:
                 self.history.append(self._train_epoch(epoch, phase, data, train_model))
+                failpoint(f"seed {self.seed} epoch {epoch} end")
                 self._keep_if_best(self.history[-1])
                 on_epoch_end(self)
                 self.log(epoch_line(self.history[-1], self.epochs))
@@ -240,10 +220,14 @@ class Trainer:
 
     def _start_phase(self, index: int, phase: PhaseConfig, epochs: range) -> tuple[PhaseData, nn.Module]:
         """Freeze/unfreeze for `phase`, build its optimizer and schedule, and choose its data."""
+        failpoint(f"seed {self.seed} phase {index} start")
         self.phase_index = index
-        self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, self.cfg.train.optimizer,
-                                                            self.cfg.train, self.steps_per_epoch)
-        self._note_frozen(index)
+        tc = self.cfg.train
+        self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, tc.optimizer, tc,
+                                                            self.steps_per_epoch)
+        self.step = OptimizerStep(self.optimizer, self.scheduler, accumulate=tc.accumulate, grad_clip=tc.grad_clip,
+                                  after_step=[self.ema.update] if self.ema is not None else [])
+        self.parts.start(index, self.model, self.resumed)
         if self.ema is not None:
             self.ema.track(self.model)
         if self.resumed is not None and self.resumed.get("phase") == index:  # resumed inside this phase
@@ -262,7 +246,7 @@ class Trainer:
         return data, train_model
 
     def phase_data(self, phase: PhaseConfig) -> PhaseData:
-        if uses_feature_cache(self.cfg, self.model, phase):
+        if on_cached_features(self.cfg, self.model, phase):
             # The backbone is a fixed function in this phase: train the head on its cached features.
             if self.features is None:
                 self.features = self._cached_feature_sets()
@@ -289,8 +273,10 @@ class Trainer:
             hits.append(hit)
         elapsed = time.perf_counter() - tick
         self.one_off_s += elapsed
-        self.log(f"features: {'reused from the cache' if all(hits) else f'computed and cached ({self.engine})'} "
-                 f"in {elapsed:.1f}s")
+        computed = f"computed and cached ({self.engine})"
+        if any(hits) and not all(hits):  # another run computed some of them meanwhile (a shared cache)
+            computed += f" for {hits.count(False)} of {len(hits)} splits, the others reused"
+        self.log(f"features: {'reused from the cache' if all(hits) else computed} in {elapsed:.1f}s")
         return tuple(out)
 
     def _train_epoch(self, epoch: int, phase: PhaseConfig, data: PhaseData, train_model: nn.Module) -> dict:
@@ -300,11 +286,10 @@ class Trainer:
         # data.sampler draws the epoch's images first, from the epoch's generator: a resume draws the same
         order = epoch_order(data.train.labels, self.cfg.data.sampler, self.splits.num_classes, generator)
         train = train_one_epoch(
-            train_model, data.train, preprocess=data.preprocess, optimizer=self.optimizer, scheduler=self.scheduler,
+            train_model, data.train, preprocess=data.preprocess, step=self.step,
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=generator,
             epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
-            train_mode=lambda m: set_train_mode(m, phase), shard=shard,
-            after_step=self.ema.update if self.ema is not None else None, mixer=self.mixer, order=order)
+            train_mode=lambda m: set_train_mode(m, phase), shard=shard, mixer=self.mixer, order=order)
         val = self._evaluate(data, data.val) if data.val is not None else dict.fromkeys(("loss", *SCORES))
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
                 "val_loss": val["loss"], **{f"val_{name}": val[name] for name in SCORES},
@@ -318,7 +303,7 @@ class Trainer:
 
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
         return evaluate(self._eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
-                        batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
+                        batch_size=self.cfg.train.eval_batch_size, num_classes=self.splits.num_classes, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self._tta(data))
 
     def _tta(self, data: PhaseData) -> str:
@@ -393,6 +378,12 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     folder = RunFolder(run_dir, writes=ctx.is_main, trackers=make_trackers(cfg, run_dir, seed))
     if not ctx.is_main:  # one process writes and prints; the others only train
         log, progress = silent, False
+    with folder.held():
+        return _train_seed(cfg, folder, splits, seed=seed, resume=resume, progress=progress, log=log)
+
+
+def _train_seed(cfg: ExperimentConfig, folder: RunFolder, splits: DataSplits, *, seed: int, resume: bool,
+                progress: bool, log: Log) -> dict:
     trainer: Trainer | None = None
     try:
         trainer = Trainer(cfg, splits, seed=seed, log=log, progress=progress)
@@ -410,15 +401,15 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
         test, outputs = trainer.test()
     except KeyboardInterrupt:
         done = trainer.epochs_done if trainer else 0
-        folder.status("interrupted", epoch=done)
+        folder.status_on_the_way_out("interrupted", epoch=done)
         folder.stop_tracking("interrupted")
         raise RunInterrupted(folder.path, done) from None
     except TrainingDiverged as exc:
-        folder.status("diverged", epoch=exc.epoch, step=exc.step)
+        folder.status_on_the_way_out("diverged", epoch=exc.epoch, step=exc.step)
         folder.stop_tracking("diverged")
         raise
     except CnnlabError as exc:
-        folder.status("failed", message=str(exc))
+        folder.status_on_the_way_out("failed", message=str(exc))
         folder.stop_tracking("failed")
         raise
     wall = sum(r["epoch_time_s"] for r in trainer.history) if resume else time.perf_counter() - start

@@ -21,7 +21,7 @@ def read_tables(kind: str, opener):
             missing = [c for c in (image, label) if c not in table.features]
             if missing:
                 raise DataError(f"{where}: the {role} split has no column {', '.join(missing)}; "
-                                    f"its columns: {hub._described(table.features)}")
+                                    f"its columns: {hub.described(table.features)}")
         names = hub.class_names_of(roles, label, where)
         if "val" in roles and "test" not in roles:
             req.log(f"{where}: no test split, so cnnlab draws train/val/test from the train split (saved as "
