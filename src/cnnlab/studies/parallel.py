@@ -15,6 +15,7 @@ A SIGTERM sent to the parent alone is passed on to the workers.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -127,8 +128,8 @@ def _train(cfg: ExperimentConfig, unit: Unit, progress: bool) -> tuple[str, str]
         return "interrupted", str(exc.epochs_done)
     except KeyboardInterrupt:  # before its training began: nothing of it to save
         return "interrupted", "0"
-    except DiskFull as exc:  # the parent names the folder whose resume finishes it
-        return "disk full", str(exc)
+    except DiskFull as exc:  # its fields cross back; the parent raises it again, run_units adds the folder
+        return "disk full", json.dumps([str(exc.path), exc.needed, exc.free])
     except CnnlabError as exc:
         return "failed", f"{type(exc).__name__}: {exc}"
 
@@ -186,8 +187,8 @@ def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, lo
     if failed:
         raise RunError("; ".join(f"{folder / name}: {message}" for name, message in failed))
     full = [message for state, message in outcomes.values() if state == "disk full"]
-    if full:  # the first one's message; each seed's own files before it are intact
-        raise RunError(f"{full[0].rsplit('; free some space', 1)[0]}; free some space, then: cnnlab resume {folder}")
+    if full:  # the first one; each seed's own files before it are intact
+        raise DiskFull(*json.loads(full[0]))
     stopped = [(folder / name, int(message)) for name, (state, message) in outcomes.items() if state == "interrupted"]
     if interrupted or stopped:
         run_dir, epochs = max(stopped, key=lambda s: s[1]) if stopped else (folder, 0)
