@@ -6,7 +6,7 @@
    decoded bird images, per engine and precision: torch as the trainer ran it before engines
    (channels-last, the run's precision), OpenVINO, ONNX Runtime (fp32 only: it has no bf16 CPU kernels).
 2. **`cnnlab predict`** of all 2,949 photographs with a trained V0 (whole command, decoding
-   included), per engine, and the network alone (`TrainedModel.probabilities` on decoded batches).
+   included), per engine, and the network alone (`TrainedModel.batch_probabilities` on decoded batches).
 3. **A cold `cnnlab run birdnet_v0`** on the 50 species, 3 seeds, empty feature cache: the default
    engine (`auto`) against `--engine torch`, whole processes.
 4. **int8**: `cnnlab export --int8` of that run (300 training images calibrate), its test accuracy,
@@ -52,7 +52,7 @@ def feature_speeds(count: int, repeats: int) -> list[dict]:
     from cnnlab.config import PreprocessConfig
     from cnnlab.models import create_model
     from cnnlab.training.allocator import keep_freed_memory
-    from cnnlab.training.engines import compile_module
+    from cnnlab.engines import compile_module
     from cnnlab.training.loop import autocast_context
 
     keep_freed_memory()
@@ -120,7 +120,7 @@ def predict_speeds(folder: Path, out: Path) -> list[dict]:
         count = len(csv.read_text().splitlines()) - 1
         trained = load_trained(folder, seed=1, engine=engine)
         images = torch.randint(0, 256, (64, *trained.input_size), dtype=torch.uint8)
-        rate = _median_rate(lambda: [trained.probabilities(images[i:i + 32]) for i in (0, 32)], 64, 3)
+        rate = _median_rate(lambda: [trained.batch_probabilities(images[i:i + 32]) for i in (0, 32)], 64, 3)
         rows.append({"what": "predict", "engine": engine, "images": count, "command_s": seconds,
                      "command_img_s": count / seconds, "network_img_s": rate})
     return rows
@@ -133,10 +133,10 @@ def int8_figures(folder: Path, out: Path) -> dict:
     report = export_model(load_trained(folder, seed=1), out / "v0-int8.onnx", int8=True, log=print)
     graph = load_trained(out / "v0-int8.onnx", engine="openvino")
     images = torch.randint(0, 256, (64, *graph.input_size), dtype=torch.uint8)
-    report["int8_openvino_img_s"] = _median_rate(lambda: [graph.probabilities(images[i:i + 32]) for i in (0, 32)],
+    report["int8_openvino_img_s"] = _median_rate(lambda: [graph.batch_probabilities(images[i:i + 32]) for i in (0, 32)],
                                                  64, 3)
     fp32 = load_trained(folder, seed=1, engine="openvino")
-    report["fp32_openvino_img_s"] = _median_rate(lambda: [fp32.probabilities(images[i:i + 32]) for i in (0, 32)],
+    report["fp32_openvino_img_s"] = _median_rate(lambda: [fp32.batch_probabilities(images[i:i + 32]) for i in (0, 32)],
                                                  64, 3)
     return report
 

@@ -2,7 +2,7 @@
 
     python benchmarks/epoch_parts.py [cifar_recipe] [--steps 40] [--set KEY=VALUE ...]
 
-Builds the preset's Trainer on ../shared/data (CIFAR-25 for the CIFAR presets), takes the first
+Builds the preset's Learner on ../shared/data (CIFAR-25 for the CIFAR presets), takes the first
 `--steps` batches of the training split, runs one warm-up epoch on them, then one timed epoch
 with clocks around each part of `train_one_epoch`: the batch (reading and indexing the images),
 preprocessing (augmentation and normalisation), mixing (CutMix/mixup), the forward pass, the
@@ -33,7 +33,7 @@ from cnnlab.models.summary import macs_per_image
 from cnnlab.studies.experiment import load_data
 from cnnlab.training.loop import evaluate, train_one_epoch
 from cnnlab.training.steps import OptimizerStep
-from cnnlab.training.trainer import Trainer
+from cnnlab.training.learner import Learner
 
 
 class Clocks:
@@ -109,10 +109,10 @@ def main() -> None:
     except CnnlabError as exc:
         ap.error(str(exc))
     splits = load_data(cfg, log=lambda line: None)
-    trainer = Trainer(cfg, splits, seed=1, log=lambda line: None, progress=False)
+    trainer = Learner(cfg, splits, seed=1, log=lambda line: None, progress=False)
     if not 0 <= args.phase < len(trainer.phases):
         ap.error(f"--phase {args.phase}: {args.preset} has phases 0..{len(trainer.phases) - 1}")
-    data, model = trainer._start_phase(args.phase, trainer.phases[args.phase], range(1, trainer.epochs + 1))
+    data, model = trainer.start_phase(args.phase)
     tc = cfg.train
     train = data.train.subset(torch.arange(min(len(data.train), args.steps * tc.batch_size)))
     clocks = Clocks()
@@ -134,7 +134,7 @@ def main() -> None:
                              after_step=[ema] if ema is not None else [])
         train_one_epoch(model, TimedBatches(train, clocks), preprocess=preprocess, step=step, loss_fn=loss_fn,
                         batch_size=tc.batch_size, generator=torch.Generator().manual_seed(number), epoch=number,
-                        amp=trainer.amp, channels_last=data.channels_last, progress=False, mixer=mixer)
+                        amp=trainer.amp, channels_last=data.channels_last, mixer=mixer)
         clocks.lap("bookkeeping")
         return time.perf_counter() - start
 
@@ -147,17 +147,17 @@ def main() -> None:
     val_s = []
     for _ in range(3):
         start = time.perf_counter()
-        evaluate(trainer._eval_module(data), data.val, preprocess=data.preprocess, loss_fn=trainer.eval_loss,
+        evaluate(trainer.eval_module(data), data.val, preprocess=data.preprocess, loss_fn=trainer.eval_loss,
                  batch_size=tc.eval_batch_size, num_classes=trainer.splits.num_classes, amp=trainer.amp,
                  channels_last=data.channels_last,
-                 tta=trainer._tta(data))
+                 tta=trainer.tta_for(data))
         val_s.append(time.perf_counter() - start)
     steps = num_batches(len(train), tc.batch_size)
     per_step = {part: seconds / steps for part, seconds in clocks.totals.items()}
     full_steps = trainer.steps_per_epoch
     epoch_s = sum(per_step.values()) * full_steps + statistics.median(val_s)
     print(f"{args.preset}: {steps} steps of {tc.batch_size} timed ({train_s:.1f} s), "
-          f"{full_steps} steps an epoch, {torch.get_num_threads()} threads, {'bf16' if trainer.amp else 'fp32'}")
+          f"{full_steps} steps an epoch, {torch.get_num_threads()} threads, {trainer.amp}")
     print(f"{'part':<18} {'ms a step':>10} {'s an epoch':>11} {'share':>7}")
     rows = sorted(per_step.items(), key=lambda kv: -kv[1]) + [("validation", statistics.median(val_s) / full_steps)]
     for part, seconds in rows:
@@ -174,7 +174,7 @@ def main() -> None:
     cases = json.loads(previous.read_text())["cases"] if previous.is_file() else {}
     cases[case] = {"preset": args.preset, "overrides": overrides, "timed_steps": steps, "batch_size": tc.batch_size,
                    "steps_per_epoch": full_steps, "threads": torch.get_num_threads(),
-                   "precision": "bf16" if trainer.amp else "fp32", "seconds_per_step": per_step,
+                   "precision": trainer.amp, "seconds_per_step": per_step,
                    "validation_s": val_s, "estimated_epoch_s": epoch_s, "macs_per_image": flop // 2 // tc.batch_size,
                    **pace}
     path = write_json("epoch_parts", {"cases": cases})  # one case per preset and overrides, the others kept

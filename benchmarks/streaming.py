@@ -34,7 +34,7 @@ from cnnlab.data.streaming import StreamingSet, decode_image, default_workers
 from cnnlab.studies.experiment import load_data
 from cnnlab.training.loop import train_one_epoch
 from cnnlab.training.steps import OptimizerStep
-from cnnlab.training.trainer import Trainer
+from cnnlab.training.learner import Learner
 
 BIRDS = SHARED_DATA / "birds-subset50"
 SIZE = 224
@@ -110,9 +110,9 @@ def loop_wait(steps: int) -> dict:
         "data.path": str(BIRDS), "model_args.backbone": "efficientnet_lite0", "data.cache": False,
         "device": "cpu"})
     splits = load_data(cfg, log=lambda line: None)
-    trainer = Trainer(cfg, splits, seed=1, log=lambda line: None, progress=False)
+    trainer = Learner(cfg, splits, seed=1, log=lambda line: None, progress=False)
     fine_tune = len(trainer.phases) - 1
-    data, model = trainer._start_phase(fine_tune, trainer.phases[fine_tune], range(1, trainer.epochs + 1))
+    data, model = trainer.start_phase(fine_tune)
     tc = cfg.train
     train = data.train.subset(torch.arange(min(len(data.train), steps * tc.batch_size)))
     clocks = Clocks()
@@ -128,7 +128,7 @@ def loop_wait(steps: int) -> dict:
         train_one_epoch(model, TimedBatches(train, clocks), preprocess=data.preprocess, step=step,
                         loss_fn=trainer.train_loss, batch_size=tc.batch_size,
                         generator=torch.Generator().manual_seed(number), epoch=number, amp=trainer.amp,
-                        channels_last=data.channels_last, progress=False, mixer=None)
+                        channels_last=data.channels_last, mixer=None)
         clocks.lap("other")
         return time.perf_counter() - start
 
@@ -140,7 +140,7 @@ def loop_wait(steps: int) -> dict:
     whole = sum(totals.values())
     return {"steps": -(-len(train) // tc.batch_size), "batch_size": tc.batch_size, "seconds": seconds,
             "images_per_second": len(train) / seconds, "decoding_workers": train.num_workers,
-            "torch_threads": torch.get_num_threads(), "precision": "bf16" if trainer.amp else "fp32",
+            "torch_threads": torch.get_num_threads(), "precision": trainer.amp,
             "share": {part: value / whole for part, value in totals.items()},
             "wait_for_data_share": totals.get("batch", 0.0) / whole}
 

@@ -218,7 +218,9 @@ def test_compare_prints_one_table_with_classic_heads(birds_lab, tmp_path):
     table = json.loads((group / "compare.json").read_text())
     assert [r["name"] for r in table["rows"]][:2] == ["birdnet_v0", "birdnet_v1"]
     assert len(table["rows"]) == 4 and all(len(r["test_acc"]) == 2 for r in table["rows"])
-    assert "42.57 %" in lines[-3] or any("42.57 %" in line for line in lines)
+    # a few generated birds of a few species are not the lab's 200-class CUB-200: its 42.57 % is no reference here
+    assert not any("42.57 %" in line for line in lines) and json.loads((group / "compare.json").read_text())[
+        "rows"][0]["lab"] is None
 
 
 def test_compare_a_phased_recipe_with_classic_heads(birds_lab, tmp_path):

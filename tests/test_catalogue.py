@@ -58,7 +58,24 @@ def test_openmp_threads_spin_briefly_unless_the_user_chose(env, expected):
     import os
 
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import os, cnnlab; print(os.environ.get('GOMP_SPINCOUNT'))"
+    # the command line sets it for itself (before torch loads); `import cnnlab` alone sets nothing
+    code = ("import os, contextlib, io, cnnlab; unset = os.environ.get('GOMP_SPINCOUNT')\n"
+            "from cnnlab.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['list'])\n"
+            "print(os.environ.get('GOMP_SPINCOUNT'), unset)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
                             timeout=60)
-    assert result.stdout.strip() == str(expected)
+    assert result.stdout.strip() == f"{expected} {env.get('GOMP_SPINCOUNT')}", result.stderr
+
+
+def test_the_pretrained_models_of_the_catalogue_are_the_registrys():
+    from cnnlab.catalogue import DEFAULT_BACKBONE, PRETRAINED_MODELS
+    from cnnlab.config import ModelSpec
+    from cnnlab.models import get_model_entry, list_models
+
+    pretrained = tuple(name for name in list_models() if get_model_entry(name).preprocessing is not None)
+    assert pretrained == PRETRAINED_MODELS
+    spec = ModelSpec.of("birdnet_v4", {})
+    assert (spec.backbone, spec.weights, spec.shape_only()) == (DEFAULT_BACKBONE, "default", {"weights": "none"})
+    assert ModelSpec.of("basenet", {"dropout": 0.3}).shape_only() == {"dropout": 0.3}
+    assert ModelSpec.of("basenet", {}).backbone is None

@@ -40,7 +40,8 @@ def test_run_with_seeds_prints_mean_and_writes_folders(npz_data, tmp_path):
     result = cnnlab("run", "basenet", "--data", npz_data, "--epochs", 2, "--batch-size", 32, "--seeds", 1, 2,
                     "--device", "cpu", "--out", tmp_path / "runs", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "mean ± std" in result.stdout and "41.36 %" in result.stdout
+    # npz files are not the lab's data (its official CIFAR-100 split): no lab row beside these seeds
+    assert "mean ± std" in result.stdout and "41.36 %" not in result.stdout
     groups = list((tmp_path / "runs" / "basenet").iterdir())
     assert len(groups) == 1
     summary = json.loads((groups[0] / "summary.json").read_text())

@@ -41,7 +41,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path):
     ("- a\n- b\n", "mapping of keys at the top level"),
     ("train:\n  epochs: [1\n", "not valid YAML"),
     ("train:\n  channels_last: yes please\n", "expected true or false"),
-    ("train:\n  amp: fp8\n", "expected one of auto, bf16, off"),
+    ("train:\n  amp: fp8\n", "expected one of auto, bf16, fp16, off"),
     ("train:\n  tta: yes\n", "expected one of off, flip, flip_shift, got True"),
 ])
 def test_bad_values_are_rejected_with_the_key(tmp_path, text, fragment):

@@ -78,6 +78,12 @@ def test_cifar_without_network_says_how_to_provide_it(tmp_path, monkeypatch):
         load_splits(DataConfig(source="cifar100", path=str(tmp_path)))
     message = str(err.value)
     assert "could not be downloaded" in message and "--data PATH" in message and str(tmp_path) in message
+    # the default cache, offline: the failed download leaves no empty ~/.cache/cnnlab/data behind
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_splits(DataConfig())
+    assert not (tmp_path / "xdg").exists()
 
 
 def test_cifar_pickle_that_runs_code_is_refused(cifar_folder):

@@ -22,8 +22,9 @@ from cnnlab.data import load_splits
 from cnnlab.errors import ConfigError, RunInterrupted
 from cnnlab.models import create_model
 from cnnlab.studies import resume, run_experiment
-from cnnlab.training import Trainer
-from cnnlab.training.loop import autocast_context, resolve_amp
+from cnnlab.training import Learner
+from cnnlab.training.loop import autocast_context
+from cnnlab.training.runtime import resolve_precision
 from cnnlab.training.optim import build_optimizer, build_scheduler
 from cnnlab.training.phases import freeze_for_phase, set_train_mode
 
@@ -71,7 +72,7 @@ def _frozen_lr_run(npz_data, tmp_path, **overrides):
         "train.optimizer": {"name": "sgd", "lr": 1e-30, "momentum": 0.0}, "train.channels_last": False,
         "out": str(tmp_path / "runs"), **overrides})
     splits = load_splits(cfg.data)
-    trainer = Trainer(cfg, splits, seed=3, log=lambda s: None, progress=False)
+    trainer = Learner(cfg, splits, seed=3, log=lambda s: None, progress=False)
     with torch.no_grad():
         x = lambda split: split.images.float() / 255  # noqa: E731  (normalize: none)
         train_logits, val_logits = trainer.model(x(splits.train)), trainer.model(x(splits.val))
@@ -92,7 +93,7 @@ def test_label_smoothing_applies_to_the_training_loss_only(npz_data, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, monkeypatch):
-    from cnnlab.training import device, loop
+    from cnnlab.training import device, runtime
 
     sapphire = tmp_path / "cpuinfo-sapphire-rapids"
     sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
@@ -101,30 +102,46 @@ def test_auto_precision_is_bf16_only_on_cpus_that_have_it_in_hardware(tmp_path, 
     assert device.cpu_has_native_bf16(str(sapphire)) and not device.cpu_has_native_bf16(str(epyc))
     assert not device.cpu_has_native_bf16(str(tmp_path / "no-such-file"))  # macOS, Windows: fp32
     cpu = torch.device("cpu")
+    resolve = runtime.resolve_precision
     monkeypatch.delenv("CNNLAB_CPU_BF16")  # the suite's own setting (conftest): the detection decides
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.resolve_amp("auto", cpu) and not loop.resolve_amp("off", cpu)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert resolve("auto", cpu) == "bf16" and resolve("off", cpu) == "fp32"
     monkeypatch.setenv("CNNLAB_CPU_BF16", "0")  # overrides the detection either way
-    assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert resolve("auto", cpu) == "fp32" and resolve("bf16", cpu) == "bf16"
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
-    assert loop.resolve_amp("auto", cpu)
+    assert resolve("auto", cpu) == "bf16"
     monkeypatch.setenv("CNNLAB_CPU_BF16", "yes")
     with pytest.raises(ConfigError, match=r"\$CNNLAB_CPU_BF16: expected 0 or 1, got 'yes'"):
-        loop.resolve_amp("auto", cpu)
+        resolve("auto", cpu)
     from cnnlab.config import load_experiment
     from cnnlab.studies.preflight import check_experiment
     with pytest.raises(ConfigError, match=r"\$CNNLAB_CPU_BF16"):  # before a run folder is made
         check_experiment(load_experiment("basenet"))
     check_experiment(load_experiment("basenet", overrides={"train.amp": "off"}))  # not read: no error
     monkeypatch.delenv("CNNLAB_CPU_BF16")
-    assert not loop.resolve_amp("auto", cpu) and loop.resolve_amp("bf16", cpu)
-    assert loop.resolve_amp("auto", torch.device("cuda")) and not loop.resolve_amp("off", torch.device("cuda"))
+    assert resolve("auto", cpu) == "fp32" and resolve("bf16", cpu) == "bf16" and resolve("fp16", cpu) == "fp16"
+
+
+def test_auto_precision_on_cuda_is_bf16_from_ampere_on_and_fp16_with_a_scaler_before(monkeypatch):
+    """A T4 (7.5, the free Colab GPU the lab ran on) or a V100 (7.0) gets fp16 with a loss scaler; an
+    A100 (8.0) or H100 (9.0) bf16; MPS fp32 (checked with the capability the driver would report)."""
+    from cnnlab.training import runtime
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, expected in (((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index, c=capability: c)
+        assert runtime.resolve_precision("auto", cuda) == expected, capability
+        assert runtime.resolve_precision("off", cuda) == "fp32"
+        assert (runtime.grad_scaler(cuda, expected) is not None) is (expected == "fp16")
+    assert runtime.resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert runtime.resolve_precision("fp16", torch.device("mps")) == "fp32"
 
 
 def test_bf16_autocast_on_the_cpu(npz_data, tmp_path):
     cpu = torch.device("cpu")
-    assert resolve_amp("bf16", cpu) and not resolve_amp("off", cpu)
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("off", cpu) == "fp32"
     conv = torch.nn.Conv2d(3, 4, 3)
     with autocast_context(cpu, True):
         assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16

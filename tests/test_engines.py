@@ -3,7 +3,7 @@
 oneTBB, OpenVINO's thread pool, does not support fork() while its threads run: a test process that had
 run OpenVINO crashed (SIGSEGV) now and then in a later test that started a subprocess, never when run
 alone or under gdb. cnnlab itself starts its decoding workers from a forkserver once OpenVINO runs
-(training/engines.py); the suite keeps OpenVINO out of its own process by running these cases in a
+(engines.py); the suite keeps OpenVINO out of its own process by running these cases in a
 fresh interpreter (a forked child would inherit PyTorch's OpenMP pool and hang instead).
 """
 from __future__ import annotations

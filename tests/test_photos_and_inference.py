@@ -19,8 +19,8 @@ from cnnlab.errors import DataError, RunInterrupted
 from cnnlab.inference import load_trained
 from cnnlab.inference.predict import predict
 from cnnlab.studies import resume, run_experiment
-from cnnlab.training import Trainer
-from cnnlab.training import trainer as trainer_module
+from cnnlab.training import Learner
+from cnnlab.training import learner as trainer_module
 from cnnlab.training.selection import should_stop
 from cnnlab.config import EarlyStoppingConfig
 
@@ -199,7 +199,7 @@ def _training_probabilities(cfg, run_dir: Path, split):
     """The probabilities the training code computes: its own preprocessing, the saved weights."""
     from safetensors.torch import load_file
 
-    trainer = Trainer(cfg, load_splits(cfg.data, default_size=32) if cfg.model.startswith("basenet") else
+    trainer = Learner(cfg, load_splits(cfg.data, default_size=32) if cfg.model.startswith("basenet") else
                       _bird_splits(cfg), seed=1, log=lambda s: None, progress=False)
     trainer.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
     trainer.model.eval()

@@ -22,7 +22,7 @@ from cnnlab.data import load_splits
 from cnnlab.errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingDiverged
 from cnnlab.fileio import create_unique_dir
 from cnnlab.studies import resume, run_experiment
-from cnnlab.training import trainer as run_module
+from cnnlab.training import learner as run_module
 from conftest import BIRD_CLASSES, interrupt_after, png_bytes
 
 PHASED = {"model": "basenet_pp", "train.batch_size": 32, "device": "cpu", "seeds": [5],

@@ -149,7 +149,9 @@ def test_experiment_report_numbers_equal_the_files(studies):
     acc_mean, acc_std = mean_and_std(mean_row[2])
     assert acc_mean == pytest.approx(100 * summary["test_acc_mean"], abs=PCT)
     assert acc_std == pytest.approx(100 * summary["test_acc_std"], abs=PCT)
-    assert results["rows"][3][0].startswith("lab: Keras")  # not the lab's data: a row of its own, labelled
+    # npz files are not the lab's data (the official CIFAR-100 split): the lab's figure is no reference here
+    assert len(results["rows"]) == 3 and not any(row[0].startswith("lab") for row in results["rows"])
+    assert "Lab figures" not in text
     per_class = page.table("per-class figures")
     for row, line in zip(per_class["rows"], read_csv(folder / "per_class.csv"), strict=True):
         assert row[0] == line["class"] and int(row[5]) == int(line["support"])
@@ -199,8 +201,7 @@ def test_comparison_report_numbers_equal_the_files(studies):
                 assert mean_and_std(row[column])[0] == pytest.approx(100 * float(np.mean(source[key])), abs=PCT)
         assert number(row[6]) == pytest.approx(float(np.mean(source["wall_time_s"])), abs=0.05)
         assert row[7] == "—"  # the lab's figure is not set beside a run on other data
-    assert [r[0] for r in table if r[0].startswith("lab")] == [
-        "lab: Keras, official CIFAR-100 split, 3 runs (basenet)", "lab: Keras, official CIFAR-100 split, 3 runs (basenet_pp)"]
+    assert [r[0] for r in table if r[0].startswith("lab")] == []  # npz files are not the lab's data: no lab rows
 
 
 def test_several_paths_side_by_side_and_markdown(studies, tmp_path, capsys):
@@ -214,6 +215,8 @@ def test_several_paths_side_by_side_and_markdown(studies, tmp_path, capsys):
     seed1 = json.loads((studies["experiment"] / "seed-1" / "results.json").read_text())
     assert number(overview["rows"][1][2]) == pytest.approx(100 * seed1["test_acc"], abs=PCT)
     assert 'class="side-by-side"' in out.read_text()
+    # at 1280 px the reports stack, each table whole (two columns only where two 48rem columns fit)
+    assert '<body class="wide">' in out.read_text() and "minmax(min(100%, 48rem), 1fr)" in out.read_text()
     check_images(page)
     md = tmp_path / "exp.md"
     assert main(["report", str(studies["experiment"]), "--out", str(md)]) == 0

@@ -202,3 +202,42 @@ def test_the_page_in_a_real_browser_shows_the_top_5_and_asks_nothing_of_the_inte
         assert urls and all(u.startswith(served["url"]) or u.startswith("blob:" + served["url"]) for u in urls), urls
     finally:
         browser.quit()
+
+
+def test_serve_answers_as_http_clients_expect(served):
+    """HEAD where GET works; a 405 says what is allowed; an unknown query parameter is a 422 naming it; an
+    over-long file name is named in the error."""
+    url, image = served["url"], _png(served["images"][0])
+    for path in ("/", "/healthz", "/v1/model"):
+        head = httpx.head(url + path, timeout=30)
+        assert head.status_code == 200 and head.content == b"", path
+    refused = httpx.get(f"{url}/v1/predict", timeout=30)
+    assert refused.status_code == 405 and "POST" in refused.headers["allow"]
+    typo = httpx.post(f"{url}/v1/predict?topk=3", files={"file": ("a.png", image, "image/png")}, timeout=30)
+    assert typo.status_code == 422
+    assert typo.json()["error"] == "unknown query parameter 'topk'; /v1/predict takes top_k"
+    assert httpx.get(f"{url}/healthz?verbose=1", timeout=30).status_code == 422
+    long_name = "x" * 300 + ".png"
+    named = httpx.post(f"{url}/v1/predict", files={"file": (long_name, image, "image/png")}, timeout=30)
+    assert named.status_code == 400 and "a file name of 304 characters; at most 255" in named.json()["error"]
+    assert named.json()["error"].startswith("x" * 60)
+
+
+def test_a_port_in_use_is_one_line_before_anything_says_serving(served):
+    port = int(served["url"].rsplit(":", 1)[1])
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(served["folder"]), "--port", str(port)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CNNLAB_ENGINE": "torch", "CNNLAB_CACHE": str(served["root"] / "cache")})
+    assert done.returncode == 2 and "serving" not in done.stdout
+    assert done.stderr.strip().startswith(f"cnnlab: error: --port {port}: cannot listen on 127.0.0.1:{port}")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_serve_takes_a_seed_of_an_experiment_folder(served, tmp_path):
+    from cnnlab.errors import RunError
+    from cnnlab.inference.serve import create_app
+
+    app = create_app(served["folder"], engine="torch", seed=1)
+    assert app.title.startswith("cnnlab: basenet")
+    with pytest.raises(RunError, match="no finished seed 4; found seed-1"):
+        create_app(served["folder"], engine="torch", seed=4)

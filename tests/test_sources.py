@@ -20,7 +20,8 @@ from PIL import Image as PILImage
 
 from cnnlab.config import load_experiment
 from cnnlab.data import load_splits
-from cnnlab.datasources import DataSource, detect_source, register_source, source_names, sources, unregister_source
+from cnnlab.data.sources import detect_source, sources
+from cnnlab.datasources import BUILTIN_SOURCES, DataSource, register_source, source_names, unregister_source
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.studies import run_experiment
 from conftest import make_easy_images
@@ -67,6 +68,11 @@ def test_every_registered_source_is_accepted_listed_and_detected_alike(tmp_path,
 
     table = sources()
     assert source_names() == ("auto", *table)
+    from cnnlab.data.sources import builtin_sources
+
+    # the configuration's names (read without the data package) are the modules' sources, in detection order
+    assert set(BUILTIN_SOURCES) == set(builtin_sources())
+    assert BUILTIN_SOURCES == tuple(name for name in table if name in BUILTIN_SOURCES)
     assert main(["list", "sources"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert listed == list(source_names())  # cnnlab list shows the table, in detection order
@@ -114,7 +120,8 @@ def test_a_source_added_in_a_test_file_alone_works(tmp_path, capsys):
                                  log=lambda s: None)
             results = json.loads((run / "seed-1" / "results.json").read_text())
             assert results["num_test"] == 60 and results["num_train"] + results["num_val"] == 60
-            assert load_experiment(run / "experiment.yaml").data.source == source
+            # the source that read the data is recorded, as detected for `auto`: a resume reads it the same way
+            assert load_experiment(run / "experiment.yaml").data.source == "pixels-npy"
     finally:
         unregister_source("pixels-npy")
     assert "pixels-npy" not in source_names()
@@ -136,7 +143,7 @@ def test_a_saved_dataset_dict_trains_with_its_own_splits_and_class_names(tmp_pat
     per_class = list(csv.DictReader((run / "seed-1" / "per_class.csv").read_text().splitlines()))
     assert [r["class"] for r in per_class] == CLASSES
     recorded = load_experiment(run / "experiment.yaml")
-    assert recorded.data.source == "auto" and recorded.data.num_classes == 4
+    assert recorded.data.source == "hf-disk" and recorded.data.num_classes == 4  # the detected source, recorded
 
 
 def test_parquet_files_train_with_train_validation_and_test_from_their_names(tmp_path):

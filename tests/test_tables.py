@@ -61,3 +61,26 @@ def test_an_ablation_with_two_runs_per_step_gives_gains_but_no_verdict():
     assert "+10.00 pts" in table and "n/a (< 3 runs)" in table and "yes: gain" not in table
     rows[0]["test_acc"], rows[1]["test_acc"] = [0.4, 0.41, 0.42], [0.5, 0.51, 0.52]
     assert "yes: gain" in ablation_table(rows, 0.05)
+
+
+def test_the_lab_is_a_reference_only_on_the_labs_data_and_says_what_differs():
+    from cnnlab.config import load_experiment
+    from cnnlab.reporting.tables import seeds_table
+    from cnnlab.studies.experiment import lab_for
+
+    sizes = [{"num_train": 11250, "num_val": 1250, "num_test": 2500}]
+    official = load_experiment("basenet", overrides={"data.source": "cifar100-folder", "data.path": "/c",
+                                                     "device": "cpu", "seeds": [4]})
+    assert lab_for(official, sizes)["same_protocol"] is True  # the lab's data and recipe: a like-for-like row
+    shorter = load_experiment("basenet", overrides={"data.source": "cifar100", "train.epochs": 5})
+    lab = lab_for(shorter, [{**sizes[0], "num_test": 500}])
+    assert not lab["same_protocol"] and lab["differs"] == ["test images 500 (lab 2500)", "train.epochs 5 (lab 50)"]
+    row = seeds_table([{"seed": 1, "test_loss": 1.0, "test_acc": 0.5}], lab).splitlines()[-1]
+    assert row.startswith("lab: Keras, official CIFAR-100 split, 3 runs; differs: test images 500 (lab 2500), "
+                          "train.epochs 5 (lab 50)")
+    # the same sizes in npz files (a re-split subset), or class folders of one's own photos: no reference at all
+    for source in ("npz", "classfolder"):
+        assert lab_for(load_experiment("basenet", overrides={"data.source": source, "data.path": "/x"}), sizes) is None
+    birds = load_experiment("birdnet_v0", overrides={"data.source": "classfolder", "data.path": "/photos",
+                                                     "data.num_classes": 10})
+    assert lab_for(birds, [{"num_train": 90, "num_val": 10, "num_test": 30}]) is None

@@ -103,8 +103,11 @@ def test_mlflow_logs_every_seed_trained_together(npz_data, tmp_path):
         record = json.loads((folder / f"seed-{seed}" / "mlflow.json").read_text())
         history = client.get_metric_history(record["run_id"], SCALARS["val_acc"])
         rows = metrics_rows(folder / f"seed-{seed}")
-        assert sorted((m.step, m.value) for m in history) == pytest.approx(
-            [(int(r["epoch"]), float(r["val_acc"])) for r in rows])
+        # Steps compare exactly, values within float rounding: pytest.approx takes flat sequences only
+        # (pytest >= 9.2 refuses nested ones, which earlier versions compared silently).
+        logged = sorted((m.step, m.value) for m in history)
+        assert [step for step, _ in logged] == [int(r["epoch"]) for r in rows]
+        assert [value for _, value in logged] == pytest.approx([float(r["val_acc"]) for r in rows])
         assert client.get_run(record["run_id"]).info.status == "FINISHED"
 
 

@@ -51,7 +51,14 @@ def test_a_tune_prunes_writes_best_yaml_that_reproduces_its_trial_and_tests_only
             assert trial["epochs_run"] < 4 and trial["value"] is None
     for path in (folder / "trials").rglob("*"):  # the test split never reached a trial
         if path.is_file():
-            assert "test_acc" not in path.read_text() and "test_loss" not in path.read_text(), path
+            assert b"test_acc" not in path.read_bytes() and b"test_loss" not in path.read_bytes(), path
+    for trial in trials:  # each trial's seed folder is a run folder (as `cnnlab run` writes), less the test
+        run = folder / "trials" / f"trial-{trial['number']:04d}" / "seed-1"
+        held = {p.name for p in run.iterdir()}
+        assert {"config.yaml", "environment.json", "model.txt", "metrics.csv", "status.json", "curves.png"} <= held
+        assert not held & {"results.json", "model.safetensors", "test_predictions.csv", "checkpoint.pt"}, held
+        state = json.loads((run / "status.json").read_text())["state"]
+        assert state == ("pruned" if trial["state"] == "pruned" else "finished")
     best = min(trials, key=lambda t: -t["value"] if t["state"] == "complete" else 1e9)
     final = json.loads((folder / "final.json").read_text())
     assert final["best_trial"] == best["number"] and final["best_params"] == best["params"]
@@ -199,28 +206,28 @@ def test_two_workers_on_two_processes_share_one_postgresql_study(npz_data, tmp_p
 def test_lr_find_suggests_inside_its_range_draws_the_plot_and_leaves_the_model_untouched(npz_data, tmp_path,
                                                                                       monkeypatch):
     from cnnlab.studies import lr_find as module
-    from cnnlab.training import trainer as trainer_module
+    from cnnlab.training import learner as learner_module
 
     built = []
-    original = trainer_module.Trainer.__init__
+    original = learner_module.Learner.__init__
 
     def remember(self, *args, **kwargs):
         original(self, *args, **kwargs)
         built.append(self)
 
-    monkeypatch.setattr(trainer_module.Trainer, "__init__", remember)
+    monkeypatch.setattr(learner_module.Learner, "__init__", remember)
     result = module.lr_find("basenet", overrides={"data.path": str(npz_data), "device": "cpu"}, steps=60,
                             out=str(tmp_path / "runs"), log=lambda s: None)
     assert 1e-7 <= result["suggestion"] <= 10 and result["suggestion"] < result["minimum_lr"]
     folder = Path(result["folder"])
     assert (folder / "lr_find.png").stat().st_size > 10_000 and (folder / "lr_find.csv").is_file()
     assert result["key"] == "train.optimizer.lr"
-    monkeypatch.setattr(trainer_module.Trainer, "__init__", original)
+    monkeypatch.setattr(learner_module.Learner, "__init__", original)
     from cnnlab.config import load_experiment
     from cnnlab.studies.experiment import load_data
 
     cfg = load_experiment("basenet", overrides={"data.path": str(npz_data), "device": "cpu"})
-    fresh = trainer_module.Trainer(cfg, load_data(cfg, log=lambda s: None), seed=cfg.seeds[0], log=lambda s: None,
+    fresh = learner_module.Learner(cfg, load_data(cfg, log=lambda s: None), seed=cfg.seeds[0], log=lambda s: None,
                                    progress=False)
     for (name, a), b in zip(built[0].model.state_dict().items(), fresh.model.state_dict().values()):
         assert torch.equal(a, b), name  # the weights after the test are the weights it started from

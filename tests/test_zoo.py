@@ -306,6 +306,15 @@ def test_probe_gives_one_row_per_backbone_and_recommends_the_best_validation_row
     chosen = next(r for r in rows if r["name"] == probe["recommended"])
     assert sum(chosen["val_acc"]) / len(chosen["val_acc"]) >= best - 0.5 / rows[0]["num_val"]
     assert "recommended:" in (folder / "probe.md").read_text()
+    # its report page says what the terminal says: chosen on validation, with its validation column, the
+    # recommendation, top-1, parameters and MACs; the chart is of validation accuracy, never of test
+    from cnnlab.studies.report import write_report
+
+    page = write_report([folder]).read_text()
+    for text in ("val accuracy", "test accuracy", "ImageNet top-1", "params (M)", "MACs (G)",
+                 f"recommended: {chosen['backbone']}", "validation accuracy: mean ± std"):
+        assert text in page, text
+    assert "test accuracy on" not in page  # the comparison's test chart is not drawn for a probe
 
 
 def test_the_recommendation_reads_validation_never_test():

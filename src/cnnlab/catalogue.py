@@ -21,6 +21,11 @@ MODEL_DESCRIPTIONS = {
     "birdnet_v4": "lab V4: pooled → Dense 1024 → Dropout 0.5 → Dense 512 → Dense",
 }
 
+# The models built on a pretrained backbone (their model_args take `backbone` and `weights`);
+# tests/test_catalogue.py checks this against the registry (a model with its weights' preprocessing).
+PRETRAINED_MODELS = ("birdnet_v0", "birdnet_v1", "birdnet_v2", "birdnet_v3", "birdnet_v4")
+DEFAULT_BACKBONE = "resnet50"  # the lab's: what a pretrained model builds on when model_args names none
+
 
 @dataclass(frozen=True)
 class BackboneFacts:

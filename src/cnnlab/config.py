@@ -26,7 +26,7 @@ BUILTIN_ABLATIONS = BUILTIN_EXPERIMENTS / "ablations"
 
 
 def data_sources() -> tuple[str, ...]:
-    """data.source's choices: auto and every registered source (data/registry.py holds the one table)."""
+    """data.source's choices: auto and every registered source (datasources.BUILTIN_SOURCES, and any registered at run time)."""
     from cnnlab.datasources import source_names
 
     return source_names()
@@ -35,7 +35,7 @@ def data_sources() -> tuple[str, ...]:
 # The one list of each: the command line, the loaders and `cnnlab list` all read these.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow")
-# what runs a frozen module (features, predict, serve): training/engines.py
+# what runs a frozen module (features, predict, serve): engines.py
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 # resampling filters of streamed images (data.interpolation, a backbone's weights' preprocessing)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
@@ -220,9 +220,10 @@ class TrainConfig:
                       help="exponential moving average of the weights, decay per step (e.g. 0.999; 0: off); "
                            "validation, test and the saved weights use the average (training/ema.py)")
     channels_last: bool = _opt(True, help="channels-last memory format (CUDA and CPU; faster convolutions)")
-    amp: str = _opt("auto", choices=("auto", "bf16", "off"),
-                    help="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), "
-                         "fp32 on other CPUs, where bf16 is emulated and slow; bf16 = on any device")
+    amp: str = _opt("auto", choices=("auto", "bf16", "fp16", "off"),
+                    help="mixed precision (training/runtime.py): auto = bf16 on CUDA GPUs of compute capability "
+                         ">= 8.0 and on CPUs with native bf16 (AVX512-BF16, AMX), fp16 with a gradient scaler on "
+                         "older GPUs (T4, V100), fp32 elsewhere; bf16 or fp16 = that on CUDA and any CPU; off = fp32")
     compile: bool = _opt(False, help="torch.compile the model")
     threads: int = _opt(0, min=0, help="CPU threads of a run (0: every core; seeds trained together share them "
                                        "out and record their share here). BatchNorm's CPU reductions depend on "
@@ -320,6 +321,89 @@ def _describe(tp: Any) -> str:
             dict: "a mapping", type(None): "null"}.get(tp, str(tp))
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a run builds, read once from `model` and `model_args`: its name, its builder's arguments,
+    and for a model on a pretrained backbone the backbone and weights (defaults in one place:
+    catalogue.DEFAULT_BACKBONE, weights "default"). `shape_only()` is the one way to build it without
+    reading or downloading weights (a preflight, a summary, trained tensors about to replace them)."""
+
+    name: str
+    args: dict
+    pretrained: bool
+
+    @classmethod
+    def of(cls, model: str, model_args: dict | None) -> "ModelSpec":
+        from cnnlab.catalogue import PRETRAINED_MODELS
+
+        return cls(model, dict(model_args or {}), model in PRETRAINED_MODELS)
+
+    @property
+    def backbone(self) -> str | None:
+        from cnnlab.catalogue import DEFAULT_BACKBONE
+
+        if "backbone" in self.args:
+            return str(self.args["backbone"])
+        return DEFAULT_BACKBONE if self.pretrained else None
+
+    @property
+    def weights(self) -> str:
+        return str(self.args.get("weights", "default")) if self.pretrained else "none"
+
+    def shape_only(self) -> dict:
+        """Builder arguments that give the same architecture without reading or downloading weights."""
+        return {**self.args, "weights": "none"} if self.pretrained else dict(self.args)
+
+
+RESERVED_MODEL_ARGS = ("num_classes", "in_channels", "image_size")  # set by the data, never by model_args
+
+
+def model_spec(cfg: "ExperimentConfig") -> ModelSpec:
+    return ModelSpec.of(cfg.model, cfg.model_args)
+
+
+def _model_args_rules(cfg, reader) -> None:
+    """model_args, checked as the file is read: keys the data sets, and the types of a pretrained model's."""
+    for key in RESERVED_MODEL_ARGS:
+        if key in cfg.model_args:
+            reader.fail(f"model_args.{key}", "set by the data (data.num_classes, the images' channels, "
+                                             "data.image_size), not by model_args")
+    spec = model_spec(cfg)
+    if spec.pretrained:
+        for key in ("backbone", "weights"):
+            value = cfg.model_args.get(key)
+            if value is not None and not isinstance(value, str):
+                reader.fail(f"model_args.{key}", f"expected a string, got {value!r}")
+        head = cfg.model_args.get("head")
+        if head is not None and (not isinstance(head, list) or not all(isinstance(h, str) for h in head)):
+            reader.fail("model_args.head", f"expected a list of layer strings (e.g. [\"dense:512\", \"dropout:0.5\"]), "
+                                           f"got {head!r}")
+
+
+# An experiment's options → the configuration keys they set: the one mapping the command line (`--epochs`)
+# and the Python API (`Learner.from_experiment(..., epochs=5)`) share; an error about a key names the option.
+OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
+               "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
+               "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights",
+               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri", "seeds_together": "seeds_together",
+               "engine": "train.engine"}
+
+
+def option_overrides(values: dict[str, Any], *, spell=lambda option: f"--{option.replace('_', '-')}"
+                     ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Options given (None: not given) → (dotted configuration keys, the option each came from, as `spell`
+    writes it). An unknown option name is an error listing the known ones."""
+    overrides, origins = {}, {}
+    for option, value in values.items():
+        if value is None:
+            continue
+        if option not in OPTION_KEYS:
+            raise ConfigError(f"unknown option '{option}'; valid: {', '.join(OPTION_KEYS)}")
+        key = OPTION_KEYS[option]
+        overrides[key], origins[key] = value, spell(option)
+    return overrides, origins
+
+
 class _Reader:
     """Turns a plain dict into typed dataclasses, raising ConfigError with file:line: key."""
 
@@ -337,6 +421,9 @@ class _Reader:
             if probe in self.origins:
                 return self.origins[probe]
             probe = probe.rpartition(".")[0]
+        below = sorted(k for k in self.origins if k.startswith(dotted + "."))
+        if below:  # an option set a key under this one (`--set train.optimzer.lr=0.1` made 'train.optimzer')
+            return self.origins[below[0]]
         probe, line = key, None
         while probe and line is None:  # the line of the key, or of its closest parent that has one
             line = self.lines.get(probe)
@@ -463,6 +550,7 @@ def parse_experiment(data: Any, *, source: str = "<config>", text: str | None = 
 def _cross_key_rules(cfg: ExperimentConfig, reader: _Reader) -> None:
     """The rules that hold one key against another (each key's own range is its field's `_opt`). Rules that
     need the model or the data are training/checks.py's."""
+    _model_args_rules(cfg, reader)
     if not cfg.seeds:
         reader.fail("seeds", "expected at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -502,16 +590,70 @@ def list_builtin_experiments() -> list[str]:
     return sorted(p.stem for p in BUILTIN_EXPERIMENTS.glob("*.yaml"))
 
 
-def read_yaml(path: Path) -> tuple[Any, str]:
-    """Load a YAML file safely; syntax errors name the file and line."""
-    text = read_text_file(path, what="YAML file", error=ConfigError)
+# What one YAML document may expand to through its aliases (`*name`): an experiment file is a few hundred
+# nodes; "billion laughs" (aliases of aliases of lists) expands a 1 kB file to 10^9 nodes in memory.
+MAX_YAML_NODES = 100_000
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text → data, safely (no code), strictly: a key twice in one mapping, an alias expanding past
+    MAX_YAML_NODES and syntax errors are one ConfigError naming `source` and the line."""
+    loader = None
     try:
-        return yaml.safe_load(text), text
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_nodes(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        where = f"{source}:{mark.line + 1}" if mark else str(source)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_yaml_nodes(root: yaml.Node, source: str) -> None:
+    """Duplicate keys, and the document's size with every alias expanded (counted, never expanded)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in active:
+            raise ConfigError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to itself (a recursive anchor)")
+        active.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise ConfigError(f"{source}:{line}: key '{key.value}' appears twice in one mapping (first on "
+                                          f"line {seen[key.value]}); YAML would silently keep the last")
+                    seen[key.value] = line
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        active.discard(id(node))
+        sizes[id(node)] = total
+        if total > MAX_YAML_NODES:
+            raise ConfigError(f"{source}:{node.start_mark.line + 1}: expands to more than {MAX_YAML_NODES:,} values "
+                              "through its aliases (*name); refused before reading it")
+        return total
+
+    size(root)
+
+
+def read_yaml(path: Path) -> tuple[Any, str]:
+    """Load a YAML file safely and strictly (parse_yaml); errors name the file and line."""
+    text = read_text_file(path, what="YAML file", error=ConfigError)
+    return parse_yaml(text, str(path)), text
 
 
 def load_experiment(name_or_path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,

@@ -16,8 +16,6 @@ This module and the source modules import nothing heavy at the top (no torch, no
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,8 +51,13 @@ class DataSource:
     file_suffixes: tuple[str, ...] = field(default=())
 
 
-_TABLE: dict[str, DataSource] = {}
-_BUILTINS_LOADED = [False]
+_TABLE: dict[str, DataSource] = {}  # registered at run time; the built-in sources are in data/sources/
+
+# The built-in sources' names (data/sources/, one module each), in the order `--source auto` tries them:
+# the configuration's choices, read without importing the data package (tests/test_sources.py checks them
+# against the sources the modules define).
+BUILTIN_SOURCES = ("csv", "npz", "cifar100-folder", "hf-disk", "parquet", "imagefolder", "cub200-2011",
+                   "cub200-2010", "cub-lab", "classfolder", "cifar100", "hf")
 
 
 def register_source(source: DataSource, *, replace: bool = False) -> DataSource:
@@ -71,54 +74,12 @@ def unregister_source(name: str) -> None:
     _TABLE.pop(name, None)
 
 
-def _load_builtins() -> None:
-    """Import every module of cnnlab/data/sources/ once; each registers what it defines."""
-    if _BUILTINS_LOADED[0]:
-        return
-    _BUILTINS_LOADED[0] = True
-    package = importlib.import_module("cnnlab.data.sources")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        defined = getattr(module, "SOURCES", None) or ([module.SOURCE] if hasattr(module, "SOURCE") else [])
-        for source in defined:
-            register_source(source, replace=True)
-
-
-def sources() -> dict[str, DataSource]:
-    """The table, in detection order (then by name)."""
-    _load_builtins()
-    return dict(sorted(_TABLE.items(), key=lambda item: (item[1].order, item[0])))
+def registered() -> dict[str, DataSource]:
+    """The sources registered at run time (plug-ins, a test's own); the built-in ones are data/sources/'s."""
+    return dict(_TABLE)
 
 
 def source_names() -> tuple[str, ...]:
-    """Every name `data.source` accepts: auto, then the registered sources."""
-    return ("auto", *sources())
-
-
-def get_source(name: str) -> DataSource:
-    table = sources()
-    if name not in table:
-        raise DataError(f"data.source '{name}' is not a known source; known: {', '.join(source_names())}")
-    return table[name]
-
-
-def describe_sources() -> dict[str, str]:
-    return {"auto": "detect the layout of --data PATH (default: cifar100)",
-            **{name: source.description for name, source in sources().items()}}
-
-
-def scheme_source(address: str) -> DataSource | None:
-    """The source claiming an address such as `hf:OWNER/NAME`, if any."""
-    scheme, colon, _ = address.partition(":")
-    if not colon or len(scheme) < 2:  # C:\\... on Windows is a path
-        return None
-    return next((s for s in sources().values() if s.scheme == scheme), None)
-
-
-def detect_source(path: Path) -> str:
-    """The first registered source (in detection order) whose detector takes `path`."""
-    for name, source in sources().items():
-        if source.detect is not None and source.detect(path):
-            return name
-    described = "; ".join(f"{name} ({s.description})" for name, s in sources().items() if s.detect is not None)
-    raise DataError(f"{path}: no dataset layout recognised; expected one of: {described}")
+    """Every name `data.source` accepts: auto, the built-in sources (catalogue.DATA_SOURCES, in detection
+    order), then those registered at run time."""
+    return ("auto", *BUILTIN_SOURCES, *(name for name in _TABLE if name not in BUILTIN_SOURCES))

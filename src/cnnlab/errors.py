@@ -14,6 +14,20 @@ class CnnlabError(Exception):
     """Base class for errors a user can fix."""
 
 
+_CREDENTIALS = None
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it masked: `postgresql://ann:***@db/x` (a storage or tracking URL
+    given on the command line must not reach a terminal, a log or a report)."""
+    global _CREDENTIALS
+    if _CREDENTIALS is None:
+        import re
+
+        _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?=@)")
+    return _CREDENTIALS.sub(lambda m: m.group("head") + "***", str(text))
+
+
 class ConfigError(CnnlabError):
     """An experiment file or option is malformed (unknown key, wrong type, impossible value)."""
 

@@ -153,6 +153,21 @@ def read_state_file(path: Path) -> dict:
     return state
 
 
+def inside(folder: Path, name: Any, *, source: Any, field: str, error: type[CnnlabError] = CheckpointError) -> Path:
+    """The file `name` that a file in `folder` refers to, refused in one line unless it is a relative name that
+    stays inside `folder` (no `..` climbing out, no absolute path, no link leading elsewhere)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise error(f"{source}: field '{field}': expected a file name inside {folder}, got {name!r}")
+    target = Path(folder) / name
+    try:
+        escapes = not target.resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        escapes = True
+    if escapes:
+        raise error(f"{source}: field '{field}' names {name!r}, which leads out of {folder}; refused")
+    return target
+
+
 def with_base(state: dict, path: Path) -> dict:
     """A cnnlab checkpoint naming a `base_file` (the whole model as a phase with frozen parameters
     started; training/checkpoint.py) gets its model completed from that file, next to it."""
@@ -160,7 +175,7 @@ def with_base(state: dict, path: Path) -> dict:
 
     if not state.get("base_file"):
         return state
-    base_file = Path(path).parent / state["base_file"]
+    base_file = inside(Path(path).parent, state["base_file"], source=path, field="base_file")
     try:
         base = torch.load(base_file, map_location="cpu", weights_only=True)["model"]
     except FileNotFoundError:

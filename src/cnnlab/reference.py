@@ -24,6 +24,12 @@ LAB_DATA: dict[str, dict] = {
     "basenet_pp": {"num_classes": 25, "train_images": 12500, "test_images": 2500},
     **{f"birdnet_v{i}": {"num_classes": 200} for i in range(5)},
 }
+# Where the lab's data comes from: only data read from these sources, with the lab's classes, is the lab's
+# (a re-split subset in .npz files, or your own photos, is other data however its sizes compare).
+LAB_SOURCES: dict[str, tuple[str, ...]] = {
+    "basenet": ("cifar100", "cifar100-folder"), "basenet_pp": ("cifar100", "cifar100-folder"),
+    **{f"birdnet_v{i}": ("cub200-2010", "cub200-2011", "cub-lab") for i in range(5)},
+}
 
 # The lab's ablation ("Cuadro 3"): one run per step, BaseNet is its 3-run mean.
 LAB_ABLATION: dict[str, tuple[float, float]] = {
@@ -44,6 +50,18 @@ def lab_reference(name: str) -> dict | None:
     return {"runs": [{"test_loss": l, "test_acc": a} for l, a in entry["runs"]],
             "mean_test_loss": sum(losses) / len(losses), "mean_test_acc": sum(accs) / len(accs),
             "note": entry["note"]}
+
+
+def lab_data_kind_matches(name: str, *, source: str, num_classes: int, train_images: int, test_images: int) -> bool:
+    """Whether data read by `source` with these classes is the lab's data for experiment `name` (sizes aside)."""
+    return source in LAB_SOURCES.get(name, ()) and LAB_DATA.get(name, {}).get("num_classes") == num_classes
+
+
+def lab_data_differences(name: str, *, num_classes: int, train_images: int, test_images: int) -> list[str]:
+    """How data of these sizes differs from the lab's (train + validation images, test images, classes)."""
+    found = {"num_classes": num_classes, "train_images": train_images, "test_images": test_images}
+    return [f"{key.replace('_', ' ')} {found[key]} (lab {value})" for key, value in LAB_DATA.get(name, {}).items()
+            if found[key] != value]
 
 
 def lab_data_matches(name: str, *, num_classes: int, train_images: int, test_images: int) -> bool:

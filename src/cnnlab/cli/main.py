@@ -6,11 +6,11 @@ import signal
 import sys
 from pathlib import Path
 
-import yaml
-
-from cnnlab.cli.parser import OPTION_KEYS, build_parser
-from cnnlab.config import DEVICES, ExperimentConfig, list_builtin_experiments, load_experiment, resolve_experiment_path
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.cli.parser import build_parser
+from cnnlab.config import (DEVICES, OPTION_KEYS, ExperimentConfig, list_builtin_experiments, load_experiment,
+                           model_spec, option_overrides, parse_yaml, resolve_experiment_path)
+from cnnlab.errors import CnnlabError, ConfigError, mask_secrets
+from cnnlab.openmp import use_short_spin
 
 
 def _overrides(args) -> tuple[dict, dict]:
@@ -19,12 +19,8 @@ def _overrides(args) -> tuple[dict, dict]:
     The values are validated with the file's rules; an error then names the option
     (`--epochs: key 'train.epochs': expected a value >= 1, got -1`), not the preset file.
     """
-    overrides, origins = {}, {}
-    for option, key in OPTION_KEYS.items():
-        value = getattr(args, option, None)
-        if value is not None:
-            overrides[key], origins[key] = value, f"--{option.replace('_', '-')}"
-    if args.no_feature_cache:
+    overrides, origins = option_overrides({option: getattr(args, option, None) for option in OPTION_KEYS})
+    if getattr(args, "no_feature_cache", False):
         overrides["train.feature_cache"], origins["train.feature_cache"] = False, "--no-feature-cache"
     sets, set_origins = parse_set_options(args.set)
     return {**overrides, **sets}, {**origins, **set_origins}
@@ -39,9 +35,9 @@ def parse_set_options(items: list[str]) -> tuple[dict, dict]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optimizer.lr=3e-4")
         try:
-            overrides[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+            overrides[key] = parse_yaml(raw, f"--set {key}")
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).split(': ', 1)[-1]})") from None
         origins[key] = f"--set {key}"
     return overrides, origins
 
@@ -121,7 +117,7 @@ def cmd_summary(args) -> int:
         cfg = load_experiment(None, overrides={"model": args.model})
     entry = get_model_entry(cfg.model)
     if entry.preprocessing is not None:  # counts need no weights and no network
-        cfg.model_args = {**cfg.model_args, "weights": "none", **({"backbone": args.backbone} if args.backbone else {})}
+        cfg.model_args = {**model_spec(cfg).shape_only(), **({"backbone": args.backbone} if args.backbone else {})}
     num_classes = args.num_classes or (200 if entry.preprocessing is not None else cfg.data.num_classes)
     # the images the experiment would train on: its data.image_size, else its weights' own size
     side = named_image_size(cfg.data, model_preprocessing(cfg.model, cfg.model_args)) or entry.input_size[1]
@@ -202,8 +198,8 @@ def cmd_list(args) -> int:
 
 
 def _list_sources() -> None:
-    """Every registered data source, in the order --source auto tries them (data/registry.py)."""
-    from cnnlab.datasources import describe_sources, sources
+    """Every data source, in the order --source auto tries them (data/sources/)."""
+    from cnnlab.data.sources import describe_sources, sources
 
     print("data sources (--source; auto tries them in this order):")
     table = sources()
@@ -232,7 +228,8 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
     out = free_output_path(Path(args.out) if args.out else None)
     paths = trained_runs(Path(args.run_dir)) if args.ensemble else [None]
-    models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device, engine=args.engine) for p in paths]
+    models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device, engine=args.engine,
+                           choose="--seed S, or average them with --ensemble") for p in paths]
     names = models[0].class_names
     predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
                                   workers=args.workers, strict=args.strict, progress=not args.no_progress)
@@ -260,7 +257,7 @@ def cmd_export(args) -> int:
     from cnnlab.inference import load_trained
     from cnnlab.inference.export import export_model
 
-    trained = load_trained(args.run_dir, seed=args.seed, device="cpu")
+    trained = load_trained(args.run_dir, seed=args.seed, device="cpu", choose="--seed S")
     suffix = ".xml" if args.format == "openvino" else ".onnx"
     default = f"model{'-int8' if args.int8 else ''}{'-uint8' if args.uint8_input else ''}{suffix}"
     out = Path(args.out) if args.out else trained.source.parent / default
@@ -272,10 +269,12 @@ def cmd_export(args) -> int:
 
 
 def _study_overrides(args) -> tuple[dict, dict]:
-    overrides, origins = parse_set_options(args.set)
-    for option, key in (("data", "data.path"), ("device", "device")):
-        if getattr(args, option, None) is not None:
-            overrides[key], origins[key] = getattr(args, option), f"--{option}"
+    """The experiment options of a study command (tune, lr-find): `run`'s mapping, without the study's own
+    --seeds and --out (a tune's trial seeds, the study's folder)."""
+    overrides, origins = _overrides(args)
+    for key in ("seeds", "out"):
+        overrides.pop(key, None)
+        origins.pop(key, None)
     return overrides, origins
 
 
@@ -306,7 +305,7 @@ def cmd_serve(args) -> int:
     from cnnlab.inference.serve import serve
 
     serve(args.run_dir, host=args.host, port=args.port, engine=args.engine, workers=args.workers,
-          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, seed=args.seed)
     return 0
 
 
@@ -339,8 +338,34 @@ def _sigterm_as_interrupt(signum, frame):  # a killed batch job stops like Ctrl-
     raise KeyboardInterrupt
 
 
+def _command_parser(parser, command: str):
+    import argparse
+
+    for action in parser._actions:  # argparse keeps its sub-parsers in this action only
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _settings_of_cnnlabs_own_process() -> None:
+    """What the command line sets for itself, never `import cnnlab` (a notebook's process is the user's)."""
+    use_short_spin()  # OpenMP waits briefly (cnnlab/openmp.py): set before torch loads
+    # oneTBB (OpenVINO's thread pool) does not survive vfork(): a process that had run OpenVINO crashed
+    # now and then (SIGSEGV, a race) when it later started a subprocess. Python has no public switch for
+    # subprocess's vfork; its documented escape hatch is this private flag (CPython 3.10+). Set here only,
+    # in cnnlab's own process; decoding workers avoid fork after OpenVINO by themselves (data/streaming.py).
+    import subprocess
+
+    if hasattr(subprocess, "_USE_VFORK"):
+        subprocess._USE_VFORK = False
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _settings_of_cnnlabs_own_process()
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, with its usage (`predict --topk`), not the top-level one
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
@@ -351,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as exc:
         if args.debug:
             raise
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        print(f"cnnlab: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         if args.debug:

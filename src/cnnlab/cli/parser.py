@@ -10,14 +10,6 @@ import argparse
 from cnnlab.config import DEVICES, ENGINES
 from cnnlab.version import __version__
 
-# option → the configuration key it sets (errors about the key name the option)
-OPTION_KEYS = {"data": "data.path", "source": "data.source", "epochs": "train.epochs",
-               "batch_size": "train.batch_size", "seeds": "seeds", "device": "device", "out": "out",
-               "folds": "data.folds", "backbone": "model_args.backbone", "weights": "model_args.weights",
-               "log": "log.trackers", "mlflow_uri": "log.mlflow_uri", "seeds_together": "seeds_together",
-               "engine": "train.engine"}
-
-
 def number(kind: type = int, *, at_least: float | None = None, above: float | None = None,
            at_most: float | None = None):
     """An argparse `type` that reads an int (or float) and checks its range, so every option of every command
@@ -70,8 +62,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="default|none|PATH",
                    help="backbone weights: default (downloaded once by the backbone's library), none (random "
                         "init), an entry name, or a local file / Hub-style folder (machines without internet)")
-    p.add_argument("--engine", metavar="NAME", help=f"what extracts a frozen backbone's features: "
-                                                    f"{', '.join(ENGINES)} (default: auto, the fastest installed)")
+    p.add_argument("--engine", metavar="NAME", help=f"what runs a frozen backbone to extract its features (a phase that "
+                                                    f"trains a head on cached features); training itself is always "
+                                                    f"PyTorch: {', '.join(ENGINES)} (default: auto, the fastest "
+                                                    "installed)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -85,10 +79,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
-    """What a study built on an experiment takes besides its own options (tune, lr-find)."""
-    p.add_argument("--data", metavar="PATH", help="dataset folder (layout detected)")
+    """What a study built on an experiment takes besides its own options (tune, lr-find): `run`'s
+    experiment options, mapped to the same keys (config.OPTION_KEYS)."""
+    p.add_argument("--data", metavar="PATH", help="dataset folder or file (layout detected), or hf:OWNER/NAME")
+    p.add_argument("--source", metavar="NAME", help="dataset layout: auto (default) or a name of `cnnlab list sources`")
+    p.add_argument("--backbone", metavar="NAME", help="pretrained backbone of a BirdNet (as `cnnlab run --backbone`)")
+    p.add_argument("--weights", metavar="default|none|PATH", help="backbone weights (as `cnnlab run --weights`)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="N")
+    p.add_argument("--engine", metavar="NAME", help=f"what runs a frozen backbone to extract its features (training "
+                                                    f"is PyTorch): {', '.join(ENGINES)}")
     p.add_argument("--out", metavar="DIR", help="parent folder (default: runs)")
     p.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="recompute a frozen backbone's features every epoch instead of caching them")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override configuration keys (one or more; repeatable)")
 
@@ -215,9 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "answer POST /v1/predict (multipart 'file', repeated; ?top_k=N), GET /v1/model, GET /healthz, "
                     "and a page at / to drop photos on; API docs at /docs. Concurrent requests are batched.")
     serve.add_argument("run_dir", metavar="RUN_DIR|MODEL_FILE")
+    serve.add_argument("--seed", type=number(at_least=0), metavar="S", help="the seed of an experiment folder to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=number(at_least=1, at_most=65535), default=8000)
-    serve.add_argument("--engine", metavar="NAME", default="auto", help=f"{', '.join(ENGINES)} (default: auto)")
+    serve.add_argument("--engine", metavar="NAME", default="auto",
+                       help=f"what runs the network for each request: {', '.join(ENGINES)} (default: auto, the fastest "
+                            "installed: OpenVINO, then ONNX Runtime on a CPU; an exported .onnx / .xml needs one of them)")
     serve.add_argument("--workers", type=number(at_least=1, at_most=64), default=1, help="server processes, each with its own model")
     serve.add_argument("--max-batch", type=number(at_least=1, at_most=4096), default=32, metavar="N", help="images batched into one forward")
     serve.add_argument("--max-wait-ms", type=number(float, at_least=0.0, at_most=60_000.0), default=10.0, metavar="MS",

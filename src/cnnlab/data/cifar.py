@@ -85,16 +85,31 @@ def read_cifar100(path: Path, num_classes: int) -> DataSplits:
                       description=f"CIFAR-100 fine labels 0..{num_classes - 1} from {folder}")
 
 
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) a failed download created, each only if it holds nothing (a partial
+    archive torchvision left is removed first: it is never a usable download)."""
+    for folder in folders:
+        partial = folder / "cifar-100-python.tar.gz"
+        if partial.is_file():
+            partial.unlink()
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a user's own files) or not ours: leave it
+            return
+
+
 def download_cifar100(root: Path) -> None:
     """Fetch and extract the official archive into `root` with torchvision's checksum."""
     from torchvision.datasets import CIFAR100
     from torchvision.datasets import utils as tv_utils
 
+    made = [p for p in (root, *root.parents) if not p.exists()]  # the folders this call creates
     root.mkdir(parents=True, exist_ok=True)
     try:
         tv_utils.download_and_extract_archive(CIFAR100.url, str(root), filename=CIFAR100.filename,
                                               md5=CIFAR100.tgz_md5)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad checksum a RuntimeError
+        _remove_if_empty(made)  # a failed download (offline) leaves no empty cache folder behind
         raise DataError(
             f"CIFAR-100 is not in {root} and could not be downloaded ({exc}). Either download "
             f"{CIFAR100.url} on a machine with internet and extract it into {root}, or pass "

@@ -155,8 +155,13 @@ def parse_address(address: str) -> tuple[str, str | None]:
     """hf:OWNER/NAME[:CONFIG] → (OWNER/NAME, CONFIG or None)."""
     body = address.split(":", 1)[1] if address.startswith("hf:") else address
     name, _, config = body.partition(":")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name or ""):
-        raise DataError(f"--data {address}: expected hf:OWNER/NAME or hf:OWNER/NAME:CONFIG")
+    # each part a Hub name (not '.', '..', nor starting with a dot or dash): hf: never reaches a local path
+    if not re.fullmatch(r"[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?", name or "") or ".." in name:
+        raise DataError(f"--data {address}: expected hf:OWNER/NAME or hf:OWNER/NAME:CONFIG (a Hub dataset; a local "
+                        "folder is given as a path: --data FOLDER)")
+    if Path(name).exists():  # the datasets library would read a local folder of that name instead of the Hub's
+        raise DataError(f"--data {address}: '{name}' is a local path here, and hf: names a Hub dataset; give the "
+                        f"folder itself: --data {name}")
     return name, config or None
 
 

@@ -88,6 +88,7 @@ class DataSplits:
     interpolation: str = "bilinear"
     # Class folders / CSV: the drawn split as rows (path, label, split), saved with the run as split.csv.
     split_rows: list[dict] | None = None
+    source: str = ""  # the data source that read it (data/sources/), as detected for `auto`
 
     @property
     def num_classes(self) -> int:

@@ -1,4 +1,4 @@
-"""Reading a dataset into its splits: the source the registry names (data/registry.py), the images
+"""Reading a dataset into its splits: the source the table names (data/sources/), the images
 sized and resized as the model's weights expect, and the stratified hold-out split.
 
 Sources that list images (bird lists, photo folders, CSVs, Hugging Face tables) share the
@@ -17,7 +17,8 @@ from cnnlab.config import DataConfig
 from cnnlab.data.cifar import default_cache_dir
 from cnnlab.data.classfolder import LabelledFiles, read_split_file, split_rows, three_way_split
 from cnnlab.data.images import DataSplits
-from cnnlab.datasources import SourceRequest, detect_source, get_source, scheme_source
+from cnnlab.data.sources import detect_source, get_source, scheme_source
+from cnnlab.datasources import SourceRequest
 from cnnlab.data.split import holdout_split, stratified_subset, stratified_subset_index
 from cnnlab.data.streaming import StreamingSet, default_workers, open_item
 from cnnlab.errors import DataError
@@ -158,7 +159,7 @@ def _drop_bad_images(split: StreamingSet, name: str, path: Path | str, log) -> S
 def load_splits(cfg: DataConfig, preprocessing=None, log=print, default_size: int = 32) -> DataSplits:
     """Read the dataset `cfg` names and carve the stratified validation split out of train.
 
-    The source is `cfg.source`, or the first registered source that detects `cfg.path` (data/registry.py).
+    The source is `cfg.source`, or the first source that detects `cfg.path` (data/sources/).
     `preprocessing` (a backbone weights' Preprocessing) sets the size and resize mode of
     streamed images unless `cfg` names them; photos for a model trained from scratch are
     resized to `default_size` (the model's input size) unless they all share one size.
@@ -175,7 +176,9 @@ def load_splits(cfg: DataConfig, preprocessing=None, log=print, default_size: in
     elif not address:
         raise DataError(f"data.source '{source}' needs a path (--data PATH)")
     else:
-        path = Path(address).expanduser()
+        # absolute from here on: a relative --data (`labels.csv`, a user's most common way to type a path)
+        # and the absolute one read the same images under the same names
+        path = Path(address).expanduser().absolute()
         if not path.exists():
             raise DataError(f"{path}: data folder does not exist")
         if source == "auto":
@@ -184,9 +187,11 @@ def load_splits(cfg: DataConfig, preprocessing=None, log=print, default_size: in
         if path.is_file() and path.suffix.lower() not in entry.file_suffixes:
             wanted = f"a folder or a {' / '.join(entry.file_suffixes)} file" if entry.file_suffixes else "a folder"
             raise DataError(f"{path}: data.source '{source}' reads {wanted}, found a file")
-    request = SourceRequest(cfg=cfg, path=path, address=address or str(path), preprocessing=preprocessing,
-                            default_size=default_size, log=log)
-    return _finish(cfg, get_source(source).read(request))
+    request = SourceRequest(cfg=cfg, path=path, address=str(path) if path is not None else address,
+                            preprocessing=preprocessing, default_size=default_size, log=log)
+    splits = _finish(cfg, get_source(source).read(request))
+    splits.source = source  # what was read (detected for `auto`): the run records it
+    return splits
 
 
 def _finish(cfg: DataConfig, splits: DataSplits) -> DataSplits:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -96,14 +97,15 @@ def collate_decoded(items):
     return images, [i for _, i in good], bad
 
 
-# How decoding workers start. "fork" (the DataLoader's default on Linux) until something in this process
-# runs a thread pool that fork() is unsafe under — OpenVINO's oneTBB, training/engines.py sets this then;
-# forkserver's children are forked from a clean server process instead.
-WORKER_START: list[str | None] = [None]
+# How decoding workers start: "fork" (the DataLoader's default on Linux), unless this process has loaded
+# a runtime whose thread pool fork() is unsafe under — OpenVINO's oneTBB: a process that had run OpenVINO
+# crashed (SIGSEGV) now and then when it later forked. Then a forkserver's children, forked from a clean
+# server process. Read from sys.modules (public), so nothing patches this module from outside.
+FORK_UNSAFE_RUNTIMES = ("openvino",)
 
 
 def worker_context() -> str | None:
-    return WORKER_START[0]
+    return "forkserver" if any(name in sys.modules for name in FORK_UNSAFE_RUNTIMES) else None
 
 
 def default_workers() -> int:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.inference.record import check_record
 from cnnlab.errors import CheckpointError, ConfigError
-from cnnlab.training.engines import Forward, installed, resolve_engine, run_graph
+from cnnlab.engines import Forward, installed, resolve_engine, run_graph
 
 RECORD_KEY = "cnnlab_record"  # the metadata entry holding the whole record, as JSON
 
@@ -46,7 +47,11 @@ def read_record(path: Path) -> dict:
     if not text:
         raise CheckpointError(f"{path}: holds no cnnlab record (not exported by cnnlab 0.9 or later); "
                               "export it again with `cnnlab export RUN_DIR`")
-    return json.loads(text)
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its cnnlab record is not valid JSON ({exc})") from None
+    return check_record(record, path)
 
 
 def graph_engine(path: Path, engine: str = "auto") -> tuple[dict, str, Forward]:

@@ -67,14 +67,15 @@ def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int =
     loader = DataLoader(decode, batch_sampler=batches, collate_fn=collate_decoded, num_workers=workers,
                         multiprocessing_context=worker_context() if workers else None)
     predictions, errors = [], []
-    bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log file), so no leftovers beside the table
+    bar = tqdm(total=len(items), desc="predict", unit="img", disable=None if progress else True, leave=False)
     for images, index, bad in loader:
         for _, message in bad:
             if strict:
                 raise DataError(f"{message} (without --strict, unreadable files are skipped and counted)")
             errors.append(message)
         if images is not None:
-            probs = torch.stack([m.probabilities(images) for m in models]).mean(0).cpu()
+            probs = torch.stack([m.batch_probabilities(images) for m in models]).mean(0).cpu()
             predictions += [Prediction(items[i][0], p, items[i][1]) for i, p in zip(index, probs)]
         bar.update(len(index) + len(bad))
     bar.close()

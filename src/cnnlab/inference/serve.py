@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+import cnnlab.layout as layout
+from cnnlab.config import ModelSpec
 from cnnlab.data.streaming import decode_image
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.trained import TrainedModel, load_trained
 
 PAGE = Path(__file__).with_name("serve_page.html")
@@ -93,7 +95,7 @@ class Batcher:
                 count += len(item[0])
             batch = torch.cat([images for images, _ in items])
             try:
-                probs = await loop.run_in_executor(self.worker, self.model.probabilities, batch)
+                probs = await loop.run_in_executor(self.worker, self.model.batch_probabilities, batch)
             except Exception as exc:  # a failed forward answers its requests; the loop keeps serving
                 for _, future in items:
                     if not future.done():
@@ -110,20 +112,27 @@ class Batcher:
 def model_card(model: TrainedModel) -> dict:
     record = model.record
     card = {"model": record.get("experiment", record["model"]), "architecture": record["model"],
-            "backbone": (record.get("model_args") or {}).get("backbone"), "classes": model.class_names,
+            "backbone": ModelSpec.of(record["model"], record.get("model_args")).backbone, "classes": model.class_names,
             "input_size": list(model.input_size), "engine": model.engine, "tta": model.tta,
             "preprocessing": {k: record.get(k) for k in ("resize", "crop_ratio", "interpolation", "mean", "std")},
             "source": model.source.name}
-    results = model.source.parent / "results.json"
+    results = model.source.parent / layout.RESULTS_FILE
     if results.is_file():
-        run = json.loads(results.read_text())
+        from cnnlab.studies.layout import read_results
+
+        run = read_results(results)  # a damaged file: one RunError naming it and the field, answered as JSON
         card["metrics"] = {k: run.get(k) for k in ("test_acc", "test_loss", "final_val_acc", "best_val_acc",
                                                    "epochs", "seed", "num_train", "num_test")}
     return card
 
 
+# The query parameters each endpoint takes: any other (a misspelt `topk`) is a 422 naming it.
+QUERY_PARAMETERS = {"/v1/predict": ("top_k",)}
+MAX_FILENAME = 255  # characters of an upload's file name (most file systems' limit)
+
+
 def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32, max_wait_ms: float = 10.0,
-               limits: Limits = Limits(), model: TrainedModel | None = None):
+               limits: Limits = Limits(), model: TrainedModel | None = None, seed: int | None = None):
     """The FastAPI application serving the model at `source` (loaded once, here)."""
     _fastapi()
     from fastapi import FastAPI, File, Query, UploadFile
@@ -131,7 +140,7 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    model = model or load_trained(source, device="cpu", engine=engine)
+    model = model or load_trained(source, seed=seed, device="cpu", engine=engine, choose="--seed S")
     name = model.record.get("experiment", model.record["model"])
     batcher = Batcher(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
     size = model.input_size[1]
@@ -166,7 +175,28 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        # the router's own headers go along: a 405 carries `Allow`, as HTTP clients expect
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(CnnlabError)
+    async def damaged_file(_request, exc: CnnlabError):
+        # a run file that changed or broke under a running server: said as JSON, as every other error
+        return JSONResponse({"error": str(exc)}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
+
+    @app.middleware("http")
+    async def known_query_parameters(request, call_next):
+        unknown = sorted(set(request.query_params) - set(QUERY_PARAMETERS.get(request.url.path, ())))
+        if unknown:
+            takes = QUERY_PARAMETERS.get(request.url.path, ())
+            return JSONResponse({"error": f"unknown query parameter {', '.join(repr(u) for u in unknown)}; "
+                                          f"{request.url.path} takes " + (", ".join(takes) if takes else "none")},
+                                status_code=422)
+        return await call_next(request)
 
     async def decoded(files: list[UploadFile]) -> tuple[torch.Tensor, list[str]]:
         if not files:
@@ -175,7 +205,9 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
             raise BadInput(413, f"{len(files)} files: at most {limits.max_files} a request")
         tensors, names = [], []
         for upload in files:
-            label = (upload.filename or "upload")[:200]
+            label = upload.filename or "upload"
+            if len(label) > MAX_FILENAME:
+                raise BadInput(400, f"{label[:60]}…: a file name of {len(label):,} characters; at most {MAX_FILENAME}")
             data = await upload.read(limits.max_bytes + 1)
             if len(data) > limits.max_bytes:
                 raise BadInput(413, f"{label}: more than {limits.max_bytes:,} bytes")
@@ -190,11 +222,11 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
             names.append(label)
         return torch.stack(tensors), names
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz():
         return {"status": "ok", "batches": batcher.batches}
 
-    @app.get("/v1/model")
+    @app.api_route("/v1/model", methods=["GET", "HEAD"])
     async def describe():
         return model_card(model)
 
@@ -217,11 +249,11 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
         png = await asyncio.get_running_loop().run_in_executor(batcher.worker, _gradcam_png, model, images)
         return Response(png, media_type="image/png")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon():
         return Response(status_code=204)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def page():
         return PAGE.read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(name))
 
@@ -251,8 +283,22 @@ def _gradcam_png(model: TrainedModel, images: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def _port_free(host: str, port: int) -> None:
+    """One line (exit 2) when the address cannot be had, before anything says "serving"."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT port is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                              "another server holds it: stop it or choose another --port") from None
+
+
 def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engine: str = "auto", workers: int = 1,
-          max_batch: int = 32, max_wait_ms: float = 10.0, log=print) -> None:
+          max_batch: int = 32, max_wait_ms: float = 10.0, seed: int | None = None, log=print) -> None:
     """Run the server until Ctrl-C (uvicorn). Several workers are processes, each with its own model."""
     _fastapi()
     import os
@@ -261,7 +307,9 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engi
 
     if workers < 1 or not 0 < port < 65536 or max_batch < 1 or max_wait_ms < 0:
         raise ConfigError("--workers >= 1, --port in 1..65535, --max-batch >= 1 and --max-wait-ms >= 0")
-    model = load_trained(source, device="cpu", engine=engine)  # a bad path or engine fails here, in one line
+    # a bad path, seed or engine fails here, in one line
+    model = load_trained(source, seed=seed, device="cpu", engine=engine, choose="--seed S")
+    _port_free(host, port)
     log(f"serving {model.source} ({len(model.class_names)} classes, {model.engine} engine) on http://{host}:{port}/ "
         f"(API docs: /docs); Ctrl-C stops")
     if workers == 1:
@@ -269,7 +317,7 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, engi
                     host=host, port=port, log_level="warning")
         return
     os.environ["CNNLAB_SERVE"] = json.dumps({"source": str(source), "engine": engine, "max_batch": max_batch,
-                                             "max_wait_ms": max_wait_ms})
+                                             "max_wait_ms": max_wait_ms, "seed": seed})
     uvicorn.run("cnnlab.inference.serve:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level="warning")
 
@@ -280,7 +328,7 @@ def app_from_environment():
 
     settings = json.loads(os.environ["CNNLAB_SERVE"])
     return create_app(settings["source"], engine=settings["engine"], max_batch=settings["max_batch"],
-                      max_wait_ms=settings["max_wait_ms"])
+                      max_wait_ms=settings["max_wait_ms"], seed=settings.get("seed"))
 
 
 __all__ = ["Batcher", "Limits", "create_app", "model_card", "serve"]

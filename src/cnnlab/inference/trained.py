@@ -16,23 +16,25 @@ from typing import Callable
 import torch
 from safetensors import safe_open
 
-from cnnlab.config import TTA_MODES, PreprocessConfig
+import cnnlab.layout as layout
+from cnnlab.config import TTA_MODES, ModelSpec, PreprocessConfig
 from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, RunError
+from cnnlab.inference.record import check_record
 from cnnlab.fileio import read_state_file
 from cnnlab.models import Classifier, create_model, get_model_entry
-from cnnlab.training.engines import compile_module, resolve_engine
+from cnnlab.engines import compile_module, resolve_engine
 from cnnlab.training.loop import tta_logits
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
 
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = layout.WEIGHTS_FILE
 
 
 @dataclass
 class TrainedModel:
     model: Classifier | None  # None for an exported graph (then `forward` runs it)
-    record: dict  # what train wrote beside the weights (see Trainer.inference_record)
+    record: dict  # what train wrote beside the weights (see Learner.inference_record)
     source: Path
     device: torch.device
     engine: str = "torch"
@@ -90,9 +92,33 @@ class TrainedModel:
         tta = self.record.get("tta", "off")
         return tta if tta in TTA_MODES else "off"  # written by a later cnnlab: fall back to the plain view
 
+    def pixels(self, images) -> torch.Tensor:
+        """Paths, PIL images, numpy arrays or tensors (one or many; inference/inputs.py) → the uint8 NCHW
+        batch at the input size, resized as the weights expect (the resize `cnnlab predict` applies)."""
+        from cnnlab.inference.inputs import pixels
+
+        return pixels(images, size=self.input_size[1], resize=self.record.get("resize", "stretch"),
+                      crop_ratio=self.record.get("crop_ratio", 0.875),
+                      interpolation=self.record.get("interpolation", "bilinear"))
+
+    def probabilities(self, images) -> torch.Tensor:
+        """Class probabilities (N, classes) as the run was tested, for image files, PIL images, numpy arrays or
+        tensors of any size (see inference/inputs.py); `cnnlab predict` answers the same for the same files."""
+        is_batch = (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+                    and tuple(images.shape[1:]) == tuple(self.input_size))
+        return self.batch_probabilities(images if is_batch else self.pixels(images))
+
+    def predict(self, images, *, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Each image's `top_k` (class name, probability) pairs, most likely first."""
+        probabilities = self.probabilities(images).cpu()
+        k = min(top_k, len(self.class_names))
+        values, index = probabilities.topk(k, dim=1)
+        return [[(self.class_names[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
+                for row_p, row_i in zip(values, index)]
+
     @torch.no_grad()
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (softmax of the logits) for a uint8 NCHW batch, as the run was tested."""
+    def batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the logits) for a uint8 NCHW batch at the input size."""
         if self.uint8_input:  # the views (whole-pixel flips and shifts) are made of the pixels, then fed as uint8
             pixels = images.to(self.device).float()
             graph = lambda view: self.forward(view.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous())  # noqa: E731
@@ -109,7 +135,11 @@ def _read_record(path: Path) -> dict:
     if "cnnlab" not in metadata:
         raise CheckpointError(f"{path}: holds no record of its model and preprocessing (written by cnnlab "
                               "before 0.2, or not by cnnlab); retrain it, or load the tensors with safetensors")
-    return json.loads(metadata["cnnlab"])
+    try:
+        record = json.loads(metadata["cnnlab"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its record is not valid JSON ({exc})") from None
+    return check_record(record, path)
 
 
 EXPORTED_SUFFIXES = (".onnx", ".xml")  # cnnlab export's ONNX graphs and OpenVINO IR
@@ -131,8 +161,8 @@ def trained_runs(path: Path) -> list[Path]:
     return found
 
 
-def pick_run(path: Path, seed: int | None) -> Path:
-    """One weights file: the seed asked for, or the only one."""
+def pick_run(path: Path, seed: int | None, choose: str = "--seed S, or average them with --ensemble") -> Path:
+    """One weights file: the seed asked for, or the only one. `choose`: what the calling command offers."""
     runs = trained_runs(path)
     if seed is not None:
         chosen = [r for r in runs if r.parent.name in (f"seed-{seed}", f"fold-{seed}")]
@@ -141,12 +171,12 @@ def pick_run(path: Path, seed: int | None) -> Path:
         return chosen[0]
     if len(runs) > 1:
         raise RunError(f"{path} holds {len(runs)} trained runs ({', '.join(r.parent.name for r in runs)}): "
-                       "choose one with --seed S, or average them with --ensemble")
+                       f"choose one with {choose}")
     return runs[0]
 
 
 def load_trained(path: str | Path, *, seed: int | None = None, device: str | torch.device = "cpu",
-                 engine: str = "torch") -> TrainedModel:
+                 engine: str = "torch", choose: str = "seed=S") -> TrainedModel:
     """The trained model at PATH (a weights file, a run folder, an experiment folder with `seed`, or an
     exported .onnx / OpenVINO .xml graph), its network run by `engine`."""
     if Path(path).suffix.lower() in EXPORTED_SUFFIXES and Path(path).is_file():
@@ -154,11 +184,11 @@ def load_trained(path: str | Path, *, seed: int | None = None, device: str | tor
 
         record, resolved, forward = graph_engine(Path(path), engine)
         return TrainedModel(None, record, Path(path), torch.device("cpu"), engine=resolved, forward=forward)
-    weights = pick_run(Path(path), seed)
+    weights = pick_run(Path(path), seed, choose)
     record = _read_record(weights)
-    args = dict(record.get("model_args") or {})
-    if get_model_entry(record["model"]).preprocessing is not None:
-        args["weights"] = "none"  # the trained tensors replace the pretrained ones: nothing to download
+    get_model_entry(record["model"])  # an unknown model is named here
+    args = ModelSpec.of(record["model"], record.get("model_args")).shape_only()  # the trained tensors replace
+    # the pretrained ones: nothing to read or download
     channels, height, _ = record["input_size"]
     model = create_model(record["model"], num_classes=len(record["class_names"]), in_channels=channels,
                          image_size=height, **args)

@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnlab.catalogue import BACKBONES, ZOOS, offline_backbones
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
-from cnnlab.fileio import read_state_file
+from cnnlab.fileio import inside, read_state_file
 from cnnlab.models.efficientnet_lite import LITE_SCALING
 from cnnlab.models.trunks import Stage, Trunk
 
@@ -179,8 +179,8 @@ def _weights_file(path: Path) -> Path:
     if not path.is_dir():
         return path
     for name in HUB_WEIGHTS_FILES:
-        if (path / name).is_file():
-            return path / name
+        if (path / name).is_file():  # a link out of the folder is refused: only the folder named is read
+            return inside(path, name, source=path, field=name)
     raise CheckpointError(f"{path}: a folder, but holds none of {', '.join(HUB_WEIGHTS_FILES)} "
                           "(a Hub-style model folder: config.json + model.safetensors)")
 
@@ -188,9 +188,18 @@ def _weights_file(path: Path) -> Path:
 def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, BackboneEntry]:
     entry = get_backbone(name)
     trunk = entry.build()
+    load_backbone_weights(trunk, name, weights)
+    return trunk, entry
+
+
+def load_backbone_weights(trunk: nn.Module, name: str, weights: str) -> None:
+    """Read (or download, once) backbone `name`'s `weights` into `trunk`, a trunk of that backbone; one line
+    naming the file or weights when they cannot be had or do not fit. The preflight fits them into its
+    shape-only model this way: checked before any folder exists, without building the model twice."""
+    entry = get_backbone(name)
     resolved = resolve_weights(entry, weights)
     if resolved is None:
-        return trunk, entry
+        return
     state = _source_state(entry, resolved)
     if any(k.startswith("backbone.") for k in state):  # a whole cnnlab model's weights: take its backbone
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
@@ -199,7 +208,6 @@ def create_backbone(name: str, weights: str = "default") -> tuple[nn.Module, Bac
     except (RuntimeError, KeyError, ValueError) as exc:
         source = resolved if isinstance(resolved, Path) else f"weights '{resolved.name}'"
         raise CheckpointError(f"{source}: does not fit backbone '{name}' ({str(exc).splitlines()[0]})") from None
-    return trunk, entry
 
 
 def catalogue_trunk(name: str, num_features: int) -> Trunk:

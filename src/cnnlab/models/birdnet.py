@@ -13,6 +13,8 @@ import hashlib
 import torch
 from torch import nn
 
+from cnnlab.catalogue import DEFAULT_BACKBONE
+from cnnlab.config import ModelSpec
 from cnnlab.errors import ConfigError
 from cnnlab.models.backbones import create_backbone, get_backbone, preprocessing_for
 from cnnlab.models.base import Classifier
@@ -22,7 +24,7 @@ from cnnlab.models.trunks import stage_aliases
 
 
 class BirdNet(Classifier):
-    def __init__(self, *, num_classes: int, backbone: str = "resnet50", weights: str = "default",
+    def __init__(self, *, num_classes: int, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
                  head: list[str] | tuple[str, ...] = (), pool: str = "avg", image_size: int = 224,
                  in_channels: int = 3):
         super().__init__()
@@ -82,12 +84,12 @@ V4_HEAD = ("dense:1024", "dropout:0.5", "dense:512")
 
 
 def birdnet_preprocessing(model_args: dict):
-    entry = get_backbone(model_args.get("backbone", "resnet50"))
-    return preprocessing_for(entry, str(model_args.get("weights", "default")))
+    spec = ModelSpec.of("birdnet_v0", model_args)
+    return preprocessing_for(get_backbone(spec.backbone), spec.weights)
 
 
 def _variant(name: str, **spec):
-    def builder(*, num_classes: int = 200, backbone: str = "resnet50", weights: str = "default",
+    def builder(*, num_classes: int = 200, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
                 in_channels: int = 3, image_size: int = 224, **overrides) -> BirdNet:
         return BirdNet(num_classes=num_classes, backbone=backbone, weights=weights, image_size=image_size,
                        **{**spec, **overrides})

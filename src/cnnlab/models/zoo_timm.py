@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import cnnlab.records as records
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.config import INTERPOLATIONS
 from cnnlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneEntry, Preprocessing, WeightsEntry, register_zoo
@@ -96,10 +97,30 @@ def _hub_config(path: Path) -> dict | None:
         raise CheckpointError(f"{config}: not a readable JSON file ({exc})") from None
 
 
+# The fields of a Hub-style folder's config.json that cnnlab reads (timm's pretrained_cfg inside it).
+_SIDE = records.integer(at_least=1, at_most=4096)
+PRETRAINED_CFG_SCHEMA = {
+    "input_size": records.optional(records.list_of(_SIDE, length=3)),
+    "interpolation": records.optional(records.text()),
+    "crop_pct": records.optional(records.number(above=0.0, at_most=1.0)),
+    "crop_mode": records.optional(records.text()),
+    "mean": records.optional(records.list_of(records.number(at_least=-1e6, at_most=1e6), length=3)),
+    "std": records.optional(records.list_of(records.number(above=0.0, at_most=1e6), length=3)),
+}
+
+
 def _path_preprocessing(path: Path) -> Preprocessing | None:
     config = _hub_config(path)
-    stated = (config or {}).get("pretrained_cfg")
-    return preprocessing_from_cfg(stated) if isinstance(stated, dict) else None
+    if config is None:
+        return None
+    where = path / "config.json"
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: expected a mapping of fields, got {type(config).__name__}")
+    stated = config.get("pretrained_cfg")
+    if stated is None:
+        return None
+    stated = records.check(stated, PRETRAINED_CFG_SCHEMA, f"{where}: pretrained_cfg", what="timm's pretrained_cfg")
+    return preprocessing_from_cfg({k: v for k, v in stated.items() if v is not None})
 
 
 def _download(name: str, hub_id: str) -> dict:

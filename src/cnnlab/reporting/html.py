@@ -39,7 +39,10 @@ figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { font-size: .88rem; }
 pre { background: var(--band); padding: .75rem; overflow-x: auto; font-size: .8rem; line-height: 1.35; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 1rem; }
-.side-by-side { display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 2rem; }
+/* several reports side by side: the page takes the screen's width, and a report gets a column of its own only
+   where two of 48rem fit (a results table is ~46rem wide); below that they stack, each table whole */
+body.wide { max-width: 124rem; }
+.side-by-side { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 48rem), 1fr)); gap: 2rem; }
 .side-by-side > section { min-width: 0; }
 footer { margin-top: 3rem; font-size: .8rem; color: var(--muted); border-top: 1px solid var(--line); }
 @media (max-width: 40rem) {
@@ -137,7 +140,7 @@ def render_html(document: Document, *, footer: str = "") -> str:
 <title>{escape(document.title)}</title>
 <style>{CSS}</style>
 </head>
-<body>
+<body{' class="wide"' if any(isinstance(b, SideBySide) for b in document.blocks) else ''}>
 <header><h1>{escape(document.title)}</h1><p class="subtitle">{escape(document.subtitle)}</p></header>
 <main>
 {_blocks(document.blocks, 0)}

@@ -48,7 +48,9 @@ def lab_label(lab: dict) -> str:
     runs = len(lab["runs"])
     if lab.get("same_protocol"):
         return f"lab ({runs} run{'s' if runs > 1 else ''}, same protocol)"
-    return f"lab: {lab['note']}"
+    differs = lab.get("differs") or []
+    shown = ", ".join(differs[:3]) + (f" and {len(differs) - 3} more" if len(differs) > 3 else "")
+    return f"lab: {lab['note']}" + (f"; differs: {shown}" if differs else "")
 
 
 def spread(results: Sequence[dict], key: str) -> str:
@@ -60,27 +62,34 @@ def spread(results: Sequence[dict], key: str) -> str:
 def seeds_rows(results: Sequence[dict], lab: dict | None) -> tuple[list[str], list[list[str]]]:
     """The lab's "Cuadro 1": each seed's test loss/accuracy, then mean ± std, then the lab's own mean.
 
-    Timings: the median epoch (the first, warm-up epoch does not skew it) and one-off work
-    such as feature extraction, apart. The lab's runs are its own, so they are not paired
+    Timings: the median epoch (the first, warm-up epoch does not skew it), for each phase of a run in
+    phases (a head on cached features takes milliseconds an epoch, a fine-tune minutes: one median of
+    both would describe neither), and the feature extraction (computing or reading a frozen backbone's
+    cached features, once a run), apart. The lab's runs are its own, so they are not paired
     with cnnlab's seeds: they appear as one row of their own. Balanced accuracy and macro-F1
     weigh every class alike (training/scores.py); the lab reported neither.
     """
     header = ["seed", "test loss", "test accuracy", "balanced accuracy", "macro-F1", "median epoch (s)",
-              "one-off (s)"]
+              "feature extraction (s)"]
     rows = []
     for r in results:
         rows.append([str(r["seed"]), f"{r['test_loss']:.4f}", pct(r["test_acc"]), pct(r.get("test_bal_acc")),
-                     pct(r.get("test_macro_f1")), f"{_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s'):.2f}",
-                     f"{_seconds(r, 'one_off_time_s', 'one_off_time_s'):.1f}"])
+                     pct(r.get("test_macro_f1")), epoch_seconds([r]), f"{_seconds(r, 'one_off_time_s', 'one_off_time_s'):.1f}"])
     if len(results) > 1:
         rows.append(["mean ± std", pm([r["test_loss"] for r in results], percent=False),
                      pm([r["test_acc"] for r in results], percent=True), spread(results, "test_bal_acc"),
-                     spread(results, "test_macro_f1"),
-                     f"{mean_std([_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s') for r in results])[0]:.2f}",
-                     ""])
+                     spread(results, "test_macro_f1"), epoch_seconds(results), ""])
     if lab:
         rows.append([lab_label(lab), f"{lab['mean_test_loss']:.4f}", pct(lab["mean_test_acc"]), "", "", "", ""])
     return header, rows
+
+
+def epoch_seconds(results: Sequence[dict]) -> str:
+    """The median epoch of the runs (their mean), each phase's apart when the runs trained in phases."""
+    phases = [r.get("phase_median_epoch_time_s") or {} for r in results]
+    if all(len(p) > 1 for p in phases) and all(list(p) == list(phases[0]) for p in phases):
+        return " · ".join(f"{name} {statistics.fmean(p[name] for p in phases):.2f}" for name in phases[0])
+    return f"{mean_std([_seconds(r, 'median_epoch_time_s', 'mean_epoch_time_s') for r in results])[0]:.2f}"
 
 
 def seeds_table(results: Sequence[dict], lab: dict | None, *, markdown: bool = False) -> str:

@@ -11,16 +11,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from cnnlab.config import ExperimentConfig
-from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import ConfigError
-from cnnlab.models import model_preprocessing
-from cnnlab.training.device import resolve_device, seed_everything
-from cnnlab.training.engines import resolve_engine
-from cnnlab.training.features import cached_features
-from cnnlab.training.loop import resolve_amp
 from cnnlab.reporting.interpretation import confusion
+from cnnlab.training.features import cached_features
+from cnnlab.training.learner import build_model, fit_preprocess
+from cnnlab.training.runtime import Runtime
 from cnnlab.training.scores import scores
-from cnnlab.training.trainer import build_model
 
 CLASSIC_HEADS = {
     "logreg": ("logistic regression (L2, C=1)", lambda seed: LogisticRegression(max_iter=3000, C=1.0)),
@@ -36,22 +32,21 @@ def run_classic_heads(cfg: ExperimentConfig, splits, heads: list[str], *, log=pr
     unknown = [h for h in heads if h not in CLASSIC_HEADS]
     if unknown:
         raise ConfigError(f"unknown classic head(s) {', '.join(unknown)}; valid: {', '.join(CLASSIC_HEADS)}")
-    device = resolve_device(cfg.device)
-    amp = resolve_amp(cfg.train.amp, device)
-    engine = resolve_engine(cfg.train.engine, device)
-    seed_everything(cfg.seeds[0])
+    runtime = Runtime.resolve(cfg)
+    device = runtime.device
+    runtime.seed(cfg.seeds[0])
     model = build_model(cfg, splits.num_classes, splits.input_size).to(device)
     if not model.flat_features:
         raise ConfigError(f"classic heads need pooled features; model '{cfg.model}' of experiment "
                           f"'{cfg.experiment_name}' does not pool them (model_args.pool: none)")
-    preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train, model_preprocessing(cfg.model, cfg.model_args))
+    preprocess = fit_preprocess(cfg, splits)
     data = {}
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
         if split is not None:
             features, _ = cached_features(model, split.to(device), preprocess, cache_dir=cfg.train.feature_cache_dir,
-                                          batch_size=cfg.train.eval_batch_size, device=device, amp=amp, log=log,
-                                          engine=engine)
+                                          batch_size=cfg.train.eval_batch_size, device=device, amp=runtime.precision,
+                                          log=log, engine=runtime.engine)
             data[name] = (features.images.float().numpy(), features.labels.numpy())
     results = []
     for head in heads:

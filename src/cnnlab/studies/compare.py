@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnlab.config import ExperimentConfig, load_experiment
+from cnnlab.config import ExperimentConfig, load_experiment, model_spec
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models import get_model_entry
@@ -16,7 +16,7 @@ from cnnlab.reporting.tables import compare_table
 from cnnlab.studies.classic import run_classic_heads
 from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
 from cnnlab.studies.preflight import check_experiment
-from cnnlab.training.trainer import build_model
+from cnnlab.training.learner import build_model
 
 Log = Callable[[str], None]
 
@@ -56,7 +56,7 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
                      "lab": summary["lab"], "folder": str(experiment_dir)})
     if features_cfg is not None:
         log(f"\n=== classic heads on the features of {features_cfg.experiment_name} "
-            f"({features_cfg.model_args.get('backbone', 'resnet50')}) ===")
+            f"({model_spec(features_cfg).backbone}) ===")
         results = run_classic_heads(features_cfg, splits_by_key[keys[configs.index(features_cfg)]], classic, log=log)
         for head in classic:
             mine = [r for r in results if r["head"] == head]

@@ -16,26 +16,29 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.config import ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, save_config
+import cnnlab.layout as layout
+from cnnlab.config import (ExperimentConfig, flat_config, list_builtin_experiments, load_experiment, model_spec,
+                           save_config)
 from cnnlab.data.images import DataSplits
 from cnnlab.data.preprocess import check_crop_fits
 from cnnlab.data.loading import load_splits, named_image_size
+from cnnlab.data.sources import scheme_source
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
 from cnnlab.models import get_model_entry, model_preprocessing
-from cnnlab.reference import lab_data_matches, lab_reference
+from cnnlab.reference import lab_data_differences, lab_data_kind_matches, lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
 from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
-from cnnlab.studies.layout import describe_setup, unit_names, unit_seed
+from cnnlab.studies.layout import describe_setup, read_results, unit_names, unit_seed
 from cnnlab.studies.parallel import Unit, train_together, wins
 from cnnlab.studies.preflight import check_experiment
 from cnnlab.training import distributed
 from cnnlab.models.summary import macs_per_image
 from cnnlab.training.device import resolve_device
 from cnnlab.training.imbalance import imbalance_note
-from cnnlab.training.trainer import build_model, silent, train_seed
+from cnnlab.training.learner import build_model, silent, train_seed
 
 Log = Callable[[str], None]
 
@@ -70,7 +73,8 @@ def data_key(cfg: ExperimentConfig) -> str:
     """
     size = named_image_size(cfg.data, model_preprocessing(cfg.model, cfg.model_args))
     data = dataclasses.replace(cfg.data, image_size=size)
-    return repr((data, cfg.model_args.get("backbone"), cfg.model_args.get("weights")))
+    spec = model_spec(cfg)
+    return repr((data, spec.backbone, spec.weights))
 
 
 def describe_splits(splits: DataSplits) -> str:
@@ -83,6 +87,11 @@ def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits) -> None
     """Record in `cfg` what the data turned out to be: its classes, and a drawn split saved as split.csv
     (which the recorded configuration then names, so a resumed or repeated run reuses it exactly)."""
     cfg.data.num_classes = splits.num_classes
+    if cfg.data.source == "auto" and splits.source:
+        cfg.data.source = splits.source  # the layout detected: a resume reads it the same way, the report names it
+    if cfg.data.path and scheme_source(cfg.data.path) is None and Path(cfg.data.path).expanduser().exists():
+        # a local path, recorded absolute: `cnnlab resume` from another folder reads the same data
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
     if splits.split_rows is not None and not cfg.data.split_file:
         write_rows_csv(folder / "split.csv", splits.split_rows, ["path", "label", "split"])
         cfg.data.split_file = str((folder / "split.csv").resolve())
@@ -94,14 +103,14 @@ def new_experiment_dir(cfg: ExperimentConfig, splits: DataSplits, parent: Path |
     if distributed.current().is_main:
         folder = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
         record_data(cfg, folder, splits)
-        save_config(cfg, folder / "experiment.yaml")
+        save_config(cfg, folder / layout.EXPERIMENT_FILE)
     folder = Path(distributed.broadcast(str(folder) if folder else None))
     cfg.data = distributed.broadcast(cfg.data)
     return folder
 
 
 def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progress: bool = True,
-              log: Log = print, resume: bool = False) -> dict:
+              log: Log = print, resume: bool = False, callbacks: list | tuple = ()) -> dict:
     """Train every unfinished unit (seed or fold) of `cfg` in its experiment folder, then summarise it.
 
     A failure marks the experiment folder (`status.json`) as well as the run's own; Ctrl-C
@@ -111,26 +120,27 @@ def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progre
     units = unit_names(cfg)
     pending = []
     for unit in units:
-        if (folder / unit / "results.json").is_file():
+        if (folder / unit / layout.RESULTS_FILE).is_file():
             continue
         resumes = resume and (folder / unit / "checkpoint.pt").is_file()
         threads = load_experiment(folder / unit / "config.yaml").train.threads if resumes else None
         pending.append(Unit(unit, folder / unit, unit_data(cfg, splits, unit), unit_seed(cfg, unit), resumes, threads))
     try:
-        if ctx.world == 1 and wins(cfg, splits, len(pending), resolve_device(cfg.device).type,
-                                   lambda: model_macs(cfg, splits)):
+        # a notebook's callbacks live in this process: their seeds train here, one after another
+        if ctx.world == 1 and not callbacks and wins(cfg, splits, len(pending), resolve_device(cfg.device).type,
+                                                     lambda: model_macs(cfg, splits)):
             for unit in pending:
                 unit.run_dir.mkdir(exist_ok=True)
             train_together(cfg, folder, pending, log=log)
         for unit in pending:
-            if (unit.run_dir / "results.json").is_file():
+            if (unit.run_dir / layout.RESULTS_FILE).is_file():
                 continue
             if len(units) > 1:
                 log(f"\n— {unit.name.replace('-', ' ')} ({units.index(unit.name) + 1}/{len(units)}) —")
             if ctx.is_main:
                 unit.run_dir.mkdir(exist_ok=True)
             train_seed(unit.config(cfg), unit.run_dir, unit.splits, seed=unit.seed, resume=unit.resume,
-                       progress=progress, log=log)
+                       progress=progress, log=log, callbacks=callbacks)
     except (RunInterrupted, DiskFull) as exc:  # what `cnnlab resume` of this folder finishes
         raise exc.resume_from(folder) from None
     except CnnlabError as exc:
@@ -145,34 +155,40 @@ def run_units(cfg: ExperimentConfig, folder: Path, splits: DataSplits, *, progre
 
 
 def model_macs(cfg: ExperimentConfig, splits: DataSplits) -> int:
-    """Multiply-adds of one image through the model of `cfg`: whether one run can fill the cores."""
-    return macs_per_image(build_model(cfg, splits.num_classes, splits.input_size), splits.input_size)
+    """Multiply-adds of one image through the model of `cfg`: whether one run can fill the cores (its
+    architecture only: no weights are read)."""
+    return macs_per_image(build_model(cfg, splits.num_classes, splits.input_size, shape_only=True),
+                          splits.input_size)
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = print) -> Path:
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = print,
+                   splits: DataSplits | None = None, callbacks: list | tuple = ()) -> Path:
     """Train every seed (or fold) of `cfg` into a new experiment folder and write the summary table.
+    `splits`: data already loaded (default: read as `cfg.data` says); `callbacks`: added to each seed's
+    Learner (its seeds then train in this process).
 
     Under torchrun, call `distributed.setup()` first (the CLI does).
     """
     if not distributed.current().is_main:
         log = silent
-    check_experiment(cfg)
-    splits = load_data(cfg, log)
+    check_experiment(cfg, data_given=splits is not None)
+    if splits is None:
+        splits = load_data(cfg, log)
     folder = new_experiment_dir(cfg, splits)
     log(f"run folder: {folder}")
-    run_units(cfg, folder, splits, progress=progress, log=log)
+    run_units(cfg, folder, splits, progress=progress, log=log, callbacks=callbacks)
     return folder
 
 
 def resume_experiment(folder: Path, *, device: str | None = None, progress: bool = True, log: Log = print) -> None:
     """Finish every unfinished unit of an experiment folder, then summarise it."""
-    cfg = load_experiment(folder / "experiment.yaml")
+    cfg = load_experiment(folder / layout.EXPERIMENT_FILE)
     if device:
         cfg.device = device
-    if any(not (folder / unit / "results.json").is_file() for unit in unit_names(cfg)):
+    if any(not (folder / unit / layout.RESULTS_FILE).is_file() for unit in unit_names(cfg)):
         run_units(cfg, folder, load_data(cfg, log), progress=progress, log=log, resume=True)
     elif distributed.current().is_main:
-        log(f"{folder}: every run has finished")
+        log(f"{folder}: nothing to resume: every run has finished (its results again, read from its files)")
         summarize_experiment(folder, log=log)
 
 
@@ -208,12 +224,23 @@ def follows_lab_protocol(name: str, cfg: ExperimentConfig, reference: Experiment
 
 
 def lab_for(cfg: ExperimentConfig, results: list[dict]) -> dict | None:
-    """The lab's figures for this experiment, marked with whether the run followed the lab's protocol."""
+    """The lab's figures for this experiment — only where the data is the lab's (its source and classes:
+    reference.LAB_DATA) — marked with whether the run followed the lab's protocol, and what differs if not:
+    the recipe's keys (with the run's value and the lab's) and the data's sizes."""
     lab = lab_reference(cfg.experiment_name)
-    if lab is None:
-        return None
+    first = results[0]
+    sizes = {"num_classes": cfg.data.num_classes, "train_images": first["num_train"] + first["num_val"],
+             "test_images": first["num_test"]}
+    if lab is None or not lab_data_kind_matches(cfg.experiment_name, source=cfg.data.source, **sizes):
+        return None  # another data set (your photos, a re-split subset): the lab's figure is no reference
     preset = (load_experiment(cfg.experiment_name) if cfg.experiment_name in list_builtin_experiments() else None)
-    return {**lab, "same_protocol": follows_lab_protocol(cfg.experiment_name, cfg, preset, results)}
+    differs = lab_data_differences(cfg.experiment_name, **sizes)
+    if preset is None:
+        differs.append("an experiment of its own (not the preset)")
+    else:
+        mine, theirs = protocol(cfg), protocol(preset)
+        differs += [f"{key} {mine.get(key)!r} (lab {theirs.get(key)!r})" for key in differing_keys(mine, theirs)]
+    return {**lab, "same_protocol": not differs, "differs": differs}
 
 
 def class_balanced_summary(results: list[dict]) -> dict:
@@ -228,8 +255,8 @@ def class_balanced_summary(results: list[dict]) -> dict:
 
 def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     """Build results.csv, summary.json and summary.md from the units' results.json files."""
-    cfg = load_experiment(folder / "experiment.yaml")
-    results = [read_json(folder / unit / "results.json") for unit in unit_names(cfg)]
+    cfg = load_experiment(folder / layout.EXPERIMENT_FILE)
+    results = [read_results(folder / unit / layout.RESULTS_FILE) for unit in unit_names(cfg)]
     lab = lab_for(cfg, results)
     accs, losses = [r["test_acc"] for r in results], [r["test_loss"] for r in results]
     summary = {
@@ -244,7 +271,7 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     if cfg.data.folds:
         held = [r["final_val_acc"] for r in results]
         summary.update(heldout_acc_mean=mean_std(held)[0], heldout_acc_std=mean_std(held)[1])
-    atomic_write_json(folder / "summary.json", summary)
+    atomic_write_json(folder / layout.SUMMARY_FILE, summary)
     buffer = io.StringIO()
     columns = ["seed", "test_loss", "test_acc", "test_bal_acc", "test_macro_f1", "final_val_acc", "final_val_bal_acc",
                "best_val_acc", "mean_epoch_time_s", "wall_time_s"]

@@ -1,9 +1,11 @@
 """`cnnlab lr-find EXPERIMENT`: the learning-rate range test (Smith 2015; fastai's `lr_find`, Lightning's tuner).
 
-The experiment's model and first phase (or `--phase N`) are built as `cnnlab run` would; then for
-~100 steps on shuffled training batches (augmented as training augments them) the learning rate
-grows exponentially from `start` to `end`, every optimizer group keeping its ratio to the head's
-(discriminative rates stay discriminative). The loss is smoothed (an exponential average with bias
+The experiment's `Learner` is built as `cnnlab run` builds it and trains its first phase (or
+`--phase N`) on the run's own step — the phase's trainable parts and data (cached features for a
+head on a frozen backbone), augmentation, mixup/CutMix, `train.accumulate`, `train.grad_clip`, the
+weight average — while the `RangeTest` callback sets the learning rate before each step: for ~100
+steps it grows exponentially from `start` to `end`, every optimizer group keeping its ratio to the
+head's (discriminative rates stay discriminative). No validation is run. The loss is smoothed (an exponential average with bias
 correction, β = 0.98) and the test stops once it is 4× its best or not finite. The suggestion is the
 **steepest descent** of the smoothed loss against log(lr) before its minimum — where the loss falls
 fastest — and the minimum's rate / 10 is shown beside it as a cross-check; the first tenth of the steps
@@ -20,12 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from cnnlab.config import load_experiment
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, create_unique_dir
 from cnnlab.reporting.interpretation import write_rows_csv
+from cnnlab.training.callbacks import Callback, Callbacks, CancelFit
 
 Log = Callable[[str], None]
 
@@ -55,63 +57,88 @@ def steepest(rates: list[float], smoothed: list[float]) -> tuple[int, int]:
     return skip + int(np.argmin(gradient)), low
 
 
+class RangeTest(Callback):
+    """The LR range test as a callback: before each batch the learning rate of step i is set, after it
+    the loss is recorded; the fit ends after `steps` steps or once the smoothed loss is 4× its best or
+    not finite."""
+
+    order = 50
+
+    def __init__(self, start: float, end: float, steps: int):
+        self.start, self.end, self.steps = start, end, steps
+        self.rates: list[float] = []
+        self.losses: list[float] = []
+        self.ratios: list[float] | None = None
+
+    def rate(self, step: int) -> float:
+        return self.start * (self.end / self.start) ** (step / (self.steps - 1))
+
+    def on_batch_start(self, learner, index, images, labels) -> None:
+        groups = learner.optimizer.param_groups
+        if self.ratios is None:
+            self.ratios = [g["lr"] / groups[0]["lr"] for g in groups]
+        lr = self.rate(len(self.rates))
+        for group, ratio in zip(groups, self.ratios):
+            group["lr"] = lr * ratio
+        self.rates.append(lr)
+
+    def on_batch_end(self, learner, index, loss, size) -> None:
+        value = float(loss)
+        self.losses.append(value)
+        smoothed = smooth(self.losses)
+        if len(self.losses) >= self.steps or not math.isfinite(value) or smoothed[-1] > 4 * min(smoothed):
+            raise CancelFit
+
+
+def range_test(learner, *, phase: int = 0, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> RangeTest:
+    """Run the range test on `learner`'s phase `phase`, then put back its weights, weight average, optimizer
+    state and the random generators: the learner is as it was."""
+    from cnnlab.training.device import rng_state, set_rng_state
+
+    saved_model = copy.deepcopy(learner.model.state_dict())
+    saved_ema = copy.deepcopy(learner.ema.state_dict()) if learner.ema is not None else None
+    saved_rng, saved_history = rng_state(), list(learner.history)
+    test = RangeTest(start, end, steps)
+    learner.callbacks = Callbacks([test])  # the range test alone: nothing kept, logged, checkpointed or stopped
+    learner.validate = False
+    try:
+        learner.fit(only_phase=phase)
+    finally:
+        learner.model.load_state_dict(saved_model)
+        if saved_ema is not None:
+            learner.ema.load_state_dict(saved_ema)
+        learner.history = saved_history
+        set_rng_state(saved_rng)
+    return test
+
+
 def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: int = 0, start: float = 1e-7,
             end: float = 10.0, steps: int = 100, out: str | None = None, log: Log = print,
             origins: dict[str, str] | None = None) -> dict:
+    from cnnlab.data.batches import num_batches
     from cnnlab.studies.experiment import load_data
     from cnnlab.studies.preflight import check_experiment
-    from cnnlab.training.device import rng_state, set_rng_state
-    from cnnlab.training.loop import autocast_context
-    from cnnlab.training.phases import phase_epochs, set_train_mode
-    from cnnlab.training.trainer import Trainer
+    from cnnlab.training.learner import Learner, silent
+    from cnnlab.training.phases import resolve_phases
 
     if not 0 < start < end or steps < 5:
         raise ConfigError("lr-find: expected 0 < --start < --end and --steps >= 5")
-    from cnnlab.training.phases import resolve_phases
-
     cfg = load_experiment(experiment, overrides=overrides, origins=origins)
     phases = resolve_phases(cfg.train)
     if not 0 <= phase < len(phases):
         raise ConfigError(f"--phase {phase}: {cfg.experiment_name} has phases 0..{len(phases) - 1}")
     check_experiment(cfg)
     splits = replace(load_data(cfg, log=log), test=None)  # the test split is not even handed over
-    trainer = Trainer(cfg, splits, seed=cfg.seeds[0], log=lambda s: None, progress=False)
-    spans = phase_epochs(trainer.phases)
-    data, model = trainer._start_phase(phase, trainer.phases[phase], spans[phase])
-    saved_model = copy.deepcopy(trainer.model.state_dict())
-    saved_optimizer = copy.deepcopy(trainer.optimizer.state_dict())
-    saved_rng = rng_state()
-    optimizer = trainer.optimizer
-    ratios = [g["lr"] / optimizer.param_groups[0]["lr"] for g in optimizer.param_groups]
-    generator = torch.Generator().manual_seed(cfg.seeds[0])
-    batches = iter(())
-    rates, losses = [], []
-    set_train_mode(model, trainer.phases[phase])
+    # the phase lasts as many epochs as `steps` steps need (the test ends the fit at its last step)
+    epochs = math.ceil(steps / num_batches(len(splits.train), cfg.train.batch_size))
+    if cfg.train.phases:
+        cfg.train.phases[phase].epochs = epochs
+    else:
+        cfg.train.epochs = epochs
+    learner = Learner(cfg, splits, seed=cfg.seeds[0], log=silent, progress=False, standard=False)
     tick = time.perf_counter()
-    for step in range(steps):
-        lr = start * (end / start) ** (step / (steps - 1))
-        for group, ratio in zip(optimizer.param_groups, ratios):
-            group["lr"] = lr * ratio
-        try:
-            images, labels = next(batches)
-        except StopIteration:
-            batches = iter(data.train.batches(cfg.train.batch_size, shuffle=True, generator=generator))
-            images, labels = next(batches)
-        x = data.preprocess(images, train=True, generator=generator)
-        with autocast_context(trainer.device, trainer.amp):
-            loss = trainer.train_loss(model(x).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        rates.append(lr)
-        losses.append(value)
-        smoothed = smooth(losses)
-        if not math.isfinite(value) or smoothed[-1] > 4 * min(smoothed):
-            break
-    trainer.model.load_state_dict(saved_model)
-    trainer.optimizer.load_state_dict(saved_optimizer)
-    set_rng_state(saved_rng)
+    test = range_test(learner, phase=phase, start=start, end=end, steps=steps)
+    rates, losses = test.rates[:len(test.losses)], test.losses
     smoothed = smooth(losses)
     finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
     rates_f, smoothed_f = [rates[i] for i in finite], [smoothed[i] for i in finite]
@@ -119,7 +146,7 @@ def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: 
     suggestion, minimum = rates_f[pick], rates_f[low]
     folder = create_unique_dir(Path(out or cfg.out) / "lr-find" / cfg.experiment_name)
     key = f"train.phases.{phase}.lr" if cfg.train.phases else "train.optimizer.lr"
-    result = {"experiment": cfg.experiment_name, "phase": trainer.phases[phase].name, "suggestion": suggestion,
+    result = {"experiment": cfg.experiment_name, "phase": learner.phases[phase].name, "suggestion": suggestion,
               "rule": "steepest descent of the smoothed loss (before its minimum)", "minimum_lr": minimum,
               "minimum_over_10": minimum / 10, "steps_run": len(losses), "start": start, "end": end,
               "stopped_early": len(losses) < steps, "seconds": time.perf_counter() - tick, "key": key,
@@ -129,7 +156,7 @@ def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: 
     atomic_write_json(folder / "lr_find.json", result)
     shown = skipped(len(smoothed_f))
     _plot(folder / "lr_find.png", rates_f[shown:], smoothed_f[shown:], suggestion, minimum, cfg.experiment_name)
-    log(f"learning-rate range test of {cfg.experiment_name} (phase '{trainer.phases[phase].name}'): {len(losses)} "
+    log(f"learning-rate range test of {cfg.experiment_name} (phase '{learner.phases[phase].name}'): {len(losses)} "
         f"steps from {start:g} to {rates[-1]:.3g}{' (stopped: the loss diverged)' if result['stopped_early'] else ''}")
     log(f"suggested learning rate: {suggestion:.2e} (steepest descent of the smoothed loss; the minimum is at "
         f"{minimum:.2e}, its tenth {minimum / 10:.2e}); plot: {folder / 'lr_find.png'}")

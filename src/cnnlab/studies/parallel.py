@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from cnnlab.openmp import short_spin_for_children
 from cnnlab.config import ExperimentConfig
 from cnnlab.data.images import DataSplits, ImageSet
 from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
@@ -114,7 +115,7 @@ def _init_worker() -> None:
 
 def _train(cfg: ExperimentConfig, unit: Unit, progress: bool) -> tuple[str, str]:
     """Train one unit; return (outcome, message): exceptions with custom fields do not cross processes."""
-    from cnnlab.training.trainer import train_seed
+    from cnnlab.training.learner import train_seed
 
     def log(line: str) -> None:
         for part in line.splitlines() or [""]:
@@ -156,7 +157,8 @@ def train_together(cfg: ExperimentConfig, folder: Path, units: list[Unit], *, lo
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
-    futures = {pool.submit(_train, cfg, unit, False): unit for unit in units}
+    with short_spin_for_children():  # the workers start here, with OpenMP's short spin (cnnlab/openmp.py)
+        futures = {pool.submit(_train, cfg, unit, False): unit for unit in units}
     interrupted = False
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)

@@ -22,21 +22,17 @@ from typing import Any, Callable
 
 import torch
 
-from cnnlab.config import ExperimentConfig, load_experiment
-from cnnlab.data.preprocess import BatchPreprocessor
+from cnnlab.config import ExperimentConfig, load_experiment, model_spec
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
-from cnnlab.models import model_preprocessing
 from cnnlab.models.backbones import get_backbone, resolve_weights
 from cnnlab.reporting.tables import mean_std, pm, render_table
 from cnnlab.studies.classic import run_classic_heads
 from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
 from cnnlab.studies.preflight import check_experiment
-from cnnlab.training.device import resolve_device, seed_everything
-from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import compute_features
-from cnnlab.training.loop import resolve_amp
-from cnnlab.training.trainer import build_model
+from cnnlab.training.learner import build_model, fit_preprocess
+from cnnlab.training.runtime import Runtime
 
 Log = Callable[[str], None]
 PROBE_EXPERIMENT = "birdnet_v0"
@@ -56,19 +52,19 @@ def backbone_costs(cfg: ExperimentConfig, splits, log: Log) -> dict:
     """Parameters, multiply-adds of one image at the input size, and extraction images/s on this device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seeds[0])
+    runtime = Runtime.resolve(cfg)
+    device = runtime.device
+    runtime.seed(cfg.seeds[0])
     model = build_model(cfg, splits.num_classes, splits.input_size).to(device).eval()
     params = sum(p.numel() for p in model.backbone.parameters())
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model.forward_features(torch.zeros(1, *splits.input_size, device=device))
-    preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train, model_preprocessing(cfg.model, cfg.model_args))
+    preprocess = fit_preprocess(cfg, splits)
     # decoded beforehand, so the figure is the backbone's own speed, not the JPEG decoder's
     sample = splits.train.subset(torch.arange(min(SPEED_IMAGES, len(splits.train))))
     sample = (sample.cache_in_memory() if hasattr(sample, "cache_in_memory") else sample).to(device)
-    amp = resolve_amp(cfg.train.amp, device)
-    engine = resolve_engine(cfg.train.engine, device)
+    amp, engine = runtime.precision, runtime.engine
     batch = min(cfg.train.eval_batch_size, 32)
     compute_features(model, sample.subset(torch.arange(min(batch, len(sample)))), preprocess, batch_size=batch,
                      device=device, amp=amp, progress=False, engine=engine)  # warm-up: compile, allocations
@@ -76,10 +72,11 @@ def backbone_costs(cfg: ExperimentConfig, splits, log: Log) -> dict:
     compute_features(model, sample, preprocess, batch_size=batch, device=device, amp=amp, progress=False,
                      engine=engine)
     seconds = time.perf_counter() - tick
-    entry = get_backbone(cfg.model_args["backbone"])
-    weights = resolve_weights(entry, str(cfg.model_args.get("weights", "default")))
+    spec = model_spec(cfg)
+    entry = get_backbone(spec.backbone)
+    weights = resolve_weights(entry, spec.weights)
     return {"params": params, "macs": counter.get_total_flops() // 2, "input_size": list(splits.input_size),
-            "extract_img_s": len(sample) / seconds, "device": str(device), "precision": "bf16" if amp else "fp32",
+            "extract_img_s": len(sample) / seconds, "device": str(device), "precision": amp,
             "engine": engine,
             "imagenet_top1": getattr(weights, "top1", None), "weights": getattr(weights, "name", str(weights))}
 
@@ -131,7 +128,7 @@ def run_probe(backbones: list[str], *, overrides: dict[str, Any], classic: list[
         if folder is None:
             folder = create_unique_dir(Path(out or cfg.out) / "probe")
             log(f"probe folder: {folder}")
-        backbone = cfg.model_args["backbone"]
+        backbone = model_spec(cfg).backbone
         log(f"\n=== {backbone}: linear probe ===")
         costs = backbone_costs(cfg, splits, log)
         log(f"{backbone}: {costs['params'] / 1e6:.1f} M parameters, {costs['macs'] / 1e9:.2f} G multiply-adds at "

@@ -12,15 +12,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.config import load_experiment
+import cnnlab.layout as layout
+import cnnlab.layout as layout
+from cnnlab.config import load_experiment, model_spec, parse_yaml
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, Preformatted, Section, SideBySide,
                                        Table, Text)
 from cnnlab.reporting.html import REPORT_MARKER, render_html
 from cnnlab.reporting.markdown import render_markdown
-from cnnlab.reporting.tables import ablation_rows, compare_rows, folds_rows, pct, pm, seeds_rows
-from cnnlab.studies.layout import describe_setup, experiment_setup, step_dir, unit_names
+from cnnlab.reporting.tables import ablation_rows, compare_rows, epoch_seconds, folds_rows, pct, pm, seeds_rows
+from cnnlab.studies.layout import (describe_setup, experiment_setup, read_results, read_summary, step_dir,
+                                   unit_names)
 from cnnlab.version import __version__
 
 GENERATOR = f"cnnlab {__version__} report"
@@ -31,32 +34,31 @@ TOP_PAIRS = 10  # most-confused pairs shown
 # ----------------------------------------------------------------------------- what a folder is
 
 def folder_kind(path: Path) -> str:
-    """run (one seed), experiment (N seeds / K folds), ablation or compare; a clear error otherwise."""
+    """run (one seed), experiment (N seeds / K folds), ablation, compare or tune, finished; a clear error
+    otherwise (the kinds themselves: cnnlab/layout.py)."""
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such folder (give a run, experiment, ablation or comparison folder)")
-    if (path / "compare.json").is_file():
+    kind = layout.folder_kind(path)
+    unfinished = {
+        "tune": (layout.STUDY_RESULTS, "the tuning study has not finished (no final.json); the same `cnnlab tune` "
+                                       "command continues it"),
+        "ablation": (layout.ABLATION_RESULTS, f"the ablation has not finished (no ablation.json); `cnnlab resume "
+                                              f"{path}` finishes it"),
+        "experiment": (layout.SUMMARY_FILE, f"the experiment has not finished (no summary.json); `cnnlab resume "
+                                            f"{path}` finishes it"),
+        "run": (layout.RESULTS_FILE, f"the run has not finished (no results.json); `cnnlab resume {path.parent}` "
+                                     "finishes it"),
+    }
+    if kind == "comparison":
         return "compare"
-    if (path / "study.json").is_file():
-        if not (path / "final.json").is_file():
-            raise RunError(f"{path}: the tuning study has not finished (no final.json); the same `cnnlab tune` "
-                           "command continues it")
-        return "tune"
-    if (path / "ablation.yaml").is_file():
-        if not (path / "ablation.json").is_file():
-            raise RunError(f"{path}: the ablation has not finished (no ablation.json); `cnnlab resume {path}` "
-                           "finishes it")
-        return "ablation"
-    if (path / "experiment.yaml").is_file():
-        if not (path / "summary.json").is_file():
-            raise RunError(f"{path}: the experiment has not finished (no summary.json); `cnnlab resume {path}` "
-                           "finishes it")
-        return "experiment"
-    if (path / "config.yaml").is_file() and (path / "metrics.csv").is_file():
-        if not (path / "results.json").is_file():
-            raise RunError(f"{path}: the run has not finished (no results.json); `cnnlab resume {path.parent}` "
-                           "finishes it")
-        return "run"
+    if kind == "probe":
+        return "probe"
+    if kind in unfinished:
+        marker, message = unfinished[kind]
+        if not (path / marker).is_file():
+            raise RunError(f"{path}: {message}")
+        return kind
     raise RunError(f"{path}: not a cnnlab folder: expected summary.json (experiment), results.json (run), "
                    "ablation.json (ablation) or compare.json (comparison)")
 
@@ -148,37 +150,39 @@ def _environment_block(run: Path) -> list[Block]:
 
 
 def _timing_block(results: list[dict], names: list[str], source: str) -> Table:
-    rows = [[name, f"{r['wall_time_s']:.1f}", f"{r.get('median_epoch_time_s', r['mean_epoch_time_s']):.2f}",
+    rows = [[name, f"{r['wall_time_s']:.1f}", epoch_seconds([r]),
              f"{r.get('one_off_time_s', 0.0):.1f}", str(r["epochs_trained"]), str(r["kept_epoch"]),
              ", ".join(r.get("stopped_early") or []) or "—"]
             for name, r in zip(names, results)]
-    return Table(["run", "wall time (s)", "median epoch (s)", "one-off (s)", "epochs trained", "weights of epoch",
-                  "stopped early"], rows, caption="timings", source=source)
+    return Table(["run", "wall time (s)", "median epoch (s), by phase", "feature extraction (s)", "epochs trained",
+                  "weights of epoch", "stopped early"], rows,
+                 caption="timings: each phase's median epoch; feature extraction computes (or reads from the cache) "
+                         "a frozen backbone's features once a run", source=source)
 
 
 # ----------------------------------------------------------------------------- the four kinds
 
 def run_blocks(run: Path, root: Path) -> tuple[str, list[Block]]:
     cfg = load_experiment(run / "config.yaml")
-    result = read_json(run / "results.json")
+    result = read_results(run / layout.RESULTS_FILE)
     setup = describe_setup(cfg, [result])
     header, rows = seeds_rows([result], None)
     blocks: list[Block] = [
         Heading("Results"), Text(setup),
-        Table(header, rows, caption="test split", source=_source(run / "results.json", root)),
+        Table(header, rows, caption="test split", source=_source(run / layout.RESULTS_FILE, root)),
         Heading("Learning curves"), *_figure(run / "curves.png", f"{run.name}: loss and accuracy per epoch"),
         *_interpretation_blocks(run, root, [run], run.name),
         Heading("Model"), Preformatted((run / "model.txt").read_text(encoding="utf-8")),
         *_config_blocks(cfg, (run / "config.yaml").read_text(encoding="utf-8")),
-        Heading("Timings and environment"), _timing_block([result], [run.name], _source(run / "results.json", root)),
+        Heading("Timings and environment"), _timing_block([result], [run.name], _source(run / layout.RESULTS_FILE, root)),
         *_environment_block(run),
     ]
     return f"{cfg.experiment_name} {run.name}", blocks
 
 
 def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
-    cfg = load_experiment(folder / "experiment.yaml")
-    summary = read_json(folder / "summary.json")
+    cfg = load_experiment(folder / layout.EXPERIMENT_FILE)
+    summary = read_summary(folder / layout.SUMMARY_FILE)
     results, units = summary["runs"], unit_names(cfg)
     runs = [folder / u for u in units]
     setup = describe_setup(cfg, results)
@@ -190,10 +194,14 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
         caption = f"test split, {len(results)} run(s)"
     lab = summary.get("lab")
     blocks: list[Block] = [Heading("Results"), Text(setup),
-                           Table(header, rows, caption=caption, source=_source(folder / "summary.json", root))]
+                           Table(header, rows, caption=caption, source=_source(folder / layout.SUMMARY_FILE, root))]
     if lab and not cfg.data.folds:
         blocks.append(Text(f"Lab figures: {lab['note']}"
                            + ("; this experiment follows the lab's protocol on the lab's data." if lab.get("same_protocol")
+                              else "; the data is the lab's, but this experiment differs from the lab's in: "
+                                   + "; ".join(lab["differs"]) + " — so they are a reference, not a like-for-like "
+                                   "comparison." if lab.get("differs")
+                              # a summary written before cnnlab 0.12 says only that something differs
                               else "; this experiment does not follow the lab's protocol or data, so they are a "
                                    "reference, not a like-for-like comparison."), muted=True))
     if len(results) == 1:
@@ -208,9 +216,9 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
                                      f"pooled over {len(runs)} runs" if pooled else runs[0].name)
     if (runs[0] / "model.txt").is_file():
         blocks += [Heading("Model"), Preformatted((runs[0] / "model.txt").read_text(encoding="utf-8"))]
-    blocks += _config_blocks(cfg, (folder / "experiment.yaml").read_text(encoding="utf-8"))
+    blocks += _config_blocks(cfg, (folder / layout.EXPERIMENT_FILE).read_text(encoding="utf-8"))
     blocks += [Heading("Timings and environment"),
-               _timing_block(results, units, _source(folder / "summary.json", root)), *_environment_block(runs[0])]
+               _timing_block(results, units, _source(folder / layout.SUMMARY_FILE, root)), *_environment_block(runs[0])]
     return f"{cfg.experiment_name}: {setup}", blocks
 
 
@@ -245,7 +253,7 @@ def ablation_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
 def _step_changes(folder: Path) -> list[list[str]]:
     import yaml
 
-    record = yaml.safe_load((folder / "ablation.yaml").read_text(encoding="utf-8"))
+    record = parse_yaml((folder / "ablation.yaml").read_text(encoding="utf-8"), str(folder / "ablation.yaml"))
     return [[f"{i} {s['name']}", s.get("label", ""), ", ".join(f"{k}={v}" for k, v in (s.get("set") or {}).items())
              or "—"] for i, s in enumerate(record["steps"])]
 
@@ -260,13 +268,13 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     setups, labelled, data = [], [], ""
     for r in rows:
         experiment = Path(r["folder"]) if r.get("folder") else None
-        if experiment is None or not (experiment / "summary.json").is_file():
+        if experiment is None or not (experiment / layout.SUMMARY_FILE).is_file():
             labelled.append(r)
             continue
-        cfg, runs = load_experiment(experiment / "experiment.yaml"), read_json(experiment / "summary.json")["runs"]
+        cfg, runs = load_experiment(experiment / layout.EXPERIMENT_FILE), read_summary(experiment / layout.SUMMARY_FILE)["runs"]
         setups.append(f"{r['name']}: {describe_setup(cfg, runs)}")
         data = data or f"{Path(cfg.data.path).name if cfg.data.path else 'CIFAR-100'} ({cfg.data.num_classes} classes)"
-        what = ", ".join(filter(None, [cfg.model_args.get("backbone"), f"{runs[0]['epochs']} ep"]))
+        what = ", ".join(filter(None, [model_spec(cfg).backbone, f"{runs[0]['epochs']} ep"]))
         labelled.append({**r, "name": f"{r['name']} ({what})"})  # the chart names backbone and epochs
     runs = max(len(r["test_acc"]) for r in rows)
     blocks: list[Block] = [
@@ -279,8 +287,10 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
         blocks.append(Text("The lab's figures are rows of their own: the lab used another protocol or data "
                            "(e.g. ResNet50 on 200 classes), so they are a reference, not a like-for-like comparison.",
                            muted=True))
-    curves = [f for r in networks for f in _figure(Path(r["folder"]) / "curves.png", f"{r['name']}: mean curves")
-              or _figure(Path(r["folder"]) / "seed-1" / "curves.png", f"{r['name']}: learning curves")]
+    # an experiment of several runs has mean curves of its own; one run's are in its only run folder (any seed)
+    curves = [f for r in networks for f in _figure(Path(r["folder"]) / layout.CURVES_FILE, f"{r['name']}: mean curves")
+              or [g for unit in layout.unit_folders(Path(r["folder"]))[:1]
+                  for g in _figure(unit / layout.CURVES_FILE, f"{r['name']}: learning curves ({unit.name})")]]
     if curves:
         blocks += [Heading("Learning curves"), Grid(curves)]
     return f"comparison: {', '.join(comparison['experiments'])}", blocks
@@ -323,19 +333,43 @@ def tune_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     return f"tuning study: {folder.name}", blocks
 
 
+def probe_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    """A backbone probe, as the probe decides: validation first (the choice is made on it alone), the
+    recommendation and its rule, ImageNet top-1, parameters and multiply-adds; test accuracy a column, never charted."""
+    from cnnlab.studies.probe import probe_rows, recommendation_text
+
+    probe = read_json(folder / layout.PROBE_RESULTS)
+    rows = probe["rows"]
+    header, body = probe_rows(rows)
+    chosen = next((r for r in rows if r["name"] == probe.get("recommended")), None)
+    charted = [{**r, "test_acc": r["val_acc"], "lab": None} for r in rows if r.get("val_acc")]
+    blocks: list[Block] = [
+        Heading("The probe"), Text(recommendation_text(chosen, rows[0].get("num_val", 0)) + "."),
+        Table(header, body, caption="a linear probe on each backbone's frozen features (test accuracy shown, "
+                                    "not used to choose)", source=_source(folder / layout.PROBE_RESULTS, root)),
+        Text(f"Rule: {probe.get('rule', 'best mean validation accuracy')}.", muted=True)]
+    if charted:
+        from cnnlab.reporting.charts import compare_chart
+
+        blocks.append(Figure(compare_chart(charted, title="validation accuracy of each backbone (what the choice "
+                                                          "is made on)"), "validation accuracy: mean ± std, every run a "
+                                                                          "dot", "probe.png"))
+    return f"backbone probe: {', '.join(probe['backbones'])}", blocks
+
+
 BUILDERS: dict[str, Callable[[Path, Path], tuple[str, list[Block]]]] = {
     "run": run_blocks, "experiment": experiment_blocks, "ablation": ablation_blocks, "compare": compare_blocks,
-    "tune": tune_blocks}
+    "tune": tune_blocks, "probe": probe_blocks}
 
 
 def _headline(kind: str, path: Path) -> list[str]:
     """One line of the side-by-side overview: the figure a reader compares first."""
     if kind == "experiment":
-        s = read_json(path / "summary.json")
+        s = read_summary(path / layout.SUMMARY_FILE)
         return [path.name, kind, pm([r["test_acc"] for r in s["runs"]], percent=True),
                 pm([r["test_loss"] for r in s["runs"]], percent=False), str(len(s["runs"]))]
     if kind == "run":
-        r = read_json(path / "results.json")
+        r = read_results(path / layout.RESULTS_FILE)
         return [path.name, kind, pct(r["test_acc"]), f"{r['test_loss']:.4f}", "1"]
     if kind == "ablation":
         last = read_json(path / "ablation.json")["steps"][-1]
@@ -345,6 +379,11 @@ def _headline(kind: str, path: Path) -> list[str]:
         final = read_json(path / "final.json")
         return [path.name, "tuning study (tuned)", pm(final["tuned"]["test_acc"], percent=True),
                 pm(final["tuned"]["test_loss"], percent=False), str(len(final["tuned"]["test_acc"]))]
+    if kind == "probe":
+        probe = read_json(path / layout.PROBE_RESULTS)
+        chosen = next((r for r in probe["rows"] if r["name"] == probe.get("recommended")), probe["rows"][0])
+        return [path.name, f"backbone probe (recommended on validation: {chosen['name']})",
+                pm(chosen["test_acc"], percent=True), "—", str(len(chosen["test_acc"]))]
     rows = read_json(path / "compare.json")["rows"]
     best = max(rows, key=lambda r: sum(r["test_acc"]) / len(r["test_acc"]))
     return [path.name, f"comparison (best: {best['name']})", pm(best["test_acc"], percent=True),

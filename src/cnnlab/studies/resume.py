@@ -9,21 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import cnnlab.layout as layout
 from cnnlab.errors import RunError
 from cnnlab.studies.ablation.runner import resume_ablation
 from cnnlab.studies.experiment import resume_experiment
 from cnnlab.training import distributed
-from cnnlab.training.trainer import silent
+from cnnlab.training.learner import silent
 
 Log = Callable[[str], None]
 
 
 def _is_experiment(path: Path) -> bool:
-    return (path / "experiment.yaml").is_file()
+    return layout.folder_kind(path) == "experiment"
 
 
 def _is_ablation(path: Path) -> bool:
-    return (path / "ablation.yaml").is_file()
+    return layout.folder_kind(path) == "ablation"
 
 
 def resume(path: Path, *, device: str | None = None, progress: bool = True, log: Log = print) -> Path:
@@ -33,7 +34,7 @@ def resume(path: Path, *, device: str | None = None, progress: bool = True, log:
         raise RunError(f"{path}: run folder does not exist")
     if not distributed.current().is_main:
         log = silent
-    if (path / "config.yaml").is_file() and _is_experiment(path.parent):
+    if layout.folder_kind(path) == "run" and _is_experiment(path.parent):
         path = path.parent
         log(f"resuming the experiment this run belongs to: {path}")
     if _is_experiment(path) and _is_ablation(path.parent):

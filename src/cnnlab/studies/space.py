@@ -50,6 +50,21 @@ def _number(value: Any, what: str, where: str) -> float:
     return value
 
 
+def _check_step(low: float, high: float, step: float, where: str) -> None:
+    """A step must be positive, at most the range, and divide it: Optuna would otherwise stop short of `high`
+    (a range 0..1 in steps of 0.3 never tries 1) without a word."""
+    if step <= 0:
+        raise ConfigError(f"{where}: step: expected a value > 0, got {step}")
+    span = high - low
+    if step > span:
+        raise ConfigError(f"{where}: step {step} is wider than the range [{low}, {high}]")
+    count = span / step
+    if abs(count - round(count)) > 1e-9 * max(1.0, count):
+        last = low + int(count) * step
+        raise ConfigError(f"{where}: step {step} does not divide the range [{low}, {high}] (its last value would be "
+                          f"{last:g}, not {high}); make high - low a multiple of the step")
+
+
 def _held(config: dict, dotted: str) -> Any:
     """The value the experiment holds at `a.b.0.c` (lists indexed), or None."""
     node: Any = config
@@ -102,6 +117,8 @@ def load_space(path: str | Path, experiment: str, overrides: dict[str, Any] | No
             step = _number(spec["step"], "step", where) if "step" in spec else None
             if log and (step is not None or low <= 0):
                 raise ConfigError(f"{where}: key '{key}': a log range needs low > 0 and no step")
+            if step is not None:
+                _check_step(low, high, step, f"{where}: key '{key}'")
             held = _held(base, key)
             is_int = isinstance(held, int) and not isinstance(held, bool) and isinstance(low, int) and \
                 isinstance(high, int) and (step is None or isinstance(step, int))

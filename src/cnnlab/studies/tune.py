@@ -34,10 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import cnnlab.layout as layout
+import cnnlab.records as records
 from cnnlab.config import ExperimentConfig, config_to_dict, load_experiment, save_yaml
-from cnnlab.errors import CnnlabError, ConfigError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError, mask_secrets
 from cnnlab.fileio import atomic_write_json, atomic_write_text, read_text_file
 from cnnlab.studies.space import Dimension, load_space, trial_config
+from cnnlab.training.callbacks import Callback, CancelFit
 
 Log = Callable[[str], None]
 PRUNERS = ("asha", "median", "none")
@@ -98,7 +101,8 @@ def check_settings(settings: TuneSettings) -> tuple[ExperimentConfig, list[Dimen
 def study_folder(settings: TuneSettings, base: ExperimentConfig) -> tuple[Path, dict]:
     """The study's folder (the same command finds it again) and its identity, checked against what it holds."""
     space_text = read_text_file(Path(settings.space).expanduser(), what="search space", error=ConfigError)
-    name = settings.study or f"{base.experiment_name}-{Path(settings.space).stem}"
+    # a study named after its space file: any file name works (`my space.yaml` → my-space)
+    name = settings.study or f"{base.experiment_name}-{_study_name(Path(settings.space).stem)}"
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"--study {name!r}: letters, digits, '-', '_' and '.' only")
     folder = Path(settings.out or base.out) / "tune" / name
@@ -107,15 +111,46 @@ def study_folder(settings: TuneSettings, base: ExperimentConfig) -> tuple[Path, 
                 "monitor": monitor_of(base)[0]}
     record = folder / "study.json"
     if record.is_file():
-        held = json.loads(record.read_text())["identity"]
+        held = read_study_record(record)["identity"]
         if held != identity:
             changed = sorted(k for k in identity if held.get(k) != identity[k])
             raise RunError(f"{folder}: holds a study of another {', '.join(changed)}; continue it with the same "
                            "command, or start another with --study NAME")
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(record, {"identity": identity, "space": space_text, "created": time.strftime("%Y-%m-%d %H:%M")})
     return folder, identity
+
+
+STUDY_SCHEMA = {"identity": records.mapping(), "space": records.text(max_len=10_000_000)}
+IDENTITY_SCHEMA = {"experiment": records.text(), "space_sha256": records.text(), "overrides": records.mapping(),
+                   "seeds": records.list_of(records.integer(at_least=0), min_len=1), "monitor": records.text()}
+
+
+def read_study_record(path: Path) -> dict:
+    """A study folder's study.json, its identity checked field by field before it is compared or used."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable study record ({exc}); move the folder away to start the study anew")
+    record = records.check(data, STUDY_SCHEMA, path, error=RunError, what="a study record")
+    record["identity"] = records.check(record["identity"], IDENTITY_SCHEMA, f"{path}: field 'identity'",
+                                       error=RunError, what="a study's identity")
+    return record
+
+
+def _study_name(text: str) -> str:
+    """`text` with every character a study name does not take (spaces, slashes, ...) made a '-'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "space"
+
+
+def create_study_record(folder: Path, identity: dict, space_text: str) -> bool:
+    """study.json in a new study folder; False when the folder held the study already."""
+    record = folder / "study.json"
+    if record.is_file():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, {"identity": identity, "space": space_text, "created": time.strftime("%Y-%m-%d %H:%M")})
+    return True
 
 
 def open_study(settings: TuneSettings, folder: Path, direction: str, worker: int = 0):
@@ -139,11 +174,12 @@ def open_study(settings: TuneSettings, folder: Path, direction: str, worker: int
                                               if url.startswith("sqlite") else None)
             break
         except ImportError as exc:  # the URL's driver is not installed: nothing to wait for
-            raise ConfigError(f"--storage {url}: cannot open it ({exc})") from None
+            raise ConfigError(mask_secrets(f"--storage {url}: cannot open it ({exc})")) from None
         except Exception as exc:  # a bad URL, an unreachable server; or workers started at once creating the
             # same tables in a fresh database (the loser sees a unique violation): a moment later they exist
             if attempt == 5:
-                raise ConfigError(f"--storage {url}: cannot open it ({str(exc).splitlines()[0][:200]})") from None
+                raise ConfigError(mask_secrets(f"--storage {url}: cannot open it ({str(exc).splitlines()[0][:200]})")
+                                  ) from None
             time.sleep(0.5 + random.random() * 2)
     pruner = {"asha": optuna.pruners.SuccessiveHalvingPruner(), "median": optuna.pruners.MedianPruner(n_warmup_steps=1),
               "none": optuna.pruners.NopPruner()}[settings.pruner]
@@ -154,8 +190,8 @@ def open_study(settings: TuneSettings, folder: Path, direction: str, worker: int
                                        sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed + worker))
         except Exception as exc:
             if attempt == 5:
-                raise ConfigError(f"--storage {url}: cannot create or load study '{folder.name}' "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
+                raise ConfigError(mask_secrets(f"--storage {url}: cannot create or load study '{folder.name}' "
+                                               f"({str(exc).splitlines()[0][:200]})")) from None
             time.sleep(0.5 + random.random() * 2)
 
 
@@ -175,7 +211,9 @@ class Objective:
     def __call__(self, trial) -> float:
         from cnnlab.studies.experiment import data_key, load_data
         from cnnlab.studies.preflight import check_experiment
-        from cnnlab.training.trainer import Trainer
+        from cnnlab.training.callbacks import RunFolderWriter
+        from cnnlab.training.learner import Learner, silent
+        from cnnlab.training.run_folder import RunFolder
 
         optuna = _optuna()
         params = {d.key: d.suggest(trial) for d in self.dimensions}
@@ -193,25 +231,25 @@ class Objective:
         tick, values, epochs_run, step = time.perf_counter(), [], 0, 0
         self.log(f"trial {trial.number}: {', '.join(f'{k}={v}' for k, v in params.items())}")
         for index, seed in enumerate(cfg.seeds):
-            trainer = Trainer(cfg, splits, seed=seed, log=lambda s: None, progress=False)
-            offset = index * trainer.epochs  # seed k's epochs are steps of their own, as comparable across trials
-
-            def report(t, offset=offset):
-                nonlocal epochs_run
-                row = t.history[-1]
-                epochs_run += 1
-                _write_metrics(folder / f"seed-{seed}" / "metrics.csv", t.history)
-                trial.report(float(row[monitor]), offset + row["epoch"])
-                if trial.should_prune():
-                    self._write(folder, trial, params, "pruned", None, epochs_run, tick, offset + row["epoch"])
-                    raise optuna.TrialPruned()
-
-            trainer.fit(on_epoch_end=report)
-            trainer.use_kept_weights()
-            history = trainer.history
-            kept = [r for r in history if r["epoch"] == (trainer.best or {}).get("epoch")] or history[-1:]
+            run_folder = RunFolder(folder / f"seed-{seed}")
+            run_folder.path.mkdir(exist_ok=True)
+            # a trial's seed folder is a run folder (record, metrics.csv, status, curves) without checkpoints
+            # (a killed trial is tried again from its start) and without any test figure
+            pruning = OptunaReport(trial, monitor, offset=0)
+            with run_folder.held():
+                learner = Learner(cfg, splits, seed=seed, log=silent, progress=False,
+                                  callbacks=[RunFolderWriter(run_folder, checkpoints=False), pruning])
+                pruning.offset = index * learner.epochs  # seed k's epochs are steps of their own
+                learner.run()
+            epochs_run += pruning.reported
+            if pruning.pruned:
+                run_folder.status("pruned", epoch=learner.epochs_done)
+                self._write(folder, trial, params, "pruned", None, epochs_run, tick, pruning.offset + learner.epochs_done)
+                raise optuna.TrialPruned()
+            history = learner.history
+            kept = [r for r in history if r["epoch"] == (learner.best or {}).get("epoch")] or history[-1:]
             values.append(float(kept[0][monitor]))
-            step = offset + history[-1]["epoch"]
+            step = pruning.offset + history[-1]["epoch"]
         value = sum(values) / len(values)
         self._write(folder, trial, params, "complete", value, epochs_run, tick, step)
         self.log(f"trial {trial.number}: {monitor} {value:.4f} ({epochs_run} epochs, "
@@ -226,18 +264,29 @@ class Objective:
                                                   "time_s": time.perf_counter() - tick})
 
 
+class OptunaReport(Callback):
+    """A trial's callback: report the monitored validation figure every epoch, and end the fit when
+    Optuna's pruner says the trial is poor (the Objective then marks it pruned)."""
+
+    order = 50
+
+    def __init__(self, trial, monitor: str, offset: int):
+        self.trial, self.monitor, self.offset = trial, monitor, offset
+        self.pruned, self.reported = False, 0
+
+    def on_epoch_end(self, learner, row: dict) -> None:
+        self.reported += 1
+        self.trial.report(float(row[self.monitor]), self.offset + row["epoch"])
+        if self.trial.should_prune():
+            self.pruned = True
+            raise CancelFit
+
+
 def _without_test(splits):
     """The splits a trial may see: the test split is not handed over at all."""
     from dataclasses import replace
 
     return replace(splits, test=None)
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    from cnnlab.reporting.metrics import write_metrics
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_metrics(path, history)
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -326,7 +375,7 @@ def final_comparison(settings: TuneSettings, study, folder: Path, *, progress: b
         cfg.out = str(folder / "final" / name)
         log(f"\n=== final: {name} over seeds {settings.final_seeds} (the test split, used for the first time) ===")
         experiment = run_experiment(cfg, progress=progress, log=log)
-        runs = json.loads((experiment / "summary.json").read_text())["runs"]
+        runs = json.loads((experiment / layout.SUMMARY_FILE).read_text())["runs"]
         results[name] = {"test_acc": [r["test_acc"] for r in runs], "test_loss": [r["test_loss"] for r in runs],
                          "folder": str(experiment)}
         results[name]["test_acc_mean"] = sum(results[name]["test_acc"]) / len(runs)
@@ -357,9 +406,19 @@ def run_tune(settings: TuneSettings, *, progress: bool = True, log: Log = print)
 
     check_experiment(base)
     monitor, direction = monitor_of(base)
-    folder, _ = study_folder(settings, base)
-    study = open_study(settings, folder, direction)
-    log(f"study {folder} ({settings.storage or 'SQLite: study.db'}): {settings.trials} trials over "
+    folder, identity = study_folder(settings, base)
+    existed = folder.exists()
+    space_text = read_text_file(Path(settings.space).expanduser(), what="search space", error=ConfigError)
+    created = create_study_record(folder, identity, space_text)
+    try:
+        study = open_study(settings, folder, direction)
+    except CnnlabError:
+        if created and not existed:  # nothing half-made: a study that could not open leaves no folder behind
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    log(f"study {folder} ({mask_secrets(settings.storage or 'SQLite: study.db')}): {settings.trials} trials over "
         f"{'; '.join(d.describe() for d in dimensions)}; each judged on {monitor} (validation), pruner "
         f"{settings.pruner}; {finished(study)} finished already")
     if settings.workers == 1:

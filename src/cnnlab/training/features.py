@@ -21,7 +21,7 @@ from cnnlab.data.streaming import StreamingSet
 from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_bytes, cache_dir, remove_write_debris
 from cnnlab.models.base import Classifier
-from cnnlab.training.engines import compile_module, engine_versions
+from cnnlab.engines import compile_module, engine_versions
 from cnnlab.training.loop import autocast_context, images_per_batch
 
 
@@ -69,7 +69,7 @@ def compute_features(model: Classifier, data, preprocess, *, batch_size: int, de
     model.eval()
     chunks = []
     forward = None
-    bar = tqdm(total=len(data), desc="features", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(data), desc="features", unit="img", disable=None if progress else True, leave=False)
     for images, _ in data.batches(images_per_batch(data, batch_size)):
         x = preprocess(images.to(device), train=False)
         if engine != "torch":

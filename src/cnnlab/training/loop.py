@@ -1,56 +1,34 @@
 """The one training loop: `train_one_epoch` and `evaluate`, shared by every experiment."""
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
-from cnnlab.data.batches import num_batches
 from cnnlab.data.images import ImageSource
 from cnnlab.config import TTA_MODES
-from cnnlab.errors import ConfigError, TrainingDiverged
-from cnnlab.training.device import cpu_has_native_bf16
+from cnnlab.errors import TrainingDiverged
 from cnnlab.training.distributed import all_sum
 from cnnlab.training.mixing import BatchMixer, MixedBatch, mixed_correct, mixed_loss
+from cnnlab.training.runtime import autocast
 from cnnlab.training.scores import scores
 from cnnlab.training.steps import OptimizerStep
 
 Preprocess = Callable[..., torch.Tensor]
 
 
-def autocast_context(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA or CPU when enabled; a no-op otherwise."""
-    if enabled and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class BatchHooks(Protocol):
+    """What sees each training batch (the Learner's callbacks): its start, and its end with the loss."""
+
+    def batch_start(self, index: int, images: torch.Tensor, labels: torch.Tensor) -> None: ...
+
+    def batch_end(self, index: int, loss: torch.Tensor, size: int) -> None: ...
 
 
-def resolve_amp(mode: str, device: torch.device) -> bool:
-    """'auto': bf16 on CUDA and on CPUs with native bf16; 'bf16': on CUDA and any CPU; 'off': never.
-
-    Precision does not move the lab's figures beyond seed noise: BaseNet 45.15 ± 1.89 % in bf16
-    (H200) against 44.91 ± 1.23 % in fp32 (CPU); BaseNet++ 66.01 ± 0.17 % in bf16 against the
-    lab's 66.25 % (3 seeds each, 50 epochs). So `auto` takes bf16 wherever it is fast.
-    """
-    if mode == "bf16":
-        return device.type in ("cuda", "cpu")
-    if mode != "auto":
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_counts_as_native())
-
-
-def cpu_bf16_counts_as_native() -> bool:
-    """cpu_has_native_bf16(), unless $CNNLAB_CPU_BF16 (0 or 1) says otherwise: 0 keeps `auto` in fp32
-    on any CPU (the test suite does, so its figures are the same on every machine)."""
-    forced = os.environ.get("CNNLAB_CPU_BF16", "")
-    if forced not in ("", "0", "1"):
-        raise ConfigError(f"$CNNLAB_CPU_BF16: expected 0 or 1, got {forced!r}")
-    return cpu_has_native_bf16() if forced == "" else forced == "1"
+def autocast_context(device: torch.device, precision: bool | str):
+    """Autocast to `precision` ('bf16', 'fp16'; True = bf16) on CUDA or CPU; a no-op for fp32 (training/runtime.py)."""
+    return autocast(device, precision)
 
 
 # Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.
@@ -110,10 +88,10 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, step: OptimizerStep,
                     loss_fn: nn.Module, batch_size: int, generator: torch.Generator, epoch: int,
-                    amp: bool = False, channels_last: bool = False, progress: bool = True,
+                    amp: bool | str = False, channels_last: bool = False,
                     train_mode: Callable[[nn.Module], None] | None = None,
                     shard: tuple[int, int] = (0, 1), mixer: BatchMixer | None = None,
-                    order: torch.Tensor | None = None) -> dict[str, float]:
+                    order: torch.Tensor | None = None, hooks: BatchHooks | None = None) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws (or a sampler's `order`); returns mean loss and
     accuracy.
 
@@ -124,14 +102,16 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
     weigh each image's two labels (mixing.py).
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
-    step); a non-finite loss raises TrainingDiverged naming the first bad step.
+    step); a non-finite loss raises TrainingDiverged naming the first bad step. `hooks` (the
+    Learner's callbacks) see each batch start and end; the loop itself prints nothing.
     """
     (train_mode or (lambda m: m.train()))(model)
     device = data.device
     losses, correct, seen = [], torch.zeros((), device=device), torch.zeros((), device=device)
-    steps = num_batches(len(data), batch_size)
-    bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for images, labels in data.batches(batch_size, shuffle=True, generator=generator, shard=shard, order=order):
+    batches = data.batches(batch_size, shuffle=True, generator=generator, shard=shard, order=order)
+    for index, (images, labels) in enumerate(batches):
+        if hooks is not None:
+            hooks.batch_start(index, images, labels)
         x = preprocess(images, train=True, generator=generator)
         mixed = mixer(x, labels, generator) if mixer is not None and mixer.enabled else None
         x = _prepare(x if mixed is None else mixed.images, channels_last)
@@ -147,10 +127,8 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
         loss = step(model, loss_of, labels.shape[0])
         losses.append(loss * labels.shape[0])
         seen += labels.shape[0]
-        bar.update(1)
-        if progress and bar.n % 25 == 0:
-            bar.set_postfix(loss=f"{losses[-1].item() / labels.shape[0]:.3f}")
-    bar.close()
+        if hooks is not None:  # the progress bar, a user's callback, the LR range test, ...
+            hooks.batch_end(index, loss, labels.shape[0])
     # Per-step loss sums, correct and seen counts, summed over processes when distributed.
     stacked = all_sum(torch.stack(losses))
     correct, seen = all_sum(correct), float(all_sum(seen))
@@ -163,7 +141,7 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, loss_fn: nn.Module, batch_size: int,
-             num_classes: int, amp: bool = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
+             num_classes: int, amp: bool | str = False, channels_last: bool = False, shard: tuple[int, int] = (0, 1),
              tta: str = "off") -> dict[str, float]:
     """Mean loss, accuracy, balanced accuracy and macro-F1 over `data` in eval mode (no augmentation, no
     dropout; `tta`: see TTA_MODES). One `num_classes`² confusion matrix is summed on the device (and over
@@ -193,7 +171,7 @@ def _eval_batches(data, batch_size: int, shard: tuple[int, int]):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, batch_size: int,
-                   amp: bool = False, channels_last: bool = False, tta: str = "off"
+                   amp: bool | str = False, channels_last: bool = False, tta: str = "off"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image's logits (float32, on the CPU) and label, in the split's order, in eval mode."""
     model.eval()

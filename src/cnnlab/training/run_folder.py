@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import cnnlab.layout as layout
 from cnnlab.config import ExperimentConfig, save_config
 from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, remove_write_debris
@@ -120,9 +121,11 @@ class RunFolder:
             atomic_write_json(self.path / "environment.json", environment_record(device, seed))
             atomic_write_text(self.path / "model.txt", summary + "\n")
 
-    def epoch_end(self, checkpoint: dict, history: list[dict]) -> None:
+    def epoch_end(self, checkpoint: dict | None, history: list[dict]) -> None:
+        """The epoch's checkpoint (None: a tune trial keeps none), metrics.csv, then the trackers."""
         if self.writes:
-            save_checkpoint(self.checkpoint_path, checkpoint)
+            if checkpoint is not None:
+                save_checkpoint(self.checkpoint_path, checkpoint)
             write_metrics(self.path / "metrics.csv", history)
             for tracker in self.trackers:  # after the files: a tracker never holds an epoch they lack
                 tracker.epoch(history[-1])
@@ -157,16 +160,22 @@ class RunFolder:
         """The trained weights (with what using them needs), the results and the curves (then the
         caller writes the interpretation and marks the run finished)."""
         if self.writes:
-            save_weights(self.path / "model.safetensors", model, record)
-            atomic_write_json(self.path / "results.json", results)
+            save_weights(self.path / layout.WEIGHTS_FILE, model, record)
+            atomic_write_json(self.path / layout.RESULTS_FILE, results)
             plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title,
                                  test={"epoch": results["kept_epoch"], "loss": results["test_loss"],
                                        "acc": results["test_acc"]})
 
+    def finish_validation_only(self, *, title: str, epoch: int) -> None:
+        """A run handed no test split (a tune trial): its curves, and the state finished."""
+        if self.writes:
+            plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title)
+            self.status("finished", epoch=epoch)
+
     def unfinish(self, epoch: int) -> None:
         """Interrupted while writing the last files: no results.json, so a resume tests again from the checkpoint."""
         if self.writes:
-            (self.path / "results.json").unlink(missing_ok=True)
+            (self.path / layout.RESULTS_FILE).unlink(missing_ok=True)
             self.status("interrupted", epoch=epoch)
 
 

@@ -4,10 +4,12 @@ The loop (loop.py) hands each batch's loss to an `OptimizerStep` and asks nothin
 owns what sits between `backward` and `optimizer.step`, in this order:
 
     zero the gradients
-    for each of `accumulate` slices of the batch:  backward(slice loss × slice share)
+    for each of `accumulate` slices of the batch:  backward(slice loss × slice share [× fp16's scale])
+    unscale the gradients (fp16 only: `scaler`)
     clip the gradients' global L2 norm to `grad_clip` (0: never)
-    optimizer.step(); scheduler.step()
-    every `after_step` hook (the weight average's update)
+    every `before_step` hook (a callback's `before_step`: the gradients are final here)
+    optimizer.step() (through the scaler with fp16: skipped if a gradient is not finite); scheduler.step()
+    every `after_step` hook (the weight average's update, then the callbacks' `after_step`)
 
 `train.accumulate: K` cuts every batch into K slices that go forward and backward one at a
 time and sum their gradients before the one optimizer step: the batch's activations need 1/K of
@@ -26,8 +28,12 @@ Weight decay on norms and biases is the optimizer's business, not the step's:
 LayerNorm weights, every bias) and a model's `no_weight_decay()` names in groups without decay
 (optim.py's `decay_groups`), as nanoGPT's `configure_optimizers` and timm's `param_groups_weight_decay` do.
 
-A new trick of this kind (a gradient-noise term, a sharpness-aware step, a loss scaler for fp16)
-is one more field and a few lines in `OptimizerStep.__call__`, not a keyword of `train_one_epoch`.
+`train.amp: fp16` (training/runtime.py) hands the step a `torch.amp.GradScaler`: the loss is scaled
+before `backward` so fp16's small gradients do not underflow, and the gradients are unscaled before
+clipping, so `grad_clip` means the same norm in every precision.
+
+A new trick of this kind (a gradient-noise term, a sharpness-aware step) is one more field and a
+few lines in `OptimizerStep.__call__`, not a keyword of `train_one_epoch`.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class OptimizerStep:
     accumulate: int = 1
     grad_clip: float = 0.0
     after_step: list[Callable[[], None]] = field(default_factory=list)
+    before_step: list[Callable[[], None]] = field(default_factory=list)
+    scaler: "torch.amp.GradScaler | None" = None  # fp16's loss scaler (training/runtime.py)
 
     def __post_init__(self) -> None:
         if self.accumulate < 1:
@@ -78,12 +86,21 @@ class OptimizerStep:
             sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
                 loss = loss_of(part)
-                (loss * share).backward()
+                scaled = loss * share
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total = loss.detach() * share if total is None else total + loss.detach() * share
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clipping and the hooks see the true gradients
         if self.grad_clip > 0:
             trained = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(trained, self.grad_clip)
-        self.optimizer.step()
+        for hook in self.before_step:
+            hook()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when a gradient overflowed; the scale then shrinks
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         for hook in self.after_step:
             hook()

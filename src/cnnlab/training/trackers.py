@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+import cnnlab.layout as layout
 from cnnlab.config import ExperimentConfig, config_to_dict, flat_config
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, read_json
@@ -147,7 +148,7 @@ class MlflowTracker:
         self.client.log_batch(self.run_id, metrics=[
             Metric("test/loss", results["test_loss"], stamp, results["kept_epoch"]),
             Metric("test/accuracy", results["test_acc"], stamp, results["kept_epoch"])])
-        for name in (*FIGURES, "results.json", "metrics.csv", "per_class.csv"):
+        for name in (*FIGURES, layout.RESULTS_FILE, "metrics.csv", "per_class.csv"):
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
         self.stop("finished")

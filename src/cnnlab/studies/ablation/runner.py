@@ -10,19 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from cnnlab.config import ExperimentConfig, config_to_dict, load_experiment, parse_experiment, save_config, save_yaml
+import cnnlab.layout as layout
+from cnnlab.config import (ExperimentConfig, config_to_dict, load_experiment, parse_experiment, parse_yaml, save_config,
+                           save_yaml)
 from cnnlab.errors import ConfigError, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
-from cnnlab.reference import LAB_ABLATION
+from cnnlab.reference import LAB_ABLATION, lab_data_kind_matches
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
 from cnnlab.studies.ablation.config import AblationConfig, load_ablation, parse_ablation
 from cnnlab.studies.ablation.stats import compare
 from cnnlab.studies.experiment import (data_key, follows_lab_protocol, load_data, record_data, resume_experiment,
                                       run_units, unit_names)
-from cnnlab.studies.layout import experiment_setup, step_dir
+from cnnlab.studies.layout import experiment_setup, read_summary, step_dir
 from cnnlab.studies.preflight import check_experiment
 
 Log = Callable[[str], None]
@@ -71,7 +72,7 @@ def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | N
             step_folder = step_dir(folder, index, step.name)
             step_folder.mkdir()
             record_data(cfg, step_folder, splits_by_key[key])
-            save_config(cfg, step_folder / "experiment.yaml")
+            save_config(cfg, step_folder / layout.EXPERIMENT_FILE)
             run_units(cfg, step_folder, splits_by_key[key], progress=progress, log=log)
     except RunInterrupted as exc:
         raise exc.resume_from(folder) from None
@@ -80,7 +81,7 @@ def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | N
 
 
 def _read_record(folder: Path) -> AblationConfig:
-    raw = yaml.safe_load((folder / "ablation.yaml").read_text())
+    raw = parse_yaml((folder / "ablation.yaml").read_text(encoding="utf-8"), str(folder / "ablation.yaml"))
     return parse_ablation({k: raw[k] for k in ("name", "base", "seeds", "alpha", "steps")},
                           source=str(folder / "ablation.yaml"))
 
@@ -92,8 +93,8 @@ def follows_lab_ablation(ablation: AblationConfig, folder: Path) -> bool:
         return False
     for index, (step, reference) in enumerate(zip(ablation.steps, step_configs(lab, {}))):
         step_folder = step_dir(folder, index, step.name)
-        runs = read_json(step_folder / "summary.json")["runs"]
-        if not follows_lab_protocol("basenet", load_experiment(step_folder / "experiment.yaml"), reference, runs):
+        runs = read_summary(step_folder / layout.SUMMARY_FILE)["runs"]
+        if not follows_lab_protocol("basenet", load_experiment(step_folder / layout.EXPERIMENT_FILE), reference, runs):
             return False
     return True
 
@@ -101,13 +102,19 @@ def follows_lab_ablation(ablation: AblationConfig, folder: Path) -> bool:
 def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     ablation = _read_record(folder)
     same_protocol = follows_lab_ablation(ablation, folder)
+    first = step_dir(folder, 0, ablation.steps[0].name)
+    first_cfg, first_runs = load_experiment(first / layout.EXPERIMENT_FILE), read_summary(first / layout.SUMMARY_FILE)["runs"]
+    # the lab's figures stand beside the steps only where the data is the lab's (reference.LAB_SOURCES)
+    lab_data = lab_data_kind_matches("basenet", source=first_cfg.data.source, num_classes=first_cfg.data.num_classes,
+                                     train_images=first_runs[0]["num_train"] + first_runs[0]["num_val"],
+                                     test_images=first_runs[0]["num_test"])
     rows, previous = [], None
     for index, step in enumerate(ablation.steps):
-        summary = read_json(step_dir(folder, index, step.name) / "summary.json")
+        summary = read_summary(step_dir(folder, index, step.name) / layout.SUMMARY_FILE)
         accs = [r["test_acc"] for r in summary["runs"]]
         losses = [r["test_loss"] for r in summary["runs"]]
         row = {"step": index, "name": step.name, "label": step.label, "model": summary["model"],
-               "test_acc": accs, "test_loss": losses, "lab": LAB_ABLATION.get(step.name),
+               "test_acc": accs, "test_loss": losses, "lab": LAB_ABLATION.get(step.name) if lab_data else None,
                "vs_previous": compare(previous, accs, alpha=ablation.alpha) if previous else None}
         rows.append(row)
         previous = accs
@@ -118,7 +125,7 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     curves = {}
     for r in rows:
         step_folder = step_dir(folder, r["step"], r["name"])
-        units = unit_names(load_experiment(step_folder / "experiment.yaml"))
+        units = unit_names(load_experiment(step_folder / layout.EXPERIMENT_FILE))
         curves[f"{r['step']} {r['label']}"] = [step_folder / unit / "metrics.csv" for unit in units]
     setup = experiment_setup(step_dir(folder, 0, ablation.steps[0].name))
     plot_overlay(curves, folder / "val_curves.png", metric="val_acc",
@@ -140,19 +147,19 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
 
 def resume_ablation(folder: Path, *, device: str | None = None, progress: bool = True, log: Log = print) -> Path:
     """Finish every unfinished step of an ablation folder, then rebuild its table."""
-    raw = yaml.safe_load((folder / "ablation.yaml").read_text())
+    raw = parse_yaml((folder / "ablation.yaml").read_text(encoding="utf-8"), str(folder / "ablation.yaml"))
     ablation = _read_record(folder)
     configs = step_configs(ablation, raw.get("base_overrides") or {})
     for index, (step, cfg) in enumerate(zip(ablation.steps, configs)):
         step_folder = step_dir(folder, index, step.name)
-        if not (step_folder / "experiment.yaml").is_file():
+        if not (step_folder / layout.EXPERIMENT_FILE).is_file():
             step_folder.mkdir(exist_ok=True)
-            save_config(cfg, step_folder / "experiment.yaml")
+            save_config(cfg, step_folder / layout.EXPERIMENT_FILE)
         try:
             resume_experiment(step_folder, device=device, progress=progress, log=log)
         except RunInterrupted as exc:
             raise exc.resume_from(folder) from None
-        if not (step_folder / "summary.json").is_file():
+        if not (step_folder / layout.SUMMARY_FILE).is_file():
             raise RunError(f"{step_folder}: step '{step.name}' did not finish")
     summarize_ablation(folder, log=log)
     return folder

@@ -1,12 +1,19 @@
-"""One training run (one seed): phases as the outer loop, epochs as the inner one.
+"""One training run (one seed) as a `Learner` built from parts: phases outside, epochs inside.
+
+    Learner(cfg, splits, seed=..., runtime=Runtime.resolve(cfg), model=None | a Classifier,
+            callbacks=[KeepBest(...), RunFolderWriter(...), Progress(), EarlyStopping(...), yours...])
 
     for each phase of the fine-tuning policy (one phase for plain training):
         freeze / unfreeze, rebuild the optimizer and schedule (Keras's "recompile"),
         choose the data (images, or cached backbone features for a head-only phase)
         for each epoch of the phase:
-            train one epoch, evaluate on the validation split, checkpoint, log
+            train one epoch (the callbacks see each batch and each optimizer step),
+            evaluate on the validation split; the callbacks keep, checkpoint, log, stop
 
-`train_seed` runs it into a `RunFolder`; `Trainer` holds the state a checkpoint restores.
+Everything around the loop is a callback (training/callbacks.py); where and how it computes is a
+`Runtime` resolved once (training/runtime.py). `train_seed` is `cnnlab run`'s use of it: one seed
+into a `RunFolder`. `run()` fits, loads the kept weights, tests and hands the results to the
+callbacks; `fit()` alone trains (a tune trial, the LR range test).
 """
 from __future__ import annotations
 
@@ -21,30 +28,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.failpoints import failpoint
-from cnnlab.config import ExperimentConfig, PhaseConfig
+from cnnlab.config import ExperimentConfig, PhaseConfig, model_spec
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
 from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
-from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.checkpoint import PhaseParts, load_state_strict
 from cnnlab.training.checks import check_data_rules, check_model_rules, on_cached_features
-from cnnlab.training.device import cpu_threads, resolve_device, rng_state, seed_everything, set_rng_state
+from cnnlab.training.callbacks import (Callback, Callbacks, CancelFit, CancelPhase, EarlyStopping, KeepBest, Progress,
+                                      RunFolderWriter)
+from cnnlab.training.device import resolve_device, rng_state, set_rng_state
 from cnnlab.training.ema import WeightAverage
-from cnnlab.training.engines import resolve_engine
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.reporting.interpretation import confusion
 from cnnlab.training.imbalance import class_counts, class_weights, epoch_order
-from cnnlab.training.loop import evaluate, predict_logits, resolve_amp, train_one_epoch
+from cnnlab.training.loop import evaluate, predict_logits, train_one_epoch
 from cnnlab.training.scores import SCORES, scores
 from cnnlab.training.mixing import BatchMixer
 from cnnlab.training.phases import apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode
 from cnnlab.training.run_folder import RunFolder
+from cnnlab.training.runtime import Runtime
 from cnnlab.training.steps import OptimizerStep
 from cnnlab.training.trackers import make_trackers
-from cnnlab.training.selection import improves, should_stop
 
 Log = Callable[[str], None]
 
@@ -53,15 +60,20 @@ def silent(line: str) -> None:
     """The log of processes other than 0 under torchrun."""
 
 
-def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, int, int]) -> Classifier:
-    """Create the registered model for this data and apply the configured initialiser."""
-    reserved = sorted({"num_classes", "in_channels", "image_size"} & set(cfg.model_args))
-    if reserved:
-        raise ConfigError(f"model_args.{reserved[0]}: set by the data (data.num_classes, the images' channels, "
-                          "data.image_size), not by model_args")
+def build_model(cfg: ExperimentConfig, num_classes: int, input_size: tuple[int, int, int], *,
+                shape_only: bool = False) -> Classifier:
+    """Create the registered model for this data and apply the configured initialiser (model_args were checked
+    as the configuration was read: config.ModelSpec; `shape_only`: the architecture without its weights)."""
+    args = model_spec(cfg).shape_only() if shape_only else cfg.model_args
     model = create_model(cfg.model, num_classes=num_classes, in_channels=input_size[0],
-                         image_size=input_size[1], **cfg.model_args)
+                         image_size=input_size[1], **args)
     return initialise(model, cfg.init)
+
+
+def fit_preprocess(cfg: ExperimentConfig, splits: DataSplits) -> BatchPreprocessor:
+    """The batch preprocessing of `cfg` fitted on the training split (featurewise statistics), on the
+    model's weights' own normalisation where `preprocess.normalize: weights`."""
+    return BatchPreprocessor.fit(cfg.preprocess, splits.train, model_preprocessing(cfg.model, cfg.model_args))
 
 
 @dataclass
@@ -89,32 +101,66 @@ class PhaseData:
         return self.preprocess is feature_preprocess
 
 
-class Trainer:
-    """The model, its data and preprocessing, and the training state a checkpoint holds."""
+def standard_callbacks(cfg: ExperimentConfig, *, progress: bool) -> list[Callback]:
+    """The callbacks every run of `cfg` has: keep-best and early stopping as configured, progress."""
+    tc = cfg.train
+    out: list[Callback] = [Progress(bar=progress)]
+    if tc.keep_best != "off":
+        out.append(KeepBest(tc.keep_best))
+    if tc.early_stopping.monitor != "off":
+        out.append(EarlyStopping(tc.early_stopping))
+    return out
 
-    def __init__(self, cfg: ExperimentConfig, splits: DataSplits, *, seed: int, log: Log = print,
-                 progress: bool = True):
+
+class _BatchHooks:
+    """The loop's view of the callbacks (loop.BatchHooks)."""
+
+    def __init__(self, learner: "Learner"):
+        self.learner, self.callbacks = learner, learner.callbacks
+
+    def batch_start(self, index: int, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.callbacks.on_batch_start(self.learner, index, images, labels)
+
+    def batch_end(self, index: int, loss: torch.Tensor, size: int) -> None:
+        self.callbacks.on_batch_end(self.learner, index, loss, size)
+
+
+class Learner:
+    """A model, its data and preprocessing, a runtime and callbacks; the training state a checkpoint holds.
+
+    Parts: `cfg` (the recipe: optimizer, phases, loss, augmentation), `splits` (train, validation and
+    test: a split may be None — a tune trial or the LR range test never receives the test split),
+    `runtime` (default: resolved from `cfg`), `model` (default: the registered `cfg.model`, built and
+    initialised after seeding, so equal seeds give equal runs), `callbacks` (default: keep-best, early
+    stopping and progress as `cfg` says; yours are added to them).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, splits: DataSplits, *, seed: int, runtime: Runtime | None = None,
+                 model: Classifier | None = None, callbacks: list[Callback] | tuple = (), log: Log = print,
+                 progress: bool = True, standard: bool = True):
         self.cfg, self.splits, self.seed, self.log, self.progress = cfg, splits, seed, log, progress
         self.ctx = distributed.current()
         tc = cfg.train
         check_data_rules(cfg, splits, self.ctx.world)
-        self.device = distributed.device_for(self.ctx, resolve_device(cfg.device))
-        seed_everything(seed)
-        self.model = build_model(cfg, splits.num_classes, splits.input_size)
-        if self.device.type == "cpu":  # seeds trained together share the cores out (train.threads)
-            torch.set_num_threads(cpu_threads(tc.threads))
-            keep_freed_memory()  # large activations reuse freed memory (training/allocator.py)
-        self.channels_last = tc.channels_last and self.device.type in ("cuda", "cpu")
-        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        if runtime is None:
+            runtime = Runtime.resolve(cfg, device=distributed.device_for(self.ctx, resolve_device(cfg.device)))
+        self.runtime = runtime
+        self.device = runtime.device
+        runtime.seed(seed)
+        self.model = build_model(cfg, splits.num_classes, splits.input_size) if model is None else model
+        runtime.take_cores()  # seeds trained together share the cores out (train.threads)
+        self.channels_last = runtime.channels_last
+        self.model.to(self.device, memory_format=runtime.memory_format)
         # train.ema: the averaged copy is what is evaluated, kept and saved (training/ema.py).
         self.ema = WeightAverage(self.model, tc.ema) if tc.ema > 0 else None
-        self.preprocess = BatchPreprocessor.fit(cfg.preprocess, splits.train,
-                                                model_preprocessing(cfg.model, cfg.model_args))
+        self.preprocess = fit_preprocess(cfg, splits)
         self.augment = self.preprocess.augment
         self.phases = resolve_phases(tc)
+        self.phase_spans = phase_epochs(self.phases)
         self.epochs = sum(p.epochs for p in self.phases)
-        self.amp = resolve_amp(tc.amp, self.device)
-        self.engine = resolve_engine(tc.engine, self.device)  # what extracts cached features
+        self.amp = runtime.precision  # what autocasts: bf16, fp16 or fp32
+        self.engine = runtime.engine  # what extracts cached features
+        self.scaler = runtime.grad_scaler()  # fp16's loss scaler; None otherwise
         self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
         # train.class_weights: the loss weighs each class by its training images (training/imbalance.py)
         weights = class_weights(class_counts(splits.train.labels, splits.num_classes), tc.class_weights,
@@ -126,17 +172,22 @@ class Trainer:
         self.eval_loss = nn.CrossEntropyLoss()
         self.images = tuple(s.to(self.device) if s is not None else None
                             for s in (splits.train, splits.val, splits.test))
+        self.callbacks = Callbacks([*(standard_callbacks(cfg, progress=progress) if standard else []), *callbacks])
         self.features: tuple | None = None  # computed by the first phase that trains on them
         self.history: list[dict] = []
         self.best: dict | None = None  # {"epoch", "value", "model"}: the weights train.keep_best keeps
         self.stopped: list[str] = []  # phases that early stopping ended
         self.resumed: dict | None = None  # the checkpoint being resumed, until its phase has restarted
+        self.was_resumed = False
+        self.diverged: dict | None = None  # {"epoch", "step"} once the loss stopped being finite
+        self.validate = True  # the LR range test turns it off: it never reads a validation figure
         self.phase_index = 0
         self.parts = PhaseParts()  # what of the model each checkpoint of this phase holds (checkpoint.py)
         self.optimizer = self.scheduler = None
         self.step: OptimizerStep | None = None
         self.used_features = False
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
+        self.steps_per_phase_epoch = self.steps_per_epoch
 
     # ------------------------------------------------------------------ state
 
@@ -164,6 +215,8 @@ class Trainer:
             state["best"] = self.best
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.scaler is not None:  # fp16: the loss scale reached, so a resume scales as the run would have
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def restore(self, state: dict, source: Path) -> None:
@@ -176,40 +229,73 @@ class Trainer:
                 raise CheckpointError(f"{source}: the experiment averages the weights (train.ema) but the "
                                       "checkpoint holds no average; it was written by a run without train.ema")
             self.ema.load_state_dict(state["ema"])
-        self.resumed = state
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.resumed, self.was_resumed = state, True
 
     # ------------------------------------------------------------------ training
 
-    def fit(self, on_epoch_end: Callable[["Trainer"], None] = lambda trainer: None) -> None:
-        """Train every epoch not done yet, phase by phase."""
-        for index, (phase, epochs) in enumerate(zip(self.phases, phase_epochs(self.phases))):
-            remaining = [e for e in epochs if e > self.epochs_done]
-            if not remaining or self._stops(phase, epochs):
-                continue
-            data, train_model = self._start_phase(index, phase, epochs)
-            for epoch in remaining:
-                self.history.append(self._train_epoch(epoch, phase, data, train_model))
-                failpoint(f"seed {self.seed} epoch {epoch} end")
-                self._keep_if_best(self.history[-1])
-                on_epoch_end(self)
-                self.log(epoch_line(self.history[-1], self.epochs))
-                if epoch != epochs[-1] and self._stops(phase, epochs):
-                    stop = self.cfg.train.early_stopping
-                    self.log(f"early stopping: {stop.monitor} has not improved by more than {stop.min_delta} for "
-                             f"{stop.patience} epoch(s); phase '{phase.name}' ends at epoch {epoch}")
-                    break
+    def fit(self, *, only_phase: int | None = None) -> None:
+        """Train every epoch not done yet, phase by phase, calling the callbacks at each moment
+        (`only_phase`: that phase alone, from the model as it is: the LR range test's)."""
+        callbacks = self.callbacks
+        callbacks.on_fit_start(self)
+        try:
+            for index, (phase, epochs) in enumerate(zip(self.phases, self.phase_spans)):
+                remaining = [e for e in epochs if e > self.epochs_done]
+                if only_phase is not None:
+                    remaining = list(epochs) if index == only_phase else []
+                if not remaining:
+                    continue
+                try:
+                    callbacks.on_phase_start(self, index, phase)
+                except CancelPhase:  # early stopping had ended it before a resume
+                    continue
+                data, train_model = self.start_phase(index)
+                try:
+                    for epoch in remaining:
+                        callbacks.on_epoch_start(self, epoch)
+                        self.history.append(self._train_epoch(epoch, phase, data, train_model))
+                        failpoint(f"seed {self.seed} epoch {epoch} end")
+                        callbacks.on_epoch_end(self, self.history[-1])
+                except CancelPhase:
+                    pass
+                callbacks.on_phase_end(self, index, phase)
+        except CancelFit:
+            pass
+        callbacks.on_fit_end(self)
 
-    def _stops(self, phase: PhaseConfig, epochs: range) -> bool:
-        stops = should_stop([r for r in self.history if r["epoch"] in epochs], self.cfg.train.early_stopping)
-        if stops and phase.name not in self.stopped:
-            self.stopped.append(phase.name)
-        return stops
-
-    def _keep_if_best(self, row: dict) -> None:
-        monitor = self.cfg.train.keep_best
-        if monitor != "off" and improves(row[monitor], self.best["value"] if self.best else None, monitor):
-            self.best = {"epoch": row["epoch"], "value": row[monitor],
-                         "model": {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}}
+    def run(self) -> dict | None:
+        """fit(), then the kept weights tested; the callbacks get the results (and write them, in a run
+        folder). Returns results.json's figures, or None when the learner holds no test split.
+        On the way out of a failure each callback's `on_fail` hears why."""
+        start = time.perf_counter()
+        try:
+            self.fit()
+            kept_epoch = self.use_kept_weights()
+            if self.splits.test is None:
+                return None
+            test, outputs = self.test()
+        except KeyboardInterrupt:
+            self.callbacks.on_fail(self, "interrupted", "")
+            raise
+        except TrainingDiverged as exc:
+            self.diverged = {"epoch": exc.epoch, "step": exc.step}
+            self.callbacks.on_fail(self, "diverged", str(exc))
+            raise
+        except CnnlabError as exc:
+            self.callbacks.on_fail(self, "failed", str(exc))
+            raise
+        wall = sum(r["epoch_time_s"] for r in self.history) if self.was_resumed else time.perf_counter() - start
+        results = self.results(test, wall_time_s=wall, kept_epoch=kept_epoch)
+        if kept_epoch != self.epochs_done:
+            self.log(f"kept the weights of epoch {kept_epoch} (best {self.cfg.train.keep_best})")
+        try:  # results.json marks a finished run: a Ctrl-C while the last files are written takes it back
+            self.callbacks.on_test_end(self, results, outputs)
+        except KeyboardInterrupt:
+            self.callbacks.on_fail(self, "interrupted", "while writing the results")
+            raise
+        return results
 
     def use_kept_weights(self) -> int:
         """Load the kept epoch's weights (train.keep_best) and return that epoch; the last one otherwise."""
@@ -218,15 +304,21 @@ class Trainer:
         self.eval_model.load_state_dict(self.best["model"])
         return int(self.best["epoch"])
 
-    def _start_phase(self, index: int, phase: PhaseConfig, epochs: range) -> tuple[PhaseData, nn.Module]:
-        """Freeze/unfreeze for `phase`, build its optimizer and schedule, and choose its data."""
+    def start_phase(self, index: int) -> tuple[PhaseData, nn.Module]:
+        """Freeze/unfreeze for phase `index`, build its optimizer and schedule, and choose its data; returns
+        the data and the module that trains (DDP-wrapped, compiled as asked). fit() calls it; a benchmark
+        that times the parts of an epoch calls it too."""
+        phase, epochs = self.phases[index], self.phase_spans[index]
         failpoint(f"seed {self.seed} phase {index} start")
         self.phase_index = index
         tc = self.cfg.train
         self.optimizer, self.scheduler, parts = apply_phase(self.model, phase, tc.optimizer, tc,
                                                             self.steps_per_epoch)
         self.step = OptimizerStep(self.optimizer, self.scheduler, accumulate=tc.accumulate, grad_clip=tc.grad_clip,
-                                  after_step=[self.ema.update] if self.ema is not None else [])
+                                  before_step=[lambda: self.callbacks.before_step(self)],
+                                  after_step=[*([self.ema.update] if self.ema is not None else []),
+                                              lambda: self.callbacks.after_step(self)],
+                                  scaler=self.scaler)
         self.parts.start(index, self.model, self.resumed)
         if self.ema is not None:
             self.ema.track(self.model)
@@ -238,7 +330,7 @@ class Trainer:
         self.used_features |= data.on_features
         # DDP is rebuilt for each phase: it registers the parameters that train now.
         train_model = distributed.wrap(data.module, self.ctx, self.device)
-        if self.cfg.train.compile:
+        if self.runtime.compile:
             train_model = torch.compile(train_model)
         if len(self.phases) > 1:
             self.log(f"phase '{phase.name}' (epochs {epochs.start}-{epochs.stop - 1}): training {', '.join(parts)}"
@@ -285,28 +377,31 @@ class Trainer:
         generator = epoch_generator(self.seed, epoch)
         # data.sampler draws the epoch's images first, from the epoch's generator: a resume draws the same
         order = epoch_order(data.train.labels, self.cfg.data.sampler, self.splits.num_classes, generator)
+        self.steps_per_phase_epoch = num_batches(len(data.train), tc.batch_size)
         train = train_one_epoch(
             train_model, data.train, preprocess=data.preprocess, step=self.step,
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=generator,
-            epoch=epoch, amp=self.amp, channels_last=data.channels_last, progress=self.progress,
-            train_mode=lambda m: set_train_mode(m, phase), shard=shard, mixer=self.mixer, order=order)
-        val = self._evaluate(data, data.val) if data.val is not None else dict.fromkeys(("loss", *SCORES))
+            epoch=epoch, amp=self.amp, channels_last=data.channels_last,
+            train_mode=lambda m: set_train_mode(m, phase), shard=shard, mixer=self.mixer, order=order,
+            hooks=_BatchHooks(self))
+        validates = data.val is not None and self.validate
+        val = self._evaluate(data, data.val) if validates else dict.fromkeys(("loss", *SCORES))
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
                 "val_loss": val["loss"], **{f"val_{name}": val[name] for name in SCORES},
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - tick}
 
-    def _eval_module(self, data: PhaseData) -> nn.Module:
+    def eval_module(self, data: PhaseData) -> nn.Module:
         """`data.module` as evaluated: the average's head on cached features, else the whole average."""
         if self.ema is None:
             return data.module
         return self.ema.module.head if data.on_features else self.ema.module
 
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
-        return evaluate(self._eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
+        return evaluate(self.eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
                         batch_size=self.cfg.train.eval_batch_size, num_classes=self.splits.num_classes, amp=self.amp,
-                        channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self._tta(data))
+                        channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self.tta_for(data))
 
-    def _tta(self, data: PhaseData) -> str:
+    def tta_for(self, data: PhaseData) -> str:
         """train.tta's views of each image; a head on cached features has no image to mirror or move."""
         return "off" if data.on_features else self.cfg.train.tta
 
@@ -324,9 +419,9 @@ class Trainer:
         return {"loss": loss, **scores(matrix)}, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
-        logits, labels = predict_logits(self._eval_module(data), data.test, preprocess=data.preprocess,
+        logits, labels = predict_logits(self.eval_module(data), data.test, preprocess=data.preprocess,
                                         batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
-                                        channels_last=data.channels_last, tta=self._tta(data))
+                                        channels_last=data.channels_last, tta=self.tta_for(data))
         return TestOutputs(logits, labels, self.images[2])
 
     def inference_record(self) -> dict:
@@ -355,8 +450,12 @@ class Trainer:
             "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
             "class_weights": self.cfg.train.class_weights, "sampler": self.cfg.data.sampler,
             "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
+            # each phase's own median: a head on cached features takes milliseconds, a fine-tune minutes
+            "phase_median_epoch_time_s": {name: float(np.median([r["epoch_time_s"] for r in history
+                                                                  if r["phase"] == name]))
+                                          for name in dict.fromkeys(r["phase"] for r in history)},
             "one_off_time_s": self.one_off_s, "wall_time_s": wall_time_s,
-            "device": str(self.device), "precision": "bf16" if self.amp else "fp32", "num_train": len(splits.train),
+            "device": str(self.device), "precision": self.amp, "num_train": len(splits.train),
             "num_val": len(splits.val) if splits.val is not None else 0, "num_test": len(splits.test),
             "preprocess": self.preprocess.state(), "feature_cache": self.used_features,
             "engine": self.engine if self.used_features else "torch",
@@ -364,68 +463,32 @@ class Trainer:
         }
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    val = (f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
-           if row.get("val_loss") is not None else "no validation split")
-    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{100 * row['train_acc']:.2f}%  {val}  ({row['epoch_time_s']:.1f}s)")
-
-
 def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed: int, resume: bool = False,
-               progress: bool = True, log: Log = print) -> dict:
-    """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results."""
+               progress: bool = True, log: Log = print, callbacks: list[Callback] | tuple = ()) -> dict:
+    """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results.
+    `callbacks` join the standard ones and the run folder's writer."""
     ctx = distributed.current()
     folder = RunFolder(run_dir, writes=ctx.is_main, trackers=make_trackers(cfg, run_dir, seed))
     if not ctx.is_main:  # one process writes and prints; the others only train
         log, progress = silent, False
     with folder.held():
-        return _train_seed(cfg, folder, splits, seed=seed, resume=resume, progress=progress, log=log)
-
-
-def _train_seed(cfg: ExperimentConfig, folder: RunFolder, splits: DataSplits, *, seed: int, resume: bool,
-                progress: bool, log: Log) -> dict:
-    trainer: Trainer | None = None
-    try:
-        trainer = Trainer(cfg, splits, seed=seed, log=log, progress=progress)
-        if resume:
-            trainer.restore(folder.read_checkpoint(cfg.model), folder.checkpoint_path)
-            folder.metrics(trainer.history)  # drop rows of an epoch the checkpoint lacks
-            log(f"resuming {folder.path} at epoch {trainer.epochs_done + 1}/{trainer.epochs}")
-        else:
-            folder.record(cfg, seed=seed, device=trainer.device, summary=trainer.summary())
-        folder.start_tracking(trainer.history)
-        folder.status("running", epoch=trainer.epochs_done)
-        start = time.perf_counter()
-        trainer.fit(on_epoch_end=lambda t: folder.epoch_end(t.checkpoint(), t.history))
-        kept_epoch = trainer.use_kept_weights()
-        test, outputs = trainer.test()
-    except KeyboardInterrupt:
-        done = trainer.epochs_done if trainer else 0
-        folder.status_on_the_way_out("interrupted", epoch=done)
-        folder.stop_tracking("interrupted")
-        raise RunInterrupted(folder.path, done) from None
-    except TrainingDiverged as exc:
-        folder.status_on_the_way_out("diverged", epoch=exc.epoch, step=exc.step)
-        folder.stop_tracking("diverged")
-        raise
-    except CnnlabError as exc:
-        folder.status_on_the_way_out("failed", message=str(exc))
-        folder.stop_tracking("failed")
-        raise
-    wall = sum(r["epoch_time_s"] for r in trainer.history) if resume else time.perf_counter() - start
-    results = trainer.results(test, wall_time_s=wall, kept_epoch=kept_epoch)
-    if kept_epoch != trainer.epochs_done:
-        log(f"kept the weights of epoch {kept_epoch} (best {cfg.train.keep_best})")
-    title = f"{cfg.experiment_name} — seed {seed}"
-    try:  # results.json marks a finished run: a Ctrl-C while the last files are written takes it back
-        folder.finish(trainer.eval_model, record=trainer.inference_record(), results=results, title=title)
-        if outputs is not None:
-            folder.interpretation(outputs.logits, outputs.labels, outputs.images, splits.class_names, title=title)
-        folder.finish_tracking(results)
-        folder.status("finished", epoch=results["epochs"])
-    except KeyboardInterrupt:
-        folder.unfinish(trainer.epochs_done)
-        folder.stop_tracking("interrupted")
-        raise RunInterrupted(folder.path, trainer.epochs_done) from None
-    log(f"seed {seed}: test loss {test['loss']:.4f}, test accuracy {100 * test['acc']:.2f}%  → {folder.path}")
+        try:
+            learner = Learner(cfg, splits, seed=seed, log=log, progress=progress,
+                              callbacks=[RunFolderWriter(folder, resumed=resume), *callbacks])
+            if resume:
+                learner.restore(folder.read_checkpoint(cfg.model), folder.checkpoint_path)
+                log(f"resuming {folder.path} at epoch {learner.epochs_done + 1}/{learner.epochs}")
+        except KeyboardInterrupt:
+            folder.status_on_the_way_out("interrupted", epoch=0)
+            raise RunInterrupted(folder.path, 0) from None
+        except CnnlabError as exc:  # before the learner runs: its callbacks have heard nothing yet
+            folder.status_on_the_way_out("failed", message=str(exc))
+            folder.stop_tracking("failed")
+            raise
+        try:
+            results = learner.run()  # the run folder's writer records every state on the way out
+        except KeyboardInterrupt:
+            raise RunInterrupted(folder.path, learner.epochs_done) from None
+    log(f"seed {seed}: test loss {results['test_loss']:.4f}, test accuracy {100 * results['test_acc']:.2f}%  "
+        f"→ {folder.path}")
     return results

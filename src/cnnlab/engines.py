@@ -1,4 +1,9 @@
-"""Inference engines: a frozen module run by PyTorch, OpenVINO or ONNX Runtime, one call signature.
+"""Inference runtimes ("engines"): a frozen module run by PyTorch, OpenVINO or ONNX Runtime, one call signature.
+
+They live below both of their users — feature extraction in training (`train.engine`, `run --engine`)
+and prediction in inference (`predict`, `serve`, exported graphs: `--engine` there) — in one table,
+`ENGINES_TABLE`: adding an engine is one entry (its package, its extra, a function that runs an ONNX
+graph) and its name in `config.ENGINES` (the configuration's choices; a test checks the two agree).
 
 PyTorch's CPU path for depthwise convolutions (EfficientNet, MobileNet) is several times slower
 than the same cores allow; OpenVINO and ONNX Runtime fuse and vectorise them. A frozen module (a
@@ -20,6 +25,7 @@ import io
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,16 +37,25 @@ from cnnlab.config import ENGINES
 from cnnlab.errors import ConfigError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-# engine → (Python package, the extra that installs it)
-PACKAGES = {"openvino": ("openvino", "fast"), "onnxruntime": ("onnxruntime", "fast")}
-PREFERENCE = ("openvino", "onnxruntime")  # fastest first, on a CPU (benchmarks/engines.py)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One inference runtime: what it needs installed, and how it runs an ONNX graph."""
+
+    name: str
+    package: str | None  # the Python package it needs (None: PyTorch itself)
+    extra: str | None  # the cnnlab extra that installs it
+    runs_graph: Callable[..., Forward] | None  # (graph, precision=) → forward; None: the module runs as it is
+    description: str
 
 
 def installed(engine: str) -> bool:
-    if engine == "torch":
+    package = ENGINES_TABLE[engine].package
+    if package is None:
         return True
     try:
-        importlib.import_module(PACKAGES[engine][0])
+        importlib.import_module(package)
     except ImportError:
         return False
     return True
@@ -61,9 +76,9 @@ def resolve_engine(engine: str, device: torch.device) -> str:
         if device.type != "cpu":
             raise ConfigError(f"engine '{engine}' runs on the CPU; on {device.type} use --engine torch (or auto)")
         if not installed(engine):
-            package, extra = PACKAGES[engine]
-            raise ConfigError(f"engine '{engine}' needs the optional extra: pip install 'cnnlab[{extra}]' "
-                              f"(PyPI: {package})")
+            entry = ENGINES_TABLE[engine]
+            raise ConfigError(f"engine '{engine}' needs the optional extra: pip install 'cnnlab[{entry.extra}]' "
+                              f"(PyPI: {entry.package})")
     return engine
 
 
@@ -86,7 +101,8 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def onnxruntime_forward(graph: bytes | str | Path) -> Forward:
+def onnxruntime_forward(graph: bytes | str | Path, *, precision: str = "fp32") -> Forward:
+    """ONNX Runtime's CPU session (fp32: `precision` is the graph's own)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -101,24 +117,8 @@ def onnxruntime_forward(graph: bytes | str | Path) -> Forward:
     return forward
 
 
-def _no_fork_after_openvino() -> None:
-    """oneTBB (OpenVINO's thread pool) does not support fork() while its threads run: a process that had
-    run OpenVINO crashed (SIGSEGV) now and then when it later forked (a test suite, a benchmark; never
-    under gdb: a race). From now on decoding workers start from a forkserver (clean), and subprocesses
-    use fork + exec rather than vfork."""
-    import subprocess
-
-    from cnnlab.data import streaming
-
-    streaming.WORKER_START[0] = "forkserver"
-    if hasattr(subprocess, "_USE_VFORK"):
-        subprocess._USE_VFORK = False
-
-
 def openvino_forward(graph: bytes | str | Path, *, precision: str = "fp32") -> Forward:
-    import openvino
-
-    _no_fork_after_openvino()
+    import openvino  # from here on data/streaming.py starts decoding workers from a forkserver (oneTBB and fork)
 
     core = openvino.Core()
     if isinstance(graph, bytes):
@@ -146,12 +146,12 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def run_graph(graph: bytes | str | Path, engine: str, *, precision: str = "fp32") -> Forward:
-    """An ONNX graph (bytes or a file; an OpenVINO .xml too) run by `engine` (openvino or onnxruntime)."""
-    if engine == "openvino":
-        return openvino_forward(graph, precision=precision)
-    if engine == "onnxruntime":
-        return onnxruntime_forward(graph)
-    raise ConfigError(f"engine '{engine}' does not run exported graphs; use openvino or onnxruntime")
+    """An ONNX graph (bytes or a file; an OpenVINO .xml too) run by `engine` (one that runs graphs)."""
+    entry = ENGINES_TABLE.get(engine)
+    if entry is None or entry.runs_graph is None:
+        runners = [e.name for e in ENGINES_TABLE.values() if e.runs_graph is not None]
+        raise ConfigError(f"engine '{engine}' does not run exported graphs; use {' or '.join(runners)}")
+    return entry.runs_graph(graph, precision=precision)
 
 
 class _Call(nn.Module):
@@ -184,9 +184,21 @@ def compile_module(module: nn.Module | Callable, example: torch.Tensor, engine: 
 def engine_versions() -> dict[str, str]:
     """The installed engines' versions (what a run records beside the engine it used)."""
     versions = {"torch": torch.__version__}
-    for engine, (package, _) in PACKAGES.items():
+    for entry in ENGINES_TABLE.values():
+        if entry.package is None:
+            continue
         try:
-            versions[engine] = importlib.import_module(package).__version__
+            versions[entry.name] = importlib.import_module(entry.package).__version__
         except ImportError:
             continue
     return versions
+
+
+# The table: fastest first on a CPU (benchmarks/engines.py), which is what `auto` takes (PREFERENCE).
+ENGINES_TABLE = {e.name: e for e in (
+    Engine("torch", None, None, None, "PyTorch runs the module itself (any device)"),
+    Engine("openvino", "openvino", "fast", openvino_forward, "OpenVINO on the CPU, the module exported to ONNX once"),
+    Engine("onnxruntime", "onnxruntime", "fast", onnxruntime_forward, "ONNX Runtime on the CPU, the module exported "
+                                                                      "to ONNX once"),
+)}
+PREFERENCE = ("openvino", "onnxruntime")
