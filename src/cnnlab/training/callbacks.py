@@ -24,8 +24,9 @@ logged and judged. Every hook is a no-op here: subclass and write the ones you n
 Built in (each wired by `studies/` where `cnnlab run` wired it by hand before):
 
     order 10  KeepBest        train.keep_best: the best epoch's weights, tested and saved at the end
-    order 20  RunFolderWriter the run folder: record, checkpoint + metrics.csv every epoch, trackers,
-                              status, weights, results and interpretation files (training/run_folder.py)
+    order 20  RunFolderWriter the run folder: record, checkpoint + metrics.csv every epoch, status,
+                              weights, results and interpretation files (training/run_folder.py)
+    order 25  Trackers        --log tensorboard / mlflow: each epoch after the files have it
     order 30  Progress        a tqdm.auto bar per epoch (a terminal or Jupyter) and the epoch lines with an ETA
     order 40  EarlyStopping   train.early_stopping: ends a phase whose monitor stopped improving
     order 50  (studies)       Optuna's reporting and pruning (studies/tune.py), the LR range test (studies/lr_find.py)
@@ -226,7 +227,6 @@ class RunFolderWriter(Callback):
             self.folder.metrics(learner.history)  # drop rows of an epoch the checkpoint lacks
         else:
             self.folder.record(learner.cfg, seed=learner.seed, device=learner.device, summary=learner.summary())
-        self.folder.start_tracking(learner.history)
         self.folder.status("running", epoch=learner.epochs_done)
 
     def on_epoch_end(self, learner: "Learner", row: dict) -> None:
@@ -244,7 +244,6 @@ class RunFolderWriter(Callback):
         if outputs is not None:
             self.folder.interpretation(outputs.logits, outputs.labels, outputs.images, learner.splits.class_names,
                                        title=title)
-        self.folder.finish_tracking(results)
         self.folder.status("finished", epoch=results["epochs"])
 
     def on_fail(self, learner: "Learner", state: str, message: str) -> None:
@@ -256,4 +255,36 @@ class RunFolderWriter(Callback):
             self.folder.status_on_the_way_out(state, **(learner.diverged or {"epoch": learner.epochs_done}))
         else:
             self.folder.status_on_the_way_out(state, epoch=learner.epochs_done)
-        self.folder.stop_tracking(state)
+
+
+class Trackers(Callback):
+    """The experiment trackers of `--log tensorboard / mlflow` (training/trackers.py): opened as the fit starts
+    (a resumed run replays its metrics.csv rows into them), fed each epoch after the run folder wrote it (so a
+    tracker never holds an epoch the files lack), closed with the results or with the state a run stopped in."""
+
+    order = 25
+
+    def __init__(self, trackers: list, run_dir=None):
+        self.trackers, self.run_dir = list(trackers), run_dir  # the folder whose figures a tracker uploads
+
+    def on_fit_start(self, learner: "Learner") -> None:
+        for tracker in self.trackers:
+            tracker.start(learner.history)
+
+    def on_epoch_end(self, learner: "Learner", row: dict) -> None:
+        for tracker in self.trackers:
+            tracker.epoch(row)
+
+    def on_test_end(self, learner: "Learner", results: dict, outputs) -> None:
+        for tracker in self.trackers:
+            tracker.finish(results, self.run_dir)
+
+    def on_fail(self, learner: "Learner", state: str, message: str) -> None:
+        self.stop(state)
+
+    def stop(self, state: str) -> None:
+        for tracker in self.trackers:
+            try:
+                tracker.stop(state)
+            except Exception:  # noqa: BLE001 — the run's own state is what matters on the way out
+                pass

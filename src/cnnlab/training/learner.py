@@ -38,7 +38,7 @@ from cnnlab.training import distributed
 from cnnlab.training.checkpoint import PhaseParts, load_state_strict
 from cnnlab.training.checks import check_data_rules, check_model_rules, on_cached_features
 from cnnlab.training.callbacks import (Callback, Callbacks, CancelFit, CancelPhase, EarlyStopping, KeepBest, Progress,
-                                      RunFolderWriter)
+                                      RunFolderWriter, Trackers)
 from cnnlab.training.device import resolve_device, rng_state, set_rng_state
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.features import cached_features, feature_preprocess
@@ -468,13 +468,14 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
     """Train one seed of `cfg` in `run_dir` (resuming from its checkpoint if asked); return its results.
     `callbacks` join the standard ones and the run folder's writer."""
     ctx = distributed.current()
-    folder = RunFolder(run_dir, writes=ctx.is_main, trackers=make_trackers(cfg, run_dir, seed))
+    folder = RunFolder(run_dir, writes=ctx.is_main)
+    trackers = Trackers(make_trackers(cfg, run_dir, seed) if ctx.is_main else [], run_dir)  # one process reports
     if not ctx.is_main:  # one process writes and prints; the others only train
         log, progress = silent, False
     with folder.held():
         try:
             learner = Learner(cfg, splits, seed=seed, log=log, progress=progress,
-                              callbacks=[RunFolderWriter(folder, resumed=resume), *callbacks])
+                              callbacks=[RunFolderWriter(folder, resumed=resume), trackers, *callbacks])
             if resume:
                 learner.restore(folder.read_checkpoint(cfg.model), folder.checkpoint_path)
                 log(f"resuming {folder.path} at epoch {learner.epochs_done + 1}/{learner.epochs}")
@@ -483,7 +484,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
             raise RunInterrupted(folder.path, 0) from None
         except CnnlabError as exc:  # before the learner runs: its callbacks have heard nothing yet
             folder.status_on_the_way_out("failed", message=str(exc))
-            folder.stop_tracking("failed")
+            trackers.stop("failed")
             raise
         try:
             results = learner.run()  # the run folder's writer records every state on the way out

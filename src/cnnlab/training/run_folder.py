@@ -12,7 +12,8 @@
              test_predictions.csv   every test image: true class, predicted class, probability
              curves.png         learning curves
              status.json        running / finished / interrupted / diverged / failed
-             tensorboard/, mlflow.json   with --log tensorboard / mlflow (training/trackers.py)
+             tensorboard/, mlflow.json   with --log tensorboard / mlflow (training/trackers.py, fed by the
+                                Trackers callback, training/callbacks.py)
 
 Under torchrun only process 0 writes: every other process gets a folder whose writing
 methods do nothing (nanoGPT's `master_process`, torchvision's `save_on_master`), so the
@@ -63,9 +64,8 @@ def environment_record(device, seed: int) -> dict:
 
 
 class RunFolder:
-    def __init__(self, path: Path, *, writes: bool = True, trackers: list | None = None):
+    def __init__(self, path: Path, *, writes: bool = True):
         self.path, self.writes = Path(path), writes
-        self.trackers = (trackers or []) if writes else []
 
     @contextlib.contextmanager
     def held(self):
@@ -122,29 +122,12 @@ class RunFolder:
             atomic_write_text(self.path / "model.txt", summary + "\n")
 
     def epoch_end(self, checkpoint: dict | None, history: list[dict]) -> None:
-        """The epoch's checkpoint (None: a tune trial keeps none), metrics.csv, then the trackers."""
+        """The epoch's checkpoint (None: a tune trial keeps none) and metrics.csv (the trackers, a callback
+        of their own, follow: training/callbacks.py's Trackers)."""
         if self.writes:
             if checkpoint is not None:
                 save_checkpoint(self.checkpoint_path, checkpoint)
             write_metrics(self.path / "metrics.csv", history)
-            for tracker in self.trackers:  # after the files: a tracker never holds an epoch they lack
-                tracker.epoch(history[-1])
-
-    def start_tracking(self, history: list[dict]) -> None:
-        """Open the trackers; a resumed run replays its metrics.csv rows into them."""
-        for tracker in self.trackers:
-            tracker.start(history)
-
-    def finish_tracking(self, results: dict) -> None:
-        for tracker in self.trackers:
-            tracker.finish(results, self.path)
-
-    def stop_tracking(self, state: str) -> None:
-        for tracker in self.trackers:
-            try:
-                tracker.stop(state)
-            except Exception:  # noqa: BLE001 — the run's own state is what matters on the way out
-                pass
 
     def metrics(self, history: list[dict]) -> None:
         if self.writes:
