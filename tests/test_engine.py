@@ -23,8 +23,7 @@ from cnnlab.errors import ConfigError, RunInterrupted
 from cnnlab.models import create_model
 from cnnlab.studies import resume, run_experiment
 from cnnlab.training import Learner
-from cnnlab.training.loop import autocast_context
-from cnnlab.training.runtime import resolve_precision
+from cnnlab.training.runtime import autocast as autocast_context, resolve_precision
 from cnnlab.training.optim import build_optimizer, build_scheduler
 from cnnlab.training.phases import freeze_for_phase, set_train_mode
 

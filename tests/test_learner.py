@@ -260,7 +260,7 @@ def test_the_python_api_trains_reports_predicts_and_exports(npz_data, tmp_path):
         learn.probabilities(images.float())
     with pytest.raises(DataError, match="expected an image file path, a PIL image"):
         learn.probabilities([{"not": "an image"}])
-    onnx = pytest.importorskip("onnxruntime")  # noqa: F841
+    pytest.importorskip("onnxruntime")
     out = learn.export(tmp_path / "model.onnx")
     assert out.is_file() and out.stat().st_size > 1000
     again = cnnlab.Learner.from_folder(learn.folder)
@@ -297,6 +297,9 @@ def test_any_module_a_user_wrote_trains_with_its_head_found_and_honest_seeds(npz
     assert "fc" in (learn.folder / "seed-1" / "model.txt").read_text() or "Linear" in \
         (learn.folder / "seed-1" / "model.txt").read_text()
     assert learn.predict(np.zeros((32, 32, 3), np.uint8), top_k=1)[0][0][0].startswith("class")
+    # the range test of this very experiment (no preset of its name) on its own step
+    found = learn.lr_find(steps=8, log=lambda s: None)
+    assert found["steps_run"] <= 8 and found["experiment"] == learn.cfg.experiment_name
     with pytest.raises(ConfigError, match="name the layer that makes the logits with head="):
         cnnlab.Learner(SoftmaxNet(), data=npz_data)
     with pytest.raises(ConfigError, match="makes 3 outputs but the data has 4 classes"):
@@ -357,7 +360,6 @@ def _readme_python_blocks() -> list[str]:
 def test_the_readme_python_examples_run(birds_lab, npz_data, tmp_path, monkeypatch):
     """The README's Python API examples, run as written: paths point at generated data, the names it leaves to
     the reader (an image, MyNet) are defined, and each fit is shortened (one epoch, small images, one seed)."""
-    import cnnlab
     from cnnlab import api
 
     blocks = _readme_python_blocks()

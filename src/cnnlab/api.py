@@ -17,7 +17,6 @@ epochs, batch_size, seeds, device, out, folds, engine, plus `overrides` for any 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,11 +124,11 @@ class Learner:
                               f"got {type(module).__name__}")
         if input_size is None:
             input_size = self.splits.input_size if self.splits is not None else (3, 32, 32)
+        from cnnlab.models import get_model_entry
+
         name = register_module(module, name=f"python.{type(module).__name__}", input_size=tuple(input_size),
                                head=head)
-        from cnnlab.models.wrap import split_module
-
-        self._outputs = split_module(module, head=head, input_size=tuple(input_size)).num_classes
+        self._outputs = get_model_entry(name).builder.outputs  # measured once, by the registration's probe
         return name
 
     @classmethod
@@ -163,11 +162,9 @@ class Learner:
 
     def lr_find(self, *, phase: int = 0, steps: int = 100, log: Callable[[str], None] = print) -> dict:
         """The learning-rate range test on this experiment's own step (studies/lr_find.py); returns its figures."""
-        from cnnlab.config import flat_config
         from cnnlab.studies.lr_find import lr_find
 
-        overrides = {k: v for k, v in flat_config(self.cfg).items() if k != "name"}
-        return lr_find(self.cfg.experiment_name, overrides=overrides, phase=phase, steps=steps, log=log)
+        return lr_find(self.cfg, phase=phase, steps=steps, log=log, splits=self.splits)
 
     # ---------------------------------------------------------------- using the trained model
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from cnnlab.catalogue import DEFAULT_BACKBONE, PRETRAINED_MODELS
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_text, read_text_file
 
@@ -334,14 +335,10 @@ class ModelSpec:
 
     @classmethod
     def of(cls, model: str, model_args: dict | None) -> "ModelSpec":
-        from cnnlab.catalogue import PRETRAINED_MODELS
-
         return cls(model, dict(model_args or {}), model in PRETRAINED_MODELS)
 
     @property
     def backbone(self) -> str | None:
-        from cnnlab.catalogue import DEFAULT_BACKBONE
-
         if "backbone" in self.args:
             return str(self.args["backbone"])
         return DEFAULT_BACKBONE if self.pretrained else None

@@ -13,11 +13,11 @@ import secrets
 import shutil
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cnnlab.failpoints import failpoint
-from cnnlab.errors import CheckpointError, CnnlabError, DiskFull, RunError
+from cnnlab.errors import CheckpointError, CnnlabError, DataError, DiskFull, RunError
 
 
 def _creation_mode() -> int:
@@ -153,19 +153,25 @@ def read_state_file(path: Path) -> dict:
     return state
 
 
-def inside(folder: Path, name: Any, *, source: Any, field: str, error: type[CnnlabError] = CheckpointError) -> Path:
-    """The file `name` that a file in `folder` refers to, refused in one line unless it is a relative name that
-    stays inside `folder` (no `..` climbing out, no absolute path, no link leading elsewhere)."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute():
-        raise error(f"{source}: field '{field}': expected a file name inside {folder}, got {name!r}")
-    target = Path(folder) / name
-    try:
-        escapes = not target.resolve().is_relative_to(Path(folder).resolve())
-    except OSError:
-        escapes = True
-    if escapes:
-        raise error(f"{source}: field '{field}' names {name!r}, which leads out of {folder}; refused")
+def confine(root: Path, relative: str, *, where: str, error: type[CnnlabError] = DataError,
+            what: str = "the dataset folder") -> Path:
+    """Resolve `relative` under `root`, refusing absolute paths and anything that escapes `root` (`..`, a link
+    leading elsewhere): the one check for every path a file names (list files, CSVs, checkpoints, Hub folders)."""
+    rel = relative.replace("\\", "/")
+    if rel.startswith("/") or PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
+        raise error(f"{where}: '{relative}' is an absolute path; expected a path relative to {root}")
+    root_resolved = Path(root).resolve()
+    target = (root_resolved / rel).resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise error(f"{where}: '{relative}' points outside {what} {root}")
     return target
+
+
+def inside(folder: Path, name: Any, *, source: Any, field: str, error: type[CnnlabError] = CheckpointError) -> Path:
+    """The file `name` that the field `field` of a file in `folder` refers to (`confine`d to the folder)."""
+    if not isinstance(name, str) or not name:
+        raise error(f"{source}: field '{field}': expected a file name inside {folder}, got {name!r}")
+    return confine(folder, name, where=f"{source}: field '{field}'", error=error, what="its folder")
 
 
 def with_base(state: dict, path: Path) -> dict:

@@ -32,9 +32,6 @@ COMPARE_RESULTS = "compare.json"
 PROBE_RESULTS = "probe.json"  # a backbone probe (a comparison chosen on validation)
 STUDY_FILE, STUDY_RESULTS = "study.json", "final.json"
 
-KINDS = ("tune", "ablation", "experiment", "probe", "comparison", "run")
-
-
 def seed_folder(seed: int) -> str:
     return f"seed-{seed}"
 
@@ -56,7 +53,7 @@ def unit_folders(experiment: Path) -> list[Path]:
 
 
 def folder_kind(path: Path) -> str | None:
-    """What a folder cnnlab wrote is (one of KINDS), finished or not; None for anything else."""
+    """What a folder cnnlab wrote is (tune, ablation, experiment, probe, comparison or run), finished or not; None for anything else."""
     path = Path(path)
     if (path / STUDY_FILE).is_file():
         return "tune"

@@ -74,11 +74,10 @@ def mapping(*, default: Any = _REQUIRED) -> Rule:
 
 def list_of(item: Rule, *, length: int | None = None, min_len: int = 0, max_len: int = 1_000_000,
             default: Any = _REQUIRED) -> Rule:
-    size = f"{length} " if length is not None else ""
+    count = (f"{length} values" if length is not None else f"at least {min_len} value{'s' if min_len > 1 else ''}"
+             if min_len else "values")
     return Rule(lambda v: isinstance(v, list) and (length is None or len(v) == length) and min_len <= len(v) <= max_len
-                and all(item(x) for x in v), f"a list of {size}{item.expected.removeprefix('a ').removeprefix('an ')}"
-                + ("s" if not item.expected.endswith("s") else "") + (f" (at least {min_len})" if min_len else ""),
-                default)
+                and all(item(x) for x in v), f"a list of {count}, each {item.expected}", default)
 
 
 def optional(rule: Rule, *, default: Any = None) -> Rule:

@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
+import cnnlab.layout as layout
 from cnnlab.cli.parser import build_parser
 from cnnlab.config import (DEVICES, OPTION_KEYS, ExperimentConfig, list_builtin_experiments, load_experiment,
                            model_spec, option_overrides, parse_yaml, resolve_experiment_path)
@@ -287,7 +288,7 @@ def cmd_tune(args) -> int:
                             seeds=args.seeds, final_seeds=args.final_seeds, out=args.out, study=args.study,
                             skip_final=args.skip_final, overrides=overrides)
     folder = run_tune(settings, progress=not args.no_progress)
-    if (folder / "final.json").is_file():
+    if (folder / layout.STUDY_RESULTS).is_file():
         _report(folder)
     return 0
 

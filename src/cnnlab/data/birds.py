@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.data.listfile import ListEntry, confine, parse_id_table, parse_image_list
+from cnnlab.data.listfile import ListEntry, parse_id_table, parse_image_list
+from cnnlab.fileio import confine
 from cnnlab.errors import DataError
 
 LAYOUTS = ("cub-lab", "cub200-2010", "cub200-2011")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.imagefolder import IMAGE_SUFFIXES
-from cnnlab.data.listfile import confine
+from cnnlab.fileio import confine
 from cnnlab.data.split_memo import remembered
 from cnnlab.errors import DataError
 from cnnlab.fileio import read_text_file

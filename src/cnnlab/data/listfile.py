@@ -8,10 +8,10 @@ and the line.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cnnlab.errors import DataError
-from cnnlab.fileio import read_text_file
+from cnnlab.fileio import confine, read_text_file
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,6 @@ def _read_lines(list_file: Path) -> list[str]:
     if "\x00" in text:
         raise DataError(f"{list_file}: contains NUL bytes; expected one relative image path per line")
     return text.splitlines()
-
-
-def confine(root: Path, relative: str, *, where: str) -> Path:
-    """Resolve `relative` under `root`, refusing absolute paths and anything that escapes `root`."""
-    rel = relative.replace("\\", "/")
-    if rel.startswith("/") or PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
-        raise DataError(f"{where}: '{relative}' is an absolute path; expected a path relative to {root}")
-    root_resolved = root.resolve()
-    target = (root_resolved / rel).resolve()
-    if target != root_resolved and root_resolved not in target.parents:
-        raise DataError(f"{where}: '{relative}' points outside the dataset folder {root}")
-    return target
 
 
 def parse_image_list(list_file: Path, root: Path, *, with_ids: bool = False, check_exists: bool = True

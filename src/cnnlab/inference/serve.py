@@ -126,8 +126,6 @@ def model_card(model: TrainedModel) -> dict:
     return card
 
 
-# The query parameters each endpoint takes: any other (a misspelt `topk`) is a 422 naming it.
-QUERY_PARAMETERS = {"/v1/predict": ("top_k",)}
 MAX_FILENAME = 255  # characters of an upload's file name (most file systems' limit)
 
 
@@ -188,11 +186,15 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
                             status_code=500)
 
+    # The query parameters each endpoint takes, read from the routes below once they exist: any other (a
+    # misspelt `topk`) is a 422 naming it, not silently ignored.
+    query_parameters: dict[str, list[str]] = {}
+
     @app.middleware("http")
     async def known_query_parameters(request, call_next):
-        unknown = sorted(set(request.query_params) - set(QUERY_PARAMETERS.get(request.url.path, ())))
+        takes = query_parameters.get(request.url.path, [])
+        unknown = sorted(set(request.query_params) - set(takes))
         if unknown:
-            takes = QUERY_PARAMETERS.get(request.url.path, ())
             return JSONResponse({"error": f"unknown query parameter {', '.join(repr(u) for u in unknown)}; "
                                           f"{request.url.path} takes " + (", ".join(takes) if takes else "none")},
                                 status_code=422)
@@ -256,6 +258,11 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def page():
         return PAGE.read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(name))
+
+    from fastapi.routing import APIRoute
+
+    query_parameters.update({route.path: [p.alias for p in route.dependant.query_params]
+                             for route in app.routes if isinstance(route, APIRoute)})
 
     return app
 

@@ -165,7 +165,7 @@ def pick_run(path: Path, seed: int | None, choose: str = "--seed S, or average t
     """One weights file: the seed asked for, or the only one. `choose`: what the calling command offers."""
     runs = trained_runs(path)
     if seed is not None:
-        chosen = [r for r in runs if r.parent.name in (f"seed-{seed}", f"fold-{seed}")]
+        chosen = [r for r in runs if r.parent.name in (layout.seed_folder(seed), layout.fold_folder(seed))]
         if not chosen:
             raise RunError(f"{path}: no finished seed {seed}; found {', '.join(r.parent.name for r in runs)}")
         return chosen[0]

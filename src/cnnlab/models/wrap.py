@@ -96,9 +96,8 @@ def register_module(module: nn.Module, *, name: str, input_size: tuple[int, int,
     held = _REGISTRY.get(name)
     if held is not None and not isinstance(held.builder, _ModuleBuilder):
         raise ConfigError(f"model name '{name}' is one of cnnlab's; register the module under another name")
-    split_module(module, head=head, input_size=input_size)  # refuse a module that cannot be split, now
-
-    _REGISTRY[name] = ModelEntry(name, _ModuleBuilder(module, head, reinitialise),
+    probe = split_module(module, head=head, input_size=input_size)  # refuse a module that cannot be split, now
+    _REGISTRY[name] = ModelEntry(name, _ModuleBuilder(module, head, reinitialise, probe.num_classes),
                                  f"{type(module).__name__} (a module registered from Python)", input_size)
     return name
 
@@ -106,8 +105,9 @@ def register_module(module: nn.Module, *, name: str, input_size: tuple[int, int,
 class _ModuleBuilder:
     """The registry's builder for a user's module: a checked copy, drawn again from the seed."""
 
-    def __init__(self, module: nn.Module, head: str | None, reinitialise: bool):
+    def __init__(self, module: nn.Module, head: str | None, reinitialise: bool, outputs: int):
         self.module, self.head, self.reinitialise = module, head, reinitialise
+        self.outputs = outputs  # the logits it makes: its classes
 
     def __call__(self, *, num_classes: int, in_channels: int = 3, image_size: int = 32) -> WrappedModule:
         wrapped = split_module(self.module, head=self.head, input_size=(in_channels, image_size, image_size))

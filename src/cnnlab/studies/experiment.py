@@ -25,7 +25,7 @@ from cnnlab.data.loading import load_splits, named_image_size
 from cnnlab.data.sources import scheme_source
 from cnnlab.data.split import kfold_splits
 from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
-from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
+from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_data_differences, lab_data_kind_matches, lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay

@@ -47,12 +47,13 @@ def read_summary(path: Path) -> dict:
 def unit_names(cfg: ExperimentConfig) -> list[str]:
     """The run folders of an experiment: one per seed, or one per fold (first seed)."""
     if cfg.data.folds:
-        return [f"fold-{k}" for k in range(1, cfg.data.folds + 1)]
-    return [f"seed-{s}" for s in cfg.seeds]
+        return [layout.fold_folder(k) for k in range(1, cfg.data.folds + 1)]
+    return [layout.seed_folder(s) for s in cfg.seeds]
 
 
 def unit_seed(cfg: ExperimentConfig, unit: str) -> int:
-    return cfg.seeds[0] if unit.startswith("fold-") else int(unit.removeprefix("seed-"))
+    kind, _, number = unit.partition("-")  # layout.seed_folder / fold_folder's names
+    return cfg.seeds[0] if kind == "fold" else int(number)
 
 
 def describe_setup(cfg: ExperimentConfig, results: list[dict]) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnnlab.config import load_experiment
+from cnnlab.config import ExperimentConfig, load_experiment
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, create_unique_dir
 from cnnlab.reporting.interpretation import write_rows_csv
@@ -112,9 +112,11 @@ def range_test(learner, *, phase: int = 0, start: float = 1e-7, end: float = 10.
     return test
 
 
-def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: int = 0, start: float = 1e-7,
-            end: float = 10.0, steps: int = 100, out: str | None = None, log: Log = print,
-            origins: dict[str, str] | None = None) -> dict:
+def lr_find(experiment: str | ExperimentConfig, *, overrides: dict[str, Any] | None = None, phase: int = 0,
+            start: float = 1e-7, end: float = 10.0, steps: int = 100, out: str | None = None, log: Log = print,
+            origins: dict[str, str] | None = None, splits=None) -> dict:
+    """The range test of `experiment` (a preset or file, with `overrides`; or a configuration as it is, and
+    optionally the data already loaded: `cnnlab.Learner.lr_find`)."""
     from cnnlab.data.batches import num_batches
     from cnnlab.studies.experiment import load_data
     from cnnlab.studies.preflight import check_experiment
@@ -123,12 +125,16 @@ def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: 
 
     if not 0 < start < end or steps < 5:
         raise ConfigError("lr-find: expected 0 < --start < --end and --steps >= 5")
-    cfg = load_experiment(experiment, overrides=overrides, origins=origins)
+    if isinstance(experiment, ExperimentConfig):
+        cfg = copy.deepcopy(experiment)  # its phase's length is changed below
+    else:
+        cfg = load_experiment(experiment, overrides=overrides, origins=origins)
     phases = resolve_phases(cfg.train)
     if not 0 <= phase < len(phases):
         raise ConfigError(f"--phase {phase}: {cfg.experiment_name} has phases 0..{len(phases) - 1}")
-    check_experiment(cfg)
-    splits = replace(load_data(cfg, log=log), test=None)  # the test split is not even handed over
+    check_experiment(cfg, data_given=splits is not None)
+    splits = replace(splits if splits is not None else load_data(cfg, log=log), test=None)  # the test split is
+    # not even handed over
     # the phase lasts as many epochs as `steps` steps need (the test ends the fit at its last step)
     epochs = math.ceil(steps / num_batches(len(splits.train), cfg.train.batch_size))
     if cfg.train.phases:
@@ -160,7 +166,8 @@ def lr_find(experiment: str, *, overrides: dict[str, Any] | None = None, phase: 
         f"steps from {start:g} to {rates[-1]:.3g}{' (stopped: the loss diverged)' if result['stopped_early'] else ''}")
     log(f"suggested learning rate: {suggestion:.2e} (steepest descent of the smoothed loss; the minimum is at "
         f"{minimum:.2e}, its tenth {minimum / 10:.2e}); plot: {folder / 'lr_find.png'}")
-    log(f"use it: cnnlab run {experiment} --set {key}={suggestion:.2e}")
+    log(f"use it: cnnlab run {experiment if isinstance(experiment, str) else cfg.experiment_name} "
+        f"--set {key}={suggestion:.2e}")
     return result
 
 

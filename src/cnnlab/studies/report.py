@@ -251,8 +251,6 @@ def ablation_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
 
 
 def _step_changes(folder: Path) -> list[list[str]]:
-    import yaml
-
     record = parse_yaml((folder / "ablation.yaml").read_text(encoding="utf-8"), str(folder / "ablation.yaml"))
     return [[f"{i} {s['name']}", s.get("label", ""), ", ".join(f"{k}={v}" for k, v in (s.get("set") or {}).items())
              or "—"] for i, s in enumerate(record["steps"])]
@@ -298,7 +296,7 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
 
 def tune_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     """A tuning study: tuned against untuned on test (only now), the best trials, Optuna's figures."""
-    final = read_json(folder / "final.json")
+    final = read_json(folder / layout.STUDY_RESULTS)
     rows = [[name, str(len(final[name]["test_acc"])), pm(final[name]["test_acc"], percent=True),
              pm(final[name]["test_loss"], percent=False)] for name in ("preset", "tuned")]
     p = "—" if final["p_value"] is None else f"{final['p_value']:.3f}"
@@ -313,7 +311,7 @@ def tune_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
         Heading("Tuned against untuned, on the test split (used only now)"),
         Text(f"best trial {final['best_trial']} on validation ({final['monitor']} {final['best_value']:.4f}): {params}"),
         Table(["", "runs", "test accuracy", "test loss"], rows, caption="the same final seeds "
-              f"{final['seeds']}", source=_source(folder / "final.json", root)),
+              f"{final['seeds']}", source=_source(folder / layout.STUDY_RESULTS, root)),
         Text(f"gain {100 * final['gain']:+.2f} points, Welch p = {p}, 95 % bootstrap interval "
              f"[{100 * final['ci_low']:+.2f}, {100 * final['ci_high']:+.2f}]: {final['verdict']}"),
         Heading("The trials (validation only)"),
@@ -376,7 +374,7 @@ def _headline(kind: str, path: Path) -> list[str]:
         return [path.name, f"ablation (last step: {last['name']})", pm(last["test_acc"], percent=True),
                 pm(last["test_loss"], percent=False), str(len(last["test_acc"]))]
     if kind == "tune":
-        final = read_json(path / "final.json")
+        final = read_json(path / layout.STUDY_RESULTS)
         return [path.name, "tuning study (tuned)", pm(final["tuned"]["test_acc"], percent=True),
                 pm(final["tuned"]["test_loss"], percent=False), str(len(final["tuned"]["test_acc"]))]
     if kind == "probe":

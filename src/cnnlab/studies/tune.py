@@ -109,7 +109,7 @@ def study_folder(settings: TuneSettings, base: ExperimentConfig) -> tuple[Path, 
     identity = {"experiment": settings.experiment, "space_sha256": hashlib.sha256(space_text.encode()).hexdigest(),
                 "overrides": settings.overrides, "seeds": settings.seeds or base.seeds[:1],
                 "monitor": monitor_of(base)[0]}
-    record = folder / "study.json"
+    record = folder / layout.STUDY_FILE
     if record.is_file():
         held = read_study_record(record)["identity"]
         if held != identity:
@@ -145,7 +145,7 @@ def _study_name(text: str) -> str:
 
 def create_study_record(folder: Path, identity: dict, space_text: str) -> bool:
     """study.json in a new study folder; False when the folder held the study already."""
-    record = folder / "study.json"
+    record = folder / layout.STUDY_FILE
     if record.is_file():
         return False
     folder.mkdir(parents=True, exist_ok=True)
@@ -213,6 +213,7 @@ class Objective:
         from cnnlab.studies.preflight import check_experiment
         from cnnlab.training.callbacks import RunFolderWriter
         from cnnlab.training.learner import Learner, silent
+        from cnnlab.training.phases import resolve_phases
         from cnnlab.training.run_folder import RunFolder
 
         optuna = _optuna()
@@ -229,17 +230,17 @@ class Objective:
         folder.mkdir(parents=True, exist_ok=True)
         save_yaml(config_to_dict(cfg), folder / "config.yaml")
         tick, values, epochs_run, step = time.perf_counter(), [], 0, 0
+        epochs = sum(p.epochs for p in resolve_phases(cfg.train))
         self.log(f"trial {trial.number}: {', '.join(f'{k}={v}' for k, v in params.items())}")
         for index, seed in enumerate(cfg.seeds):
-            run_folder = RunFolder(folder / f"seed-{seed}")
+            run_folder = RunFolder(folder / layout.seed_folder(seed))
             run_folder.path.mkdir(exist_ok=True)
             # a trial's seed folder is a run folder (record, metrics.csv, status, curves) without checkpoints
             # (a killed trial is tried again from its start) and without any test figure
-            pruning = OptunaReport(trial, monitor, offset=0)
+            pruning = OptunaReport(trial, monitor, offset=index * epochs)  # seed k's epochs are steps of their own
             with run_folder.held():
                 learner = Learner(cfg, splits, seed=seed, log=silent, progress=False,
                                   callbacks=[RunFolderWriter(run_folder, checkpoints=False), pruning])
-                pruning.offset = index * learner.epochs  # seed k's epochs are steps of their own
                 learner.run()
             epochs_run += pruning.reported
             if pruning.pruned:
@@ -384,7 +385,7 @@ def final_comparison(settings: TuneSettings, study, folder: Path, *, progress: b
              "best_params": best.params, "best_value": best.value, "monitor": monitor_of(preset)[0],
              "gain": stats["gain"], "p_value": stats["p_value"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
              "verdict": stats["verdict"], "seeds": settings.final_seeds}
-    atomic_write_json(folder / "final.json", final)
+    atomic_write_json(folder / layout.STUDY_RESULTS, final)
     header = ["", "runs", "test accuracy", "test loss"]
     body = [[name, str(len(results[name]["test_acc"])), pm(results[name]["test_acc"], percent=True),
              pm(results[name]["test_loss"], percent=False)] for name in ("preset", "tuned")]
@@ -445,7 +446,7 @@ def run_tune(settings: TuneSettings, *, progress: bool = True, log: Log = print)
         raise RunError(f"{folder}: {done} of {settings.trials} trials finished; the same command continues the study")
     if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
         raise RunError(f"{folder}: no trial completed (all pruned or failed); nothing to compare")
-    if (folder / "final.json").is_file():
+    if (folder / layout.STUDY_RESULTS).is_file():
         log(f"{folder / 'final.json'}: the final comparison is done already")
         return folder
     final_comparison(settings, study, folder, progress=progress, log=log)

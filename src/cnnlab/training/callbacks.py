@@ -33,7 +33,7 @@ Built in (each wired by `studies/` where `cnnlab run` wired it by hand before):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from cnnlab.training.selection import improves, should_stop
 
@@ -77,23 +77,20 @@ class Callbacks:
 
     def __init__(self, callbacks=()):
         self.items = sorted(callbacks, key=lambda c: c.order)  # stable: equal orders keep the given order
+        # each hook bound once, to the callbacks that wrote it: the batch hooks run thousands of times an epoch
+        for hook in HOOKS:
+            setattr(self, hook, _caller([getattr(c, hook) for c in self.items
+                                         if getattr(type(c), hook) is not getattr(Callback, hook)]))
 
     def __iter__(self):
         return iter(self.items)
 
-    def of_type(self, kind: type) -> list:
-        return [c for c in self.items if isinstance(c, kind)]
 
-    def __getattr__(self, hook: str):
-        if hook not in HOOKS:
-            raise AttributeError(hook)
-        # only the callbacks that wrote the hook: the batch hooks run thousands of times an epoch
-        bound = [getattr(c, hook) for c in self.items if getattr(type(c), hook) is not getattr(Callback, hook)]
-
-        def call(*args, **kwargs) -> None:
-            for method in bound:
-                method(*args, **kwargs)
-        return call
+def _caller(methods: list) -> Callable[..., None]:
+    def call(*args, **kwargs) -> None:
+        for method in methods:
+            method(*args, **kwargs)
+    return call
 
 
 class KeepBest(Callback):
@@ -154,7 +151,7 @@ class Progress(Callback):
             from tqdm.auto import tqdm
 
             # disable=None: a bar in a terminal or Jupyter, none in a log file (its carriage returns would litter it)
-            self.bar = tqdm(total=learner.steps_per_phase_epoch, desc=f"epoch {epoch}", leave=False, unit="batch",
+            self.bar = tqdm(total=learner.steps_per_epoch, desc=f"epoch {epoch}", leave=False, unit="batch",
                             disable=None)
 
     def on_batch_end(self, learner: "Learner", index: int, loss: torch.Tensor, size: int) -> None:

@@ -22,7 +22,8 @@ from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_bytes, cache_dir, remove_write_debris
 from cnnlab.models.base import Classifier
 from cnnlab.engines import compile_module, engine_versions
-from cnnlab.training.loop import autocast_context, images_per_batch
+from cnnlab.training.loop import images_per_batch
+from cnnlab.training.runtime import autocast
 
 
 def default_cache_dir() -> Path:
@@ -78,7 +79,7 @@ def compute_features(model: Classifier, data, preprocess, *, batch_size: int, de
         else:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp):
+            with autocast(device, amp):
                 chunks.append(model.forward_features(x).float().cpu())
         bar.update(len(images))
     bar.close()

@@ -32,7 +32,7 @@ from cnnlab.config import ExperimentConfig, PhaseConfig, model_spec
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
 from cnnlab.data.preprocess import BatchPreprocessor
-from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, RunInterrupted, TrainingDiverged
+from cnnlab.errors import CheckpointError, CnnlabError, RunInterrupted, TrainingDiverged
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
 from cnnlab.training import distributed
 from cnnlab.training.checkpoint import PhaseParts, load_state_strict
@@ -187,7 +187,6 @@ class Learner:
         self.step: OptimizerStep | None = None
         self.used_features = False
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
-        self.steps_per_phase_epoch = self.steps_per_epoch
 
     # ------------------------------------------------------------------ state
 
@@ -377,7 +376,6 @@ class Learner:
         generator = epoch_generator(self.seed, epoch)
         # data.sampler draws the epoch's images first, from the epoch's generator: a resume draws the same
         order = epoch_order(data.train.labels, self.cfg.data.sampler, self.splits.num_classes, generator)
-        self.steps_per_phase_epoch = num_batches(len(data.train), tc.batch_size)
         train = train_one_epoch(
             train_model, data.train, preprocess=data.preprocess, step=self.step,
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=generator,

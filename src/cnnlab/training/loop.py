@@ -26,11 +26,6 @@ class BatchHooks(Protocol):
     def batch_end(self, index: int, loss: torch.Tensor, size: int) -> None: ...
 
 
-def autocast_context(device: torch.device, precision: bool | str):
-    """Autocast to `precision` ('bf16', 'fp16'; True = bf16) on CUDA or CPU; a no-op for fp32 (training/runtime.py)."""
-    return autocast(device, precision)
-
-
 # Pixels per inference batch (evaluation, predictions, feature extraction): 64 images at 224×224.
 # A CNN's activations grow with the pixels it sees, so the batch shrinks as images grow (1,000
 # images of 224 px peaked at 13 GB; 64 stay near 1 GB) while CIFAR's 32 px still go by the thousand.
@@ -118,7 +113,7 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 
         def loss_of(part: slice) -> torch.Tensor:
             nonlocal correct
-            with autocast_context(device, amp):
+            with autocast(device, amp):
                 logits = model(x[part])
                 loss = mixed_loss(loss_fn, logits.float(), labels[part], _sliced(mixed, part))
             correct += mixed_correct(logits.detach().argmax(1), labels[part], _sliced(mixed, part))
@@ -152,7 +147,7 @@ def evaluate(model: nn.Module, data: ImageSource, *, preprocess: Preprocess, los
     matrix = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     for images, labels in _eval_batches(data, images_per_batch(data, batch_size), shard):
         x = _prepare(preprocess(images, train=False), channels_last)
-        with autocast_context(device, amp):
+        with autocast(device, amp):
             logits = tta_logits(model, x, tta)
         loss_sum += loss_fn(logits, labels) * labels.shape[0]
         matrix += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
@@ -178,7 +173,7 @@ def predict_logits(model: nn.Module, data: ImageSource, *, preprocess: Preproces
     outputs, labels = [], []
     for images, batch_labels in data.batches(images_per_batch(data, batch_size)):
         x = _prepare(preprocess(images, train=False), channels_last)
-        with autocast_context(data.device, amp):
+        with autocast(data.device, amp):
             outputs.append(tta_logits(model, x, tta).cpu())
         labels.append(batch_labels.cpu())
     return torch.cat(outputs), torch.cat(labels)

@@ -117,9 +117,6 @@ class Runtime:
         """Whether a half precision autocasts (bf16 or fp16)."""
         return self.precision != "fp32"
 
-    def autocast(self):
-        return autocast(self.device, self.precision)
-
     def grad_scaler(self):
         return grad_scaler(self.device, self.precision)
 

@@ -15,7 +15,7 @@ import cnnlab.layout as layout
 from cnnlab.config import (ExperimentConfig, config_to_dict, load_experiment, parse_experiment, parse_yaml, save_config,
                            save_yaml)
 from cnnlab.errors import ConfigError, RunError, RunInterrupted
-from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir, read_json
+from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.reference import LAB_ABLATION, lab_data_kind_matches
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.tables import ablation_table
