@@ -210,3 +210,34 @@ def birds_2011(tmp_path: Path) -> Path:
     (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
     (root / "classes.txt").write_text("\n".join(f"{i} {n}" for i, n in enumerate(BIRD_CLASSES, start=1)) + "\n")
     return root
+
+
+def chromium() -> str | None:
+    """Debian's Chromium, where the suite looks for it (CI installs it: .ci/run)."""
+    for name in ("chromium", "chromium-browser"):
+        for folder in ("/usr/bin", "/usr/local/bin"):
+            if Path(folder, name).exists():
+                return str(Path(folder, name))
+    return None
+
+
+def headless_browser(profile: Path, *, window: str):
+    """A Selenium-driven headless Chromium kept off the network's background services; skipped where there is
+    no Chromium, a failure in CI (which must have it)."""
+    import os
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary, driver_path = chromium(), "/usr/bin/chromedriver"
+    if binary is None or not Path(driver_path).exists():
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install chromium and chromium-driver (.ci/run does)")
+        pytest.skip("no chromium / chromedriver here (apt-get install -y chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--allow-file-access-from-files", f"--user-data-dir={profile}", f"--window-size={window}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver_path), options=options)

@@ -346,9 +346,8 @@ def test_a_comparison_of_one_seed_runs_of_seed_7_shows_their_learning_curves(npz
 
 
 def _readme_python_blocks() -> list[str]:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## From Python"):]
-    section = section[:section.index("\n## ", 3)]
+    """The Python blocks of the Python API tutorial (docs/tutorials/python-api.md; the README's until 0.13)."""
+    section = (Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "python-api.md").read_text(encoding="utf-8")
     blocks, rest = [], section
     while "```python\n" in rest:
         rest = rest[rest.index("```python\n") + len("```python\n"):]
@@ -358,7 +357,7 @@ def _readme_python_blocks() -> list[str]:
 
 
 def test_the_readme_python_examples_run(birds_lab, npz_data, tmp_path, monkeypatch):
-    """The README's Python API examples, run as written: paths point at generated data, the names it leaves to
+    """The Python API tutorial's examples, run as written: paths point at generated data, the names it leaves to
     the reader (an image, MyNet) are defined, and each fit is shortened (one epoch, small images, one seed)."""
     from cnnlab import api
 

@@ -196,8 +196,13 @@ def _write_pngs(splits_set, class_names, root: Path) -> None:
 
 
 def _training_probabilities(cfg, run_dir: Path, split):
-    """The probabilities the training code computes: its own preprocessing, the saved weights."""
+    """The probabilities the training code computes: its own preprocessing, the saved weights, divided by the
+    temperature the run fitted on its validation split (results.json; trust/)."""
+    import json
+
     from safetensors.torch import load_file
+
+    temperature = json.loads((run_dir / "results.json").read_text())["temperature"]
 
     trainer = Learner(cfg, load_splits(cfg.data, default_size=32) if cfg.model.startswith("basenet") else
                       _bird_splits(cfg), seed=1, log=lambda s: None, progress=False)
@@ -206,7 +211,7 @@ def _training_probabilities(cfg, run_dir: Path, split):
     out = []
     with torch.no_grad():
         for images, _ in split.batches(50):
-            out.append(torch.softmax(trainer.model(trainer.preprocess(images, train=False)), 1))
+            out.append(torch.softmax(trainer.model(trainer.preprocess(images, train=False)) / temperature, 1))
     return torch.cat(out)
 
 

@@ -1,5 +1,6 @@
-"""Every `cnnlab` command the README shows is accepted by the parser as written, so a README command cannot
-fail again for a reason the parser knows (an option a command lacks, a value out of range, a typo).
+"""Every `cnnlab` command the README and the documentation site (docs/**/*.md) show is accepted by the parser as
+written, so a command a reader copies cannot fail for a reason the parser knows (an option a command lacks, a
+value out of range, a typo).
 
 A runnable line (in a code block, or in `inline code`) is parsed whole by the real argument parser; a synopsis
 line (`cnnlab run MODEL [--config FILE] ...`) must name a real command and only options that command takes.
@@ -17,11 +18,17 @@ import pytest
 
 from cnnlab.cli.parser import build_parser
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def _commands() -> list[str]:
-    text = README.read_text(encoding="utf-8")
+    return list(dict.fromkeys(c for page in PAGES for c in _commands_in(page)))
+
+
+def _commands_in(page: Path) -> list[str]:
+    text = page.read_text(encoding="utf-8")
     found = []
     for body in re.findall(r"```\w*\n(.*?)```", text, re.S):
         for line in body.splitlines():
@@ -52,8 +59,10 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 COMMANDS = _commands()
 
 
-def test_the_readme_shows_commands():
+def test_the_readme_and_the_site_show_commands():
     assert len(COMMANDS) > 40, COMMANDS  # a walker that finds none would pass vacuously
+    assert len(_commands_in(README)) > 10
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200  # the manual is the site
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_easy_npz
+from conftest import headless_browser, write_easy_npz
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -158,34 +157,14 @@ def test_gradcam_overlay_and_the_page(served):
     assert "<title>basenet · cnnlab</title>" in page and "http" not in page.split("<script>")[1].split("fetch(")[0]
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser"):
-        for folder in ("/usr/bin", "/usr/local/bin"):
-            if Path(folder, name).exists():
-                return str(Path(folder, name))
-    return None
-
-
 def test_the_page_in_a_real_browser_shows_the_top_5_and_asks_nothing_of_the_internet(served, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    binary, driver_path = _chromium(), "/usr/bin/chromedriver"
-    if binary is None or not Path(driver_path).exists():
-        if os.environ.get("CI"):
-            raise AssertionError("CI must install chromium and chromium-driver (.ci/run does)")
-        pytest.skip("no chromium / chromedriver here (apt-get install -y chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=390,844"):  # a phone's width
-        options.add_argument(flag)
     photo = tmp_path / "bird <img src=x onerror=alert(1)>.png"
     photo.write_bytes(_png(np.kron(served["images"][0], np.ones((4, 4, 1), dtype=np.uint8))))
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = headless_browser(tmp_path / "profile", window="390,844")  # a phone's width
     try:
         browser.get(served["url"] + "/")
         WebDriverWait(browser, 30).until(lambda b: "classes" in b.find_element(By.ID, "card").text)
@@ -215,7 +194,7 @@ def test_serve_answers_as_http_clients_expect(served):
     assert refused.status_code == 405 and "POST" in refused.headers["allow"]
     typo = httpx.post(f"{url}/v1/predict?topk=3", files={"file": ("a.png", image, "image/png")}, timeout=30)
     assert typo.status_code == 422
-    assert typo.json()["error"] == "unknown query parameter 'topk'; /v1/predict takes top_k"
+    assert typo.json()["error"] == "unknown query parameter 'topk'; /v1/predict takes top_k, coverage, reject_rate"
     assert httpx.get(f"{url}/healthz?verbose=1", timeout=30).status_code == 422
     long_name = "x" * 300 + ".png"
     named = httpx.post(f"{url}/v1/predict", files={"file": (long_name, image, "image/png")}, timeout=30)

@@ -193,6 +193,16 @@ class Learner:
         """Each image's top-k (class, probability), most likely first: what `cnnlab predict` answers."""
         return self.trained(seed).predict(images, top_k=top_k)
 
+    def prediction_sets(self, images, *, coverage: float = 0.9, seed: int | None = None) -> list[list[str]]:
+        """Each image's conformal set: the classes that hold the true one with probability >= `coverage`
+        (`cnnlab predict --coverage`), calibrated on the run's validation split."""
+        return self.trained(seed).prediction_sets(images, coverage=coverage)
+
+    def decisions(self, images, *, reject_rate: float = 0.05, seed: int | None = None) -> list[str]:
+        """Each image's top class, or 'unknown' below the rule that refuses `reject_rate` of the validation
+        images (`cnnlab predict --reject-rate`)."""
+        return self.trained(seed).decisions(images, reject_rate=reject_rate)
+
     def export(self, path: str | Path, *, format: str = "onnx", seed: int | None = None, **options) -> Path:
         """The trained model as an ONNX graph or OpenVINO IR, checked against PyTorch (`cnnlab export`)."""
         from cnnlab.inference.export import export_model

@@ -48,6 +48,9 @@ CLASS_WEIGHTS = ("none", "balanced", "effective")
 
 # train.tta's modes, from the fewest views to the most (training/loop.py's tta_views makes them)
 TTA_MODES = ("off", "flip", "flip_shift")
+CALIBRATIONS = ("none", "temperature")  # trust/calibration.py
+CONFORMAL_SCORES = ("aps", "raps", "lac")  # trust/conformal.py
+REJECT_SCORES = ("msp", "energy")  # trust/rejection.py
 
 
 # Seeds reach numpy's and scikit-learn's generators, which take 0..2**32 - 1 and refuse the rest.
@@ -104,6 +107,14 @@ class DataConfig:
                                                "(default: the one column of the Image feature type)")
     label_column: str | None = _opt(None, help="Hugging Face / Parquet / Arrow data: the column of labels "
                                                "(default: the one ClassLabel column, else one named label)")
+    calibration_fraction: float = _opt(0.0, min=0.0, max=0.9,
+                                       help="the seeded share of the validation split held out for the conformal "
+                                            "sets' scores (the rest fits the temperature and the rejection rule); "
+                                            "0: the whole validation split does both")
+    leak_check: str = _opt("warn", choices=("warn", "error", "off"),
+                           help="before training, look for test images with a near-exact duplicate (a perceptual "
+                                "hash) in train or validation: warn (one line and leaks.csv in the experiment "
+                                "folder), error (refuse to train), off")
     sampler: str = _opt("uniform", choices=SAMPLERS,
                         help="how each epoch draws training images: uniform (every image once), balanced (every "
                              "class equally often) or sqrt (each class ∝ √its images); with replacement, seeded")
@@ -241,6 +252,20 @@ class TrainConfig:
                           help="test (and save) the weights of the epoch with the best validation figure; "
                                "off: the last epoch's, as the lab did")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    calibration: str = _opt("temperature", choices=CALIBRATIONS,
+                            help="after training, fit one temperature on the validation split (never the test "
+                                 "split) that predict, serve and exported graphs divide the logits by; accuracy "
+                                 "is unchanged; none: the raw softmax")
+    conformal_score: str = _opt("aps", choices=CONFORMAL_SCORES,
+                                help="the non-conformity score of conformal prediction sets (predict --coverage): "
+                                     "aps (adaptive: a hard image gets a larger set), raps (aps + raps_lambda per "
+                                     "rank beyond raps_k: shorter tails) or lac (1 - p: the smallest sets on "
+                                     "average, not adaptive)")
+    raps_lambda: float = _opt(0.01, min=0.0, max=1.0, help="RAPS's penalty per rank beyond raps_k")
+    raps_k: int = _opt(1, min=0, help="RAPS: the ranks that cost no penalty")
+    reject_score: str = _opt("msp", choices=REJECT_SCORES,
+                             help="the score of the 'unknown' rule (predict --reject-rate): msp (maximum softmax "
+                                  "probability) or energy (temperature × logsumexp of the logits / temperature)")
 
     @property
     def total_epochs(self) -> int:

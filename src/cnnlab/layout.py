@@ -7,6 +7,7 @@
     runs/compare/<stamp>/                 a comparison    compare.json, <experiment>/ ...
     runs/probe/<stamp>/                   a backbone probe probe.json (the rows, the recommendation), probe.md
     runs/tune/<study>/                    a tuning study  study.json, trials/trial-NNNN/seed-<s>/ (runs), final.json
+    runs/audit/<stamp>/                   a data audit    audit.json, label_issues.csv, duplicates.csv, outliers.csv
 
 Studies, inference, the report and resume name files through these constants and tell folders apart
 with `folder_kind`, so a renamed file or a new kind of folder is one edit here. Imports nothing (no torch).
@@ -26,11 +27,15 @@ WEIGHTS_FILE = "model.safetensors"
 RESULTS_FILE = "results.json"  # the test figures: marks a finished run
 STATUS_FILE = "status.json"
 CURVES_FILE = "curves.png"
+LEAKS_FILE = "leaks.csv"  # an experiment's test images with a near-exact duplicate in train/val (data.leak_check)
+TRUST_FILE = "trust.json"  # calibration, conformal coverage and the 'unknown' rule on the test split
+RELIABILITY_FIGURE, RISK_COVERAGE_FIGURE = "reliability.png", "risk_coverage.png"
 # the other studies
 ABLATION_FILE, ABLATION_RESULTS = "ablation.yaml", "ablation.json"
 COMPARE_RESULTS = "compare.json"
 PROBE_RESULTS = "probe.json"  # a backbone probe (a comparison chosen on validation)
 STUDY_FILE, STUDY_RESULTS = "study.json", "final.json"
+AUDIT_RESULTS = "audit.json"  # `cnnlab audit`: the summary; label_issues.csv, duplicates.csv, outliers.csv beside
 
 def seed_folder(seed: int) -> str:
     return f"seed-{seed}"
@@ -65,6 +70,8 @@ def folder_kind(path: Path) -> str | None:
         return "probe"
     if (path / COMPARE_RESULTS).is_file():
         return "comparison"
+    if (path / AUDIT_RESULTS).is_file():
+        return "audit"
     if (path / CONFIG_FILE).is_file():  # metrics.csv comes with the first epoch
         return "run"
     return None

@@ -222,11 +222,15 @@ def cmd_resume(args) -> int:
 
 def cmd_predict(args) -> int:
     from cnnlab.inference import load_trained, trained_runs
-    from cnnlab.inference.predict import accuracy, free_output_path, predict, top_k, write_predictions
+    from cnnlab.inference.predict import (accuracy, free_output_path, predict, top_k, trust_answers,
+                                          write_predictions)
     from cnnlab.reporting.tables import render_table
 
     if args.device not in DEVICES:
         raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
+    if args.ensemble and (args.coverage is not None or args.reject_rate is not None):
+        raise ConfigError("--coverage and --reject-rate use one run's calibration scores; an ensemble's averaged "
+                          "probabilities have none: choose one run with --seed S")
     out = free_output_path(Path(args.out) if args.out else None)
     paths = trained_runs(Path(args.run_dir)) if args.ensemble else [None]
     models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device, engine=args.engine,
@@ -234,11 +238,16 @@ def cmd_predict(args) -> int:
     names = models[0].class_names
     predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
                                   workers=args.workers, strict=args.strict, progress=not args.no_progress)
-    write_predictions(out, predictions, names, args.top_k)
+    answers = trust_answers(models[0], predictions, coverage=args.coverage, reject_rate=args.reject_rate)
+    write_predictions(out, predictions, names, args.top_k, answers)
     shown = predictions[:20]
-    header = ["image", *[f"top {i}" for i in range(1, min(args.top_k, len(names), 3) + 1)]]
-    rows = [[str(p.path), *[f"{name} ({100 * prob:.1f} %)" for name, prob in top_k(p, names, 3)][:len(header) - 1]]
-            for p in shown]
+    header = ["image", *[f"top {i}" for i in range(1, min(args.top_k, len(names), 3) + 1)],
+              *([f"set ({100 * args.coverage:g} %)"] if answers.sets is not None else []),
+              *(["decision"] if answers.decisions is not None else [])]
+    rows = [[str(p.path), *[f"{name} ({100 * prob:.1f} %)" for name, prob in top_k(p, names, 3)][:min(args.top_k, len(names), 3)],
+             *([", ".join(answers.sets[i])] if answers.sets is not None else []),
+             *([answers.decisions[i]] if answers.decisions is not None else [])]
+            for i, p in enumerate(shown)]
     print(render_table(header, rows))
     if len(predictions) > len(shown):
         print(f"... and {len(predictions) - len(shown)} more")
@@ -251,6 +260,47 @@ def cmd_predict(args) -> int:
     score = accuracy(predictions, names)
     if score:
         print(f"accuracy: {100 * score[0]:.2f} % of {score[1]} images in class folders")
+    if answers.sets is not None:
+        trust = models[0].trust
+        print(f"sets: {sum(map(len, answers.sets)) / max(1, len(answers.sets)):.2f} classes on average, each holding "
+              f"the true class with probability >= {args.coverage:g} ({trust.conformal_score} scores of "
+              f"{trust.conformal_on})")
+    if answers.decisions is not None:
+        unknown = answers.decisions.count("unknown")
+        print(f"unknown: {unknown} of {len(answers.decisions)} image(s), below the score that accepts "
+              f"{100 * (1 - args.reject_rate):g} % of the validation images ({models[0].trust.reject_score})")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from cnnlab.studies.audit import run_audit
+
+    overrides, origins = _overrides(args)
+    out = overrides.pop("out", None)
+    run_audit(args.data, backbone=overrides.pop("model_args.backbone", None), folds=args.folds, overrides=overrides,
+              out=out, write_split_to=args.write_split, relabel=args.relabel, similar=args.similar,
+              progress=not args.no_progress,
+              origins=origins)
+    return 0
+
+
+def cmd_ood(args) -> int:
+    from cnnlab.inference import load_trained
+    from cnnlab.errors import RunError
+    from cnnlab.fileio import atomic_write_json
+    from cnnlab.inference.ood import measure_ood, ood_table
+
+    if args.device not in DEVICES:
+        raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}; got {args.device!r}")
+    if args.out and Path(args.out).exists():
+        raise RunError(f"{args.out}: already exists; cnnlab does not overwrite files: choose another --out")
+    trained = load_trained(args.run_dir, seed=args.seed, device=args.device, engine=args.engine, choose="--seed S")
+    figures = measure_ood(trained, [Path(p) for p in args.images], reject_rate=args.reject_rate,
+                          batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    print(ood_table(figures))
+    if args.out:
+        atomic_write_json(Path(args.out), figures)
+        print(f"figures in {args.out}")
     return 0
 
 
@@ -331,7 +381,7 @@ def cmd_report(args) -> int:
 
 COMMANDS = {"run": cmd_run, "ablation": cmd_ablation, "compare": cmd_compare, "summary": cmd_summary,
             "list": cmd_list, "resume": cmd_resume, "predict": cmd_predict, "export": cmd_export,
-            "interpret": cmd_interpret, "report": cmd_report, "probe": cmd_probe,
+            "interpret": cmd_interpret, "ood": cmd_ood, "audit": cmd_audit, "report": cmd_report, "probe": cmd_probe,
             "serve": cmd_serve, "tune": cmd_tune, "lr-find": cmd_lr_find}
 
 

@@ -97,6 +97,18 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    help="override configuration keys (one or more; repeatable)")
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """Where and how a trained model runs on images: predict's and ood's options."""
+    p.add_argument("--device", metavar="NAME", default="auto", help=f"{', '.join(DEVICES)} (default: auto)")
+    p.add_argument("--engine", metavar="NAME", default="auto",
+                   help=f"what runs the network: {', '.join(ENGINES)} (default: auto, the fastest installed: "
+                        "OpenVINO, then ONNX Runtime on a CPU; an exported .onnx / .xml needs one of them)")
+    p.add_argument("--batch-size", type=number(at_least=1), default=64, metavar="N")
+    p.add_argument("--workers", type=number(at_least=0), default=None, metavar="N",
+                   help="decoding processes (default: cores - 1)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnlab", description="Train, fine-tune and compare image classifiers with honest numbers.")
@@ -148,14 +160,57 @@ def build_parser() -> argparse.ArgumentParser:
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--seed", type=number(at_least=0), metavar="S", help="the seed of an experiment folder to use")
     which.add_argument("--ensemble", action="store_true", help="average the probabilities of every seed")
-    predict.add_argument("--device", metavar="NAME", default="auto", help=f"{', '.join(DEVICES)} (default: auto)")
-    predict.add_argument("--engine", metavar="NAME", default="auto",
-                         help=f"what runs the network: {', '.join(ENGINES)} (default: auto, the fastest installed: "
-                              "OpenVINO, then ONNX Runtime on a CPU; an exported .onnx / .xml needs one of them)")
-    predict.add_argument("--batch-size", type=number(at_least=1), default=64, metavar="N")
-    predict.add_argument("--workers", type=number(at_least=0), default=None, metavar="N", help="decoding processes (default: cores - 1)")
+    _add_inference_options(predict)
     predict.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped)")
-    predict.add_argument("--no-progress", action="store_true")
+    predict.add_argument("--coverage", type=number(float, above=0.0, at_most=0.9999), metavar="P",
+                         help="add each image's conformal prediction set: the classes that hold the true one with "
+                              "probability >= P (e.g. 0.9), calibrated on the run's validation split (a 'set' column)")
+    predict.add_argument("--reject-rate", type=number(float, at_least=0.0, at_most=0.9999), metavar="R",
+                         help="answer 'unknown' for images less familiar than the R least familiar share of the "
+                              "validation images (e.g. 0.05: accepts 95 %% of them; a 'decision' column)")
+
+    audit = sub.add_parser(
+        "audit", help="find mislabeled images, duplicates and train/test leaks, and outliers in a dataset",
+        description="Read DATA as `cnnlab run --data DATA` would (the same split), extract a backbone's features "
+                    "(cached), then: label issues from K-fold out-of-fold probabilities and confident learning "
+                    "(cleanlab); exact and near duplicates within and across splits (perceptual hash, feature "
+                    "similarity); outliers (far in feature space, near-blank, tiny, extreme aspect). Writes CSVs, "
+                    "thumbnails and a page into runs/audit/<time>/; nothing under DATA is changed.")
+    audit.add_argument("data", metavar="DATA", help="a dataset folder or file, or hf:OWNER/NAME (as --data of run)")
+    audit.add_argument("--backbone", metavar="NAME", help="whose features (default: efficientnet_lite0, offline)")
+    audit.add_argument("--weights", metavar="default|none|PATH", help="the backbone's weights (as run's --weights)")
+    audit.add_argument("--folds", type=number(at_least=2, at_most=50), default=5, metavar="K",
+                       help="folds of the out-of-fold predictions (default 5)")
+    audit.add_argument("--similar", type=number(float, above=0.0, at_most=1.0), default=0.92, metavar="COSINE",
+                       help="feature cosine similarity from which two images are called duplicates (default 0.92: "
+                            "measured with efficientnet_lite0 on photos; another backbone may need another)")
+    audit.add_argument("--source", metavar="NAME", help="dataset layout: auto (default) or a name of `cnnlab list sources`")
+    audit.add_argument("--out", metavar="DIR", help="parent folder of the audit folder (default: runs)")
+    audit.add_argument("--write-split", metavar="FILE.csv",
+                       help="also write a path,label,split CSV without the flagged training/validation images and "
+                            "leaked copies (test split unchanged); `cnnlab run --data FILE.csv` trains on it")
+    audit.add_argument("--relabel", action="store_true",
+                       help="with --write-split: keep flagged images under their suggested label instead of dropping them")
+    audit.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
+    audit.add_argument("--engine", metavar="NAME", help=f"what extracts the features: {', '.join(ENGINES)} (default: auto)")
+    audit.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="configuration keys, e.g. --set data.split_seed=1 data.image_size=288")
+    audit.add_argument("--no-progress", action="store_true")
+
+    ood = sub.add_parser(
+        "ood", help="how well a trained model's 'unknown' rule tells its classes from foreign images",
+        description="Score the run's test split (in-distribution) and the images under --images (classes the "
+                    "model never saw) with the maximum softmax probability and the energy score; print AUROC, "
+                    "the false-positive rate at 95 %% true-positive rate, and what the run's rule "
+                    "(--reject-rate, chosen on validation) accepts of each.")
+    ood.add_argument("run_dir", metavar="RUN_DIR")
+    ood.add_argument("--images", nargs="+", required=True, metavar="IMAGES_OR_FOLDERS",
+                     help="images of classes outside the model's (files or folders, searched recursively)")
+    ood.add_argument("--seed", type=number(at_least=0), metavar="S", help="the seed of an experiment folder to use")
+    ood.add_argument("--reject-rate", type=number(float, at_least=0.0, at_most=0.9999), default=0.05, metavar="R",
+                     help="the rule measured: refuse what scores below this share of validation images (default 0.05)")
+    ood.add_argument("--out", metavar="JSON", help="also write the figures to this JSON file (never overwritten)")
+    _add_inference_options(ood)
 
     export = sub.add_parser(
         "export", help="export a trained model (ONNX or OpenVINO, fp32 or int8) and check it",

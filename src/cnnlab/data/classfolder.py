@@ -34,6 +34,7 @@ class LabelledFiles:
     labels: list[int]
     class_names: list[str]
     root: Path | None  # paths in split files are written relative to it
+    given_split: list[str] | None = None  # a CSV's own split column (train / val / test), one per image
 
     def key(self, index: int) -> str:
         """How split.csv names image `index`: its path relative to the root, or the item's own key."""
@@ -69,21 +70,33 @@ def list_class_folder(root: Path) -> LabelledFiles:
 
 
 def read_labels_csv(csv_path: Path) -> LabelledFiles:
-    """`path,label` rows (a header row is optional); paths relative to the CSV's folder."""
+    """`path,label` rows (a header row is optional), or `path,label,split` under that header (the split is then
+    the CSV's own: train / val / test, as `cnnlab audit --write-split` writes it); paths relative to the CSV's
+    folder."""
     root = csv_path.parent
     text = read_text_file(csv_path, what="labels CSV", error=DataError)
     try:
         rows = list(csv.reader(text.splitlines()))
     except csv.Error as exc:
         raise DataError(f"{csv_path}: cannot read it as CSV ({exc})") from None
-    if rows and [c.strip().lower() for c in rows[0]] == ["path", "label"]:
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    columns = 3 if header == ["path", "label", "split"] else 2
+    if header in (["path", "label"], ["path", "label", "split"]):
         rows = [None, *rows[1:]]  # keep line numbers
-    entries = []
+    entries, given = [], []
     for number, row in enumerate(rows, start=1):
         if row is None or not any(cell.strip() for cell in row):
             continue
-        if len(row) != 2:
-            raise DataError(f"{csv_path}:{number}: expected two columns path,label; got {len(row)}")
+        if len(row) != columns:
+            raise DataError(f"{csv_path}:{number}: expected {columns} columns "
+                            f"{'path,label,split' if columns == 3 else 'path,label'}; got {len(row)}"
+                            + ("" if columns == 3 or len(row) != 3 else
+                               " (a split column needs the header row path,label,split)"))
+        if columns == 3:
+            split = row[2].strip()
+            if split not in SPLITS:
+                raise DataError(f"{csv_path}:{number}: split '{split}': expected one of {', '.join(SPLITS)}")
+            given.append(split)
         relative, label = row[0].strip(), row[1].strip()
         path = confine(root, relative, where=f"{csv_path}:{number}")
         if not path.is_file():
@@ -95,7 +108,21 @@ def read_labels_csv(csv_path: Path) -> LabelledFiles:
     if len(names) < 2:
         raise DataError(f"{csv_path}: expected images of at least two labels, found {len(names)}")
     index = {name: i for i, name in enumerate(names)}
-    return LabelledFiles([p for p, _ in entries], [index[l] for _, l in entries], names, root)
+    return LabelledFiles([p for p, _ in entries], [index[l] for _, l in entries], names, root,
+                         given_split=given if columns == 3 else None)
+
+
+def given_plan(files: LabelledFiles, *, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """The CSV's own split; with no validation rows, a stratified, seeded share of its training rows."""
+    plan: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for i, split in enumerate(files.given_split):
+        plan[split].append(i)
+    if not plan["val"] and val_fraction > 0 and plan["train"]:
+        train = LabelledFiles([files.paths[i] for i in plan["train"]], [files.labels[i] for i in plan["train"]],
+                              files.class_names, files.root)
+        drawn = three_way_split(train, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+        plan["train"], plan["val"] = ([plan["train"][k] for k in drawn[name]] for name in ("train", "val"))
+    return plan
 
 
 def three_way_split(files: LabelledFiles, *, val_fraction: float, test_fraction: float, seed: int

@@ -89,6 +89,7 @@ class DataSplits:
     # Class folders / CSV: the drawn split as rows (path, label, split), saved with the run as split.csv.
     split_rows: list[dict] | None = None
     source: str = ""  # the data source that read it (data/sources/), as detected for `auto`
+    leaks: list | None = None  # test images with a near-exact duplicate in train/val (data/leaks.py); None: unchecked
 
     @property
     def num_classes(self) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from cnnlab.config import DataConfig
 from cnnlab.data.cifar import default_cache_dir
-from cnnlab.data.classfolder import LabelledFiles, read_split_file, split_rows, three_way_split
+from cnnlab.data.classfolder import LabelledFiles, given_plan, read_split_file, split_rows, three_way_split
 from cnnlab.data.images import DataSplits
 from cnnlab.data.sources import detect_source, get_source, scheme_source
 from cnnlab.datasources import SourceRequest
@@ -91,6 +91,8 @@ def split_plan(cfg: DataConfig, files: LabelledFiles, where: Path | str) -> dict
     data.split_file names, else a stratified, seeded draw (train narrowed to data.subset)."""
     if cfg.split_file:
         plan = read_split_file(Path(cfg.split_file).expanduser(), files)
+    elif files.given_split is not None:  # a CSV with its own split column
+        plan = given_plan(files, val_fraction=0.0 if cfg.folds else cfg.val_fraction, seed=cfg.split_seed)
     else:
         plan = three_way_split(files, val_fraction=0.0 if cfg.folds else cfg.val_fraction,
                                test_fraction=cfg.test_fraction, seed=cfg.split_seed)

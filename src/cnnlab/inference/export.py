@@ -94,7 +94,10 @@ def build_graph(trained: TrainedModel, *, uint8_input: bool, opset: int) -> byte
                 "crop_ratio": str(trained.record.get("crop_ratio", 0.875)),
                 "interpolation": trained.record.get("interpolation", "bilinear"),
                 "mean": json.dumps(trained.mean), "std": json.dumps(trained.std),
-                "tta": trained.tta, "output": "logits (softmax: probabilities)"}
+                "tta": trained.tta, "output": "logits (probabilities: softmax(logits / temperature))",
+                # the temperature the run fitted on its validation split (1: uncalibrated); cnnlab's runner applies
+                # it, and with the conformal and rejection scores of the record, sets and 'unknown' too
+                "temperature": str(trained.trust.temperature if trained.trust is not None else 1.0)}
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value

@@ -1,6 +1,8 @@
 """`cnnlab predict`: class probabilities for image files and folders, as a table and a CSV.
 
-The CSV's columns are a contract scripts can rely on: `path, pred_1, prob_1, ..., pred_k, prob_k`.
+The CSV's columns are a contract scripts can rely on: `path, pred_1, prob_1, ..., pred_k, prob_k`, then
+`set` with --coverage (the conformal set's classes, `;`-separated, most likely first) and `decision` with
+--reject-rate (the top class, or `unknown`). Probabilities are calibrated by the run's temperature (trust/).
 Images are decoded and resized by worker processes exactly as training streamed them
 (`data/streaming.py`), so a file predicts as its twin in the training data evaluated.
 """
@@ -30,6 +32,7 @@ class Prediction:
     path: Path
     probabilities: torch.Tensor  # (num_classes,)
     label: str | None  # the class folder it came from, if any
+    logits: torch.Tensor | None = None  # one model's raw logits (the 'unknown' rule's energy reads them)
 
 
 def collect_images(inputs: list[Path]) -> list[tuple[Path, str | None]]:
@@ -75,8 +78,13 @@ def predict(models: list[TrainedModel], inputs: list[Path], *, batch_size: int =
                 raise DataError(f"{message} (without --strict, unreadable files are skipped and counted)")
             errors.append(message)
         if images is not None:
-            probs = torch.stack([m.batch_probabilities(images) for m in models]).mean(0).cpu()
-            predictions += [Prediction(items[i][0], p, items[i][1]) for i, p in zip(index, probs)]
+            if len(models) == 1:
+                logits = first.batch_logits(images).cpu()
+                probs = first.logits_to_probabilities(logits)
+            else:
+                logits, probs = None, torch.stack([m.batch_probabilities(images) for m in models]).mean(0).cpu()
+            predictions += [Prediction(items[i][0], p, items[i][1], None if logits is None else logits[j])
+                            for j, (i, p) in enumerate(zip(index, probs))]
         bar.update(len(index) + len(bad))
     bar.close()
     return predictions, errors
@@ -87,13 +95,50 @@ def top_k(prediction: Prediction, class_names: list[str], k: int) -> list[tuple[
     return [(class_names[i], float(p)) for p, i in zip(probs.tolist(), index.tolist())]
 
 
-def predictions_csv(predictions: list[Prediction], class_names: list[str], k: int) -> str:
+@dataclass
+class TrustAnswers:
+    """What --coverage and --reject-rate add to each prediction: its conformal set and its decision."""
+
+    sets: list[list[str]] | None = None
+    decisions: list[str] | None = None
+
+
+UNKNOWN = "unknown"
+
+
+def trust_answers(model: TrainedModel, predictions: list[Prediction], *, coverage: float | None,
+                  reject_rate: float | None) -> TrustAnswers:
+    """Each image's conformal set at `coverage` and its top class or `unknown` under the rule that refuses
+    `reject_rate` of the validation images (the run's trust record; trust/fitted.py)."""
+    answers = TrustAnswers()
+    if coverage is None and reject_rate is None or not predictions:
+        return answers
+    names = model.class_names
+    if coverage is not None:
+        trust = model.require_trust("--coverage")
+        probs = torch.stack([p.probabilities for p in predictions])
+        answers.sets = [[names[i] for i in s] for s in trust.sets(probs, coverage)]
+    if reject_rate is not None:
+        trust = model.require_trust("--reject-rate")
+        accepted = trust.accepted(torch.stack([p.logits for p in predictions]), reject_rate)
+        answers.decisions = [names[int(p.probabilities.argmax())] if ok else UNKNOWN
+                             for p, ok in zip(predictions, accepted)]
+    return answers
+
+
+def predictions_csv(predictions: list[Prediction], class_names: list[str], k: int,
+                    answers: TrustAnswers | None = None) -> str:
     k = min(k, len(class_names))
+    answers = answers or TrustAnswers()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", *[f"{name}_{i}" for i in range(1, k + 1) for name in ("pred", "prob")]])
-    for p in predictions:
-        writer.writerow([str(p.path), *[v for name, prob in top_k(p, class_names, k) for v in (name, f"{prob:.6f}")]])
+    writer.writerow(["path", *[f"{name}_{i}" for i in range(1, k + 1) for name in ("pred", "prob")],
+                     *(["set"] if answers.sets is not None else []),
+                     *(["decision"] if answers.decisions is not None else [])])
+    for index, p in enumerate(predictions):
+        writer.writerow([str(p.path), *[v for name, prob in top_k(p, class_names, k) for v in (name, f"{prob:.6f}")],
+                         *([";".join(answers.sets[index])] if answers.sets is not None else []),
+                         *([answers.decisions[index]] if answers.decisions is not None else [])])
     return buffer.getvalue()
 
 
@@ -119,5 +164,6 @@ def free_output_path(path: Path | None) -> Path:
     return candidate
 
 
-def write_predictions(path: Path, predictions: list[Prediction], class_names: list[str], k: int) -> None:
-    atomic_write_text(path, predictions_csv(predictions, class_names, k))
+def write_predictions(path: Path, predictions: list[Prediction], class_names: list[str], k: int,
+                      answers: TrustAnswers | None = None) -> None:
+    atomic_write_text(path, predictions_csv(predictions, class_names, k, answers))

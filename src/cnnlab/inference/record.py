@@ -24,6 +24,7 @@ RECORD_SCHEMA = {
     "std": records.optional(records.list_of(records.number(above=0.0, at_most=1e6), min_len=1, max_len=4)),
     "tta": records.optional(records.text()), "uint8_input": records.optional(records.boolean()),
     "experiment": records.optional(records.text()), "seed": records.optional(records.integer(at_least=0)),
+    "trust": records.optional(records.mapping()),  # checked field by field by trust.Trust.from_record
 }
 
 

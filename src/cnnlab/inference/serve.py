@@ -2,6 +2,8 @@
 
     POST /v1/predict   multipart field `file` (repeated), ?top_k=N  →  {"model": ..., "predictions":
                        [{"file": NAME, "top_k": [{"label": ..., "prob": ...}, ...]}, ...]}   (a contract)
+                       ?coverage=0.9 adds each prediction's "set" (the conformal set's labels, most likely first);
+                       ?reject_rate=0.05 adds "decision" (the top label, or "unknown") and "unknown" (true/false)
     POST /v1/gradcam   one `file`  →  a PNG: the image with the Grad-CAM map of its top class over it
     GET  /v1/model     classes, preprocessing, the run's test figures, the engine
     GET  /healthz      {"status": "ok"}
@@ -72,7 +74,7 @@ class Batcher:
             self.task.cancel()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    async def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+    async def logits(self, images: torch.Tensor) -> torch.Tensor:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((images, future))
         return await future
@@ -95,7 +97,7 @@ class Batcher:
                 count += len(item[0])
             batch = torch.cat([images for images, _ in items])
             try:
-                probs = await loop.run_in_executor(self.worker, self.model.batch_probabilities, batch)
+                logits = await loop.run_in_executor(self.worker, self.model.batch_logits, batch)
             except Exception as exc:  # a failed forward answers its requests; the loop keeps serving
                 for _, future in items:
                     if not future.done():
@@ -105,7 +107,7 @@ class Batcher:
             start = 0
             for images, future in items:
                 if not future.done():
-                    future.set_result(probs[start:start + len(images)].cpu())
+                    future.set_result(logits[start:start + len(images)].cpu())
                 start += len(images)
 
 
@@ -116,6 +118,11 @@ def model_card(model: TrainedModel) -> dict:
             "input_size": list(model.input_size), "engine": model.engine, "tta": model.tta,
             "preprocessing": {k: record.get(k) for k in ("resize", "crop_ratio", "interpolation", "mean", "std")},
             "source": model.source.name}
+    if model.trust is not None:  # what ?coverage and ?reject_rate answer with (trust/)
+        trust = model.trust
+        card["calibration"] = {"calibration": trust.calibration, "temperature": trust.temperature,
+                               "fitted_on": trust.fitted_on, "conformal_score": trust.conformal_score,
+                               "conformal_on": trust.conformal_on, "reject_score": trust.reject_score}
     results = model.source.parent / layout.RESULTS_FILE
     if results.is_file():
         from cnnlab.studies.layout import read_results
@@ -234,14 +241,28 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
 
     @app.post("/v1/predict")
     async def predict(file: list[UploadFile] = File(default=None),
-                      top_k: int = Query(5, ge=1)):
+                      top_k: int = Query(5, ge=1),
+                      coverage: float = Query(None, gt=0.0, lt=1.0),
+                      reject_rate: float = Query(None, ge=0.0, lt=1.0)):
+        if (coverage is not None or reject_rate is not None) and model.trust is None:
+            raise BadInput(409, "this model's record holds no calibration scores (trained by cnnlab before 0.13, or "
+                                "without a validation split): it cannot answer coverage or reject_rate")
         images, names = await decoded(file or [])
         k = min(top_k, limits.max_top_k, len(model.class_names))
-        probs = await batcher.probabilities(images)
+        logits = await batcher.logits(images)
+        probs = model.logits_to_probabilities(logits)
         values, index = probs.topk(k, dim=1)
-        return {"model": name, "predictions": [
-            {"file": n, "top_k": [{"label": model.class_names[i], "prob": float(p)} for p, i in zip(v.tolist(), ix.tolist())]}
-            for n, v, ix in zip(names, values, index)]}
+        answers = [{"file": n, "top_k": [{"label": model.class_names[i], "prob": float(p)}
+                                         for p, i in zip(v.tolist(), ix.tolist())]}
+                   for n, v, ix in zip(names, values, index)]
+        if coverage is not None:
+            for answer, members in zip(answers, model.trust.sets(probs, coverage)):
+                answer["set"] = [model.class_names[i] for i in members]
+        if reject_rate is not None:
+            for answer, accepted in zip(answers, model.trust.accepted(logits, reject_rate)):
+                answer["unknown"] = not bool(accepted)
+                answer["decision"] = answer["top_k"][0]["label"] if accepted else "unknown"
+        return {"model": name, "predictions": answers}
 
     @app.post("/v1/gradcam", responses={200: {"content": {"image/png": {}}}})
     async def explain(file: list[UploadFile] = File(default=None)):

@@ -27,6 +27,7 @@ from cnnlab.engines import compile_module, resolve_engine
 from cnnlab.training.loop import tta_logits
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.device import resolve_device
+from cnnlab.trust import Trust
 
 WEIGHTS_FILE = layout.WEIGHTS_FILE
 
@@ -62,6 +63,17 @@ class TrainedModel:
         self._preprocessor = BatchPreprocessor(PreprocessConfig(), mean, std)  # no augmentation
         if self.forward is None:
             self.forward = self.model
+        # what the run fitted on its validation split (trust/): the temperature every probability is divided
+        # by, the conformal scores of --coverage, the rule of --reject-rate; None for weights before 0.13
+        self.trust = Trust.from_record(self.record.get("trust"), self.source)
+
+    def require_trust(self, what: str) -> Trust:
+        """The run's trust record, or one line saying why `what` cannot be answered."""
+        if self.trust is None:
+            raise RunError(f"{self.source}: {what} needs the scores the run fitted on its validation split, and its "
+                           "record holds none (trained by cnnlab before 0.13, or without a validation split: "
+                           "retrain with data.val_fraction > 0)")
+        return self.trust
 
     @property
     def uint8_input(self) -> bool:
@@ -101,12 +113,16 @@ class TrainedModel:
                       crop_ratio=self.record.get("crop_ratio", 0.875),
                       interpolation=self.record.get("interpolation", "bilinear"))
 
+    def batch_of(self, images) -> torch.Tensor:
+        """A uint8 NCHW batch at the input size as it is; anything else through `pixels`."""
+        is_batch = (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+                    and tuple(images.shape[1:]) == tuple(self.input_size))
+        return images if is_batch else self.pixels(images)
+
     def probabilities(self, images) -> torch.Tensor:
         """Class probabilities (N, classes) as the run was tested, for image files, PIL images, numpy arrays or
         tensors of any size (see inference/inputs.py); `cnnlab predict` answers the same for the same files."""
-        is_batch = (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
-                    and tuple(images.shape[1:]) == tuple(self.input_size))
-        return self.batch_probabilities(images if is_batch else self.pixels(images))
+        return self.batch_probabilities(self.batch_of(images))
 
     def predict(self, images, *, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Each image's `top_k` (class name, probability) pairs, most likely first."""
@@ -116,14 +132,36 @@ class TrainedModel:
         return [[(self.class_names[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
                 for row_p, row_i in zip(values, index)]
 
+    def prediction_sets(self, images, *, coverage: float = 0.9) -> list[list[str]]:
+        """Each image's conformal set of class names for `coverage`, most likely first (`cnnlab predict
+        --coverage`): calibrated on the run's validation split (trust/conformal.py)."""
+        trust = self.require_trust("a prediction set")
+        return [[self.class_names[i] for i in s] for s in trust.sets(self.probabilities(images).cpu(), coverage)]
+
+    def decisions(self, images, *, reject_rate: float = 0.05) -> list[str]:
+        """Each image's top class, or 'unknown' where it is less familiar than the `reject_rate` least familiar
+        validation images (`cnnlab predict --reject-rate`; trust/rejection.py)."""
+        trust = self.require_trust("an 'unknown' decision")
+        logits = self.batch_logits(self.batch_of(images)).cpu()
+        return [self.class_names[int(row.argmax())] if ok else "unknown"
+                for row, ok in zip(logits, trust.accepted(logits, reject_rate))]
+
     @torch.no_grad()
-    def batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (softmax of the logits) for a uint8 NCHW batch at the input size."""
+    def batch_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's raw logits (float32, averaged over train.tta's views) for a uint8 NCHW batch."""
         if self.uint8_input:  # the views (whole-pixel flips and shifts) are made of the pixels, then fed as uint8
             pixels = images.to(self.device).float()
             graph = lambda view: self.forward(view.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous())  # noqa: E731
-            return torch.softmax(tta_logits(graph, pixels, self.tta), dim=1)
-        return torch.softmax(tta_logits(self.forward, self.preprocess(images), self.tta), dim=1)
+            return tta_logits(graph, pixels, self.tta)
+        return tta_logits(self.forward, self.preprocess(images), self.tta)
+
+    def logits_to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of raw logits: divided by the run's temperature first, if it fitted one."""
+        return self.trust.probabilities(logits) if self.trust is not None else torch.softmax(logits.float(), dim=1)
+
+    def batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (calibrated softmax of the logits) for a uint8 NCHW batch at the input size."""
+        return self.logits_to_probabilities(self.batch_logits(images))
 
 
 def _read_record(path: Path) -> dict:

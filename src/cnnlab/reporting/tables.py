@@ -165,3 +165,29 @@ def compare_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def compare_table(rows: list[dict], *, markdown: bool = False) -> str:
     return render_table(*compare_rows(rows), markdown=markdown)
+
+
+def trust_rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]] | None:
+    """Calibration, conformal coverage and the 'unknown' rule on the test split (trust/), mean ± std over the
+    runs that measured them; None when none did (trained before cnnlab 0.13, or without a validation split)."""
+    measured = [r for r in results if r.get("test_ece") is not None]
+    if not measured:
+        return None
+
+    def figure(key: str, percent: bool) -> str:
+        values = [r[key] for r in measured if r.get(key) is not None]
+        return pm(values, percent=percent) if values else "—"
+
+    header = ["figure on the test split", "uncalibrated (softmax of the logits)", "as predict answers"]
+    rows = [["temperature (fitted on validation)", "1", figure("temperature", False)]]
+    for key, label, percent in (("nll", "negative log-likelihood", False), ("brier", "Brier score", False),
+                                ("ece", "expected calibration error (15 bins)", True),
+                                ("adaptive_ece", "adaptive ECE (15 equal-mass bins)", True)):
+        rows.append([label, figure(f"test_{key}_uncalibrated", percent), figure(f"test_{key}", percent)])
+    for level in (80, 90, 95):
+        rows.append([f"conformal sets at {level} %: coverage / mean size", "",
+                     f"{figure(f'test_coverage_{level}', True)} / {figure(f'test_set_size_{level}', False)}"])
+    rows.append(["'unknown' at reject rate 0.05 of validation: accepted / their accuracy", "",
+                 f"{figure('test_accepted_share', True)} / {figure('test_accepted_acc', True)}"])
+    rows.append(["area under the risk–coverage curve (lower is better)", "", figure("test_aurc", False)])
+    return header, rows

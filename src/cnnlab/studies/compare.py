@@ -46,7 +46,7 @@ def run_compare(experiments: list[str], *, overrides: dict[str, Any], classic: l
         if key not in splits_by_key:
             splits_by_key[key] = load_data(cfg, log)
         log(f"\n=== {cfg.experiment_name} ({cfg.model}) ===")
-        experiment_dir = new_experiment_dir(cfg, splits_by_key[key], parent=folder / cfg.experiment_name)
+        experiment_dir = new_experiment_dir(cfg, splits_by_key[key], parent=folder / cfg.experiment_name, log=log)
         summary = run_units(cfg, experiment_dir, splits_by_key[key], progress=progress, log=log)
         runs = summary["runs"]
         rows.append({"name": cfg.experiment_name, "kind": "network", "test_acc": [r["test_acc"] for r in runs],

@@ -24,13 +24,14 @@ from cnnlab.data.preprocess import check_crop_fits
 from cnnlab.data.loading import load_splits, named_image_size
 from cnnlab.data.sources import scheme_source
 from cnnlab.data.split import kfold_splits
-from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
+from cnnlab.data.leaks import NEAR_EXACT, find_leaks, leak_rows
+from cnnlab.errors import CnnlabError, DataError, DiskFull, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_data_differences, lab_data_kind_matches, lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
-from cnnlab.reporting.tables import folds_table, mean_std, seeds_table
+from cnnlab.reporting.tables import folds_table, mean_std, render_table, seeds_table, trust_rows
 from cnnlab.studies.layout import describe_setup, read_results, unit_names, unit_seed
 from cnnlab.studies.parallel import Unit, train_together, wins
 from cnnlab.studies.preflight import check_experiment
@@ -62,7 +63,21 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
     note = imbalance_note(splits.train.labels, splits.class_names)
     if note:
         log(f"note: {note}")
+    check_leaks(cfg, splits)
     return splits
+
+
+def check_leaks(cfg: ExperimentConfig, splits: DataSplits) -> None:
+    """data.leak_check: test images with a near-exact duplicate in train or validation (data/leaks.py), kept on
+    the splits (the experiment folder lists them, results.json counts them); `error` refuses to train."""
+    if cfg.data.leak_check == "off":
+        return
+    splits.leaks = find_leaks(splits)
+    if splits.leaks and cfg.data.leak_check == "error":
+        shown = "; ".join(f"{leak.test} ~ {leak.other} ({leak.other_split})" for leak in splits.leaks[:3])
+        raise DataError(f"{len(splits.leaks)} test image(s) have a near-exact duplicate in train or validation "
+                        f"(perceptual hash within {NEAR_EXACT} of 64 bits), e.g. {shown}; `cnnlab audit` lists them "
+                        "and --write-split writes a split without them (or set data.leak_check: warn)")
 
 
 def data_key(cfg: ExperimentConfig) -> str:
@@ -83,7 +98,7 @@ def describe_splits(splits: DataSplits) -> str:
             f"{splits.num_classes} classes")
 
 
-def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits) -> None:
+def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits, log: Log = print) -> None:
     """Record in `cfg` what the data turned out to be: its classes, and a drawn split saved as split.csv
     (which the recorded configuration then names, so a resumed or repeated run reuses it exactly)."""
     cfg.data.num_classes = splits.num_classes
@@ -95,14 +110,21 @@ def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits) -> None
     if splits.split_rows is not None and not cfg.data.split_file:
         write_rows_csv(folder / "split.csv", splits.split_rows, ["path", "label", "split"])
         cfg.data.split_file = str((folder / "split.csv").resolve())
+    if splits.leaks:
+        write_rows_csv(folder / layout.LEAKS_FILE, leak_rows(splits.leaks),
+                       ["test_image", "duplicate", "duplicate_split", "hash_distance"])
+        log(f"warning: {len(splits.leaks)} of {len(splits.test)} test image(s) have a near-exact duplicate in train "
+            f"or validation (perceptual hash within {NEAR_EXACT} of 64 bits): the test accuracy is partly measured "
+            f"on images the model saw; the list: {folder / layout.LEAKS_FILE} (`cnnlab audit` looks further)")
 
 
-def new_experiment_dir(cfg: ExperimentConfig, splits: DataSplits, parent: Path | None = None) -> Path:
+def new_experiment_dir(cfg: ExperimentConfig, splits: DataSplits, parent: Path | None = None,
+                       log: Log = print) -> Path:
     """A new experiment folder; under torchrun process 0 makes it and the others learn its name."""
     folder = None
     if distributed.current().is_main:
         folder = create_unique_dir(Path(parent) if parent else Path(cfg.out) / cfg.experiment_name)
-        record_data(cfg, folder, splits)
+        record_data(cfg, folder, splits, log)
         save_config(cfg, folder / layout.EXPERIMENT_FILE)
     folder = Path(distributed.broadcast(str(folder) if folder else None))
     cfg.data = distributed.broadcast(cfg.data)
@@ -174,7 +196,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, log: Log = p
     check_experiment(cfg, data_given=splits is not None)
     if splits is None:
         splits = load_data(cfg, log)
-    folder = new_experiment_dir(cfg, splits)
+    folder = new_experiment_dir(cfg, splits, log=log)
     log(f"run folder: {folder}")
     run_units(cfg, folder, splits, progress=progress, log=log, callbacks=callbacks)
     return folder
@@ -274,7 +296,8 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     atomic_write_json(folder / layout.SUMMARY_FILE, summary)
     buffer = io.StringIO()
     columns = ["seed", "test_loss", "test_acc", "test_bal_acc", "test_macro_f1", "final_val_acc", "final_val_bal_acc",
-               "best_val_acc", "mean_epoch_time_s", "wall_time_s"]
+               "best_val_acc", "mean_epoch_time_s", "wall_time_s", "temperature", "test_nll", "test_ece",
+               "test_ece_uncalibrated", "test_coverage_90", "test_set_size_90"]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(results)
@@ -285,8 +308,10 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     else:
         title = f"{cfg.experiment_name}: test results over {len(results)} seed(s) — {describe_setup(cfg, results)}"
         render = lambda md: seeds_table(results, lab, markdown=md)  # noqa: E731
+    trust = trust_rows(results)  # calibration, conformal sets, 'unknown' (trust/): None before 0.13
+    trust_md = f"\n## Can I trust its probabilities?\n\n{render_table(*trust, markdown=True)}\n" if trust else ""
     atomic_write_text(folder / "summary.md", f"# {title}\n\n{render(True)}\n"
-                      + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else ""))
+                      + (f"\nLab figures: {lab['note']}.\n" if lab and not cfg.data.folds else "") + trust_md)
     metrics = [folder / unit / "metrics.csv" for unit in unit_names(cfg)]
     monitored = "val_acc" if results[0].get("final_val_acc") is not None else "train_acc"
     if len(results) > 1:  # one run: its own curves.png is the figure
@@ -295,5 +320,6 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
                            f"{describe_setup(cfg, results)}")
     pool_interpretation(folder, [folder / unit for unit in unit_names(cfg)],
                         title=f"{cfg.experiment_name}: test confusion pooled over {len(results)} run(s) (row-normalised)")
-    log(f"\n{title}\n{render(False)}\n\nresults: {folder}")
+    trust_text = f"\n\nprobabilities (test split; fitted on validation):\n{render_table(*trust)}" if trust else ""
+    log(f"\n{title}\n{render(False)}{trust_text}\n\nresults: {folder}")
     return summary

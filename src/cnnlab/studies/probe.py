@@ -133,7 +133,7 @@ def run_probe(backbones: list[str], *, overrides: dict[str, Any], classic: list[
         costs = backbone_costs(cfg, splits, log)
         log(f"{backbone}: {costs['params'] / 1e6:.1f} M parameters, {costs['macs'] / 1e9:.2f} G multiply-adds at "
             f"{costs['input_size'][-1]} px, {costs['extract_img_s']:.1f} img/s on {costs['device']}")
-        experiment_dir = new_experiment_dir(cfg, splits, parent=folder / cfg.experiment_name)
+        experiment_dir = new_experiment_dir(cfg, splits, parent=folder / cfg.experiment_name, log=log)
         summary = run_units(cfg, experiment_dir, splits, progress=progress, log=log)
         runs = summary["runs"]
         keep_best = cfg.train.keep_best

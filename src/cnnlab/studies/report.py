@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import cnnlab.layout as layout
-import cnnlab.layout as layout
 from cnnlab.config import load_experiment, model_spec, parse_yaml
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.fileio import atomic_write_text, read_json
@@ -21,7 +20,8 @@ from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, P
                                        Table, Text)
 from cnnlab.reporting.html import REPORT_MARKER, render_html
 from cnnlab.reporting.markdown import render_markdown
-from cnnlab.reporting.tables import ablation_rows, compare_rows, epoch_seconds, folds_rows, pct, pm, seeds_rows
+from cnnlab.reporting.tables import (ablation_rows, compare_rows, epoch_seconds, folds_rows, pct, pm, seeds_rows,
+                                     trust_rows)
 from cnnlab.studies.layout import (describe_setup, experiment_setup, read_results, read_summary, step_dir,
                                    unit_names)
 from cnnlab.version import __version__
@@ -52,8 +52,8 @@ def folder_kind(path: Path) -> str:
     }
     if kind == "comparison":
         return "compare"
-    if kind == "probe":
-        return "probe"
+    if kind in ("probe", "audit"):
+        return kind
     if kind in unfinished:
         marker, message = unfinished[kind]
         if not (path / marker).is_file():
@@ -117,6 +117,56 @@ def _interpretation_blocks(folder: Path, root: Path, runs: list[Path], what: str
     return blocks
 
 
+def _trust_blocks(results: list[dict], runs: list[Path], root: Path, source: Path) -> list[Block]:
+    """"Can I trust its probabilities?": calibration before and after the temperature, conformal coverage and
+    set sizes, the 'unknown' rule (results.json's test figures; the curves of the first run's trust.json)."""
+    table = trust_rows(results)
+    if table is None:
+        return []
+    header, rows = table
+    run = next((r for r in runs if (r / layout.TRUST_FILE).is_file()), None)
+    blocks: list[Block] = [Heading("Can I trust its probabilities?"),
+                           Table(header, rows, caption=f"calibration, conformal sets and 'unknown' ({len(results)} "
+                                                       "run(s); mean ± std)", source=_source(source, root))]
+    if run is None:
+        return blocks
+    curves = read_json(run / layout.TRUST_FILE)
+    blocks.append(Text(f"The temperature was fitted on the {curves.get('fitted_on', 'validation split')}; the "
+                       f"conformal sets ({curves.get('conformal_score', 'aps')} scores) are calibrated on "
+                       f"{curves.get('conformal_on', 'the validation split')}. The test split fitted nothing: its "
+                       "coverage is the honest check of the guarantee (≥ the level asked, on average over images).",
+                       muted=True))
+    by_size = (curves.get("coverage") or {}).get("0.9", {}).get("by_size", [])
+    if by_size:
+        blocks.append(Table(["set size", "test images", "coverage"],
+                            [[str(b["size"]), str(b["images"]), pct(b["coverage"])] for b in by_size],
+                            caption=f"{run.name}: coverage by set size at 90 % (a size that misses far more than "
+                                    "10 % is where the guarantee holds only on average)",
+                            source=_source(run / layout.TRUST_FILE, root)))
+    figures = [*_figure(run / layout.RELIABILITY_FIGURE, f"{run.name}: reliability diagram, before and after the "
+                                                          "temperature"),
+               *_figure(run / layout.RISK_COVERAGE_FIGURE, f"{run.name}: accuracy of what is accepted against the "
+                                                             "share accepted")]
+    if figures:
+        blocks.append(Grid(figures) if len(figures) > 1 else figures[0])
+    return blocks
+
+
+def _leak_blocks(result: dict, folder: Path, root: Path) -> list[Block]:
+    """The run's own leak check (data.leak_check): test images with a near-exact copy in train/validation."""
+    leaked = result.get("leaked_test_images")
+    if leaked is None:
+        return []
+    if not leaked:
+        return [Text("Leak check: no test image has a near-exact duplicate in train or validation (perceptual hash). "
+                     "`cnnlab audit DATA` also looks for label issues, similar images and outliers.", muted=True)]
+    listed = folder / layout.LEAKS_FILE
+    return [Text(f"Leak check: {leaked} of {result['num_test']} test images have a near-exact duplicate in train or "
+                 f"validation: the test accuracy is partly measured on images the model saw"
+                 + (f" (the list: {_source(listed, root)})" if listed.is_file() else "")
+                 + ". `cnnlab audit DATA --write-split FILE.csv` writes a split without the copies.")]
+
+
 def _config_blocks(cfg, raw_yaml: str) -> list[Block]:
     optimizer = cfg.train.optimizer
     phases = "; ".join(f"{p.name}: {p.epochs} epochs, train {' + '.join(p.trainable)}"
@@ -170,8 +220,10 @@ def run_blocks(run: Path, root: Path) -> tuple[str, list[Block]]:
     blocks: list[Block] = [
         Heading("Results"), Text(setup),
         Table(header, rows, caption="test split", source=_source(run / layout.RESULTS_FILE, root)),
+        *_leak_blocks(result, run.parent, root),
         Heading("Learning curves"), *_figure(run / "curves.png", f"{run.name}: loss and accuracy per epoch"),
         *_interpretation_blocks(run, root, [run], run.name),
+        *_trust_blocks([result], [run], root, run / layout.RESULTS_FILE),
         Heading("Model"), Preformatted((run / "model.txt").read_text(encoding="utf-8")),
         *_config_blocks(cfg, (run / "config.yaml").read_text(encoding="utf-8")),
         Heading("Timings and environment"), _timing_block([result], [run.name], _source(run / layout.RESULTS_FILE, root)),
@@ -206,6 +258,7 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
                                    "reference, not a like-for-like comparison."), muted=True))
     if len(results) == 1:
         blocks.append(Text("One run: no spread is shown; run more seeds (--seeds 1 2 3) for a mean ± std.", muted=True))
+    blocks += _leak_blocks(results[0], folder, root)
     blocks.append(Heading("Learning curves"))
     if len(results) > 1:
         blocks += _figure(folder / "curves.png", f"mean over {len(results)} runs with its min-max band")
@@ -214,6 +267,7 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     pooled = len(runs) > 1 and (folder / "confusion_matrix.csv").is_file()
     blocks += _interpretation_blocks(folder if pooled else runs[0], root, runs,
                                      f"pooled over {len(runs)} runs" if pooled else runs[0].name)
+    blocks += _trust_blocks(results, runs, root, folder / layout.SUMMARY_FILE)
     if (runs[0] / "model.txt").is_file():
         blocks += [Heading("Model"), Preformatted((runs[0] / "model.txt").read_text(encoding="utf-8"))]
     blocks += _config_blocks(cfg, (folder / layout.EXPERIMENT_FILE).read_text(encoding="utf-8"))
@@ -355,9 +409,63 @@ def probe_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     return f"backbone probe: {', '.join(probe['backbones'])}", blocks
 
 
+def audit_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
+    """A data audit (`cnnlab audit`): what it found, each kind's list and thumbnails, and how it looked."""
+    audit = read_json(folder / layout.AUDIT_RESULTS)
+    c, t = audit["counts"], audit["thresholds"]
+    source = _source(folder / layout.AUDIT_RESULTS, root)
+    blocks: list[Block] = [
+        Heading("What the audit found"),
+        Text(f"{audit['data']} ({audit['description']}): {c['images']} images, {audit['classes']} classes "
+             f"(train {audit['split']['train']}, validation {audit['split']['val']}, test {audit['split']['test']}); "
+             f"features of {audit['backbone']}."),
+        Table(["finding", "count", "list"],
+              [["label issues (confident learning on out-of-fold probabilities)", str(c["label_issues"]),
+                "label_issues.csv"],
+               ["duplicate pairs", str(c["duplicate_pairs"]), "duplicates.csv"],
+               ["… of them across splits (leaks)", str(c["leaked_pairs"]), "duplicates.csv"],
+               ["test images with a copy in train or validation", str(c["leaked_test_images"]), "duplicates.csv"],
+               ["outliers", str(c["outliers"]), "outliers.csv"]], caption="the findings", source=source)]
+    written = audit.get("written_split")
+    if written:
+        blocks.append(Text(f"Split written to {written['path']}: {written['kept']} images kept, {written['dropped']} "
+                           f"dropped ({', '.join(f'{n} {r}' for r, n in written['dropped_by_reason'].items() if n)}), "
+                           f"{written['relabelled']} relabelled; the test split is unchanged."))
+    sections = (("Label issues", "label_issues", ["rank", "image", "split", "given_label", "suggested_label",
+                                                  "self_confidence"]),
+                ("Duplicates and leaks", "duplicates", ["kinds", "leak", "image_a", "split_a", "image_b", "split_b",
+                                                        "hash_distance", "cosine"]),
+                ("Outliers", "outliers", ["image", "split", "label", "kind", "value"]))
+    for title, name, columns in sections:
+        rows = _csv_rows(folder / f"{name}.csv") if (folder / f"{name}.csv").is_file() else []
+        blocks.append(Heading(title))
+        if not rows:
+            blocks.append(Text("None found.", muted=True))
+            continue
+        blocks += _figure(folder / f"{name}.png", f"the first of {len(rows)} ({name}.csv lists them all)")
+        blocks.append(Table(columns, [[r[k] for k in columns] for r in rows[:30]],
+                            caption=f"the first {min(30, len(rows))} of {len(rows)}",
+                            source=_source(folder / f"{name}.csv", root), tall=len(rows) > 15))
+    heads = [[name, pct(audit["out_of_fold_accuracy"][name]), f"{audit['out_of_fold_log_loss'][name]:.4f}",
+              "chosen" if name == audit["head"] else ""] for name in audit["out_of_fold_accuracy"]]
+    timing = audit["timing"]
+    blocks += [Heading("How it looked"),
+               Table(["head", "out-of-fold accuracy", "out-of-fold log loss", ""], heads,
+                     caption=f"{audit['folds']} stratified folds (seed {audit['seed']}); the lower log loss gives the "
+                             "probabilities confident learning reads", source=source),
+               Text(f"Duplicates: perceptual hashes within {t['hash_distance']} of {t['hash_bits']} bits (near, "
+                    f"mirrored), identical bytes or pixels (exact), feature cosine ≥ {t['similar_cosine']} (similar). "
+                    f"Outliers: mean cosine distance to the {t['k_neighbours']} nearest images above "
+                    f"{t['far_fence']:.3f} (Q3 + 3 IQR; median {t['median_knn_distance']:.3f}), pixel std below "
+                    f"{t['blank_std']}, shorter side below {t['tiny_side']} px, aspect above {t['max_aspect']}. "
+                    f"Time: {timing['total_s']:.1f} s (features {timing['features_s']:.1f} s, "
+                    f"{timing['feature_cache']} cache).", muted=True)]
+    return f"data audit of {audit['data']}", blocks
+
+
 BUILDERS: dict[str, Callable[[Path, Path], tuple[str, list[Block]]]] = {
     "run": run_blocks, "experiment": experiment_blocks, "ablation": ablation_blocks, "compare": compare_blocks,
-    "tune": tune_blocks, "probe": probe_blocks}
+    "tune": tune_blocks, "probe": probe_blocks, "audit": audit_blocks}
 
 
 def _headline(kind: str, path: Path) -> list[str]:
@@ -382,6 +490,10 @@ def _headline(kind: str, path: Path) -> list[str]:
         chosen = next((r for r in probe["rows"] if r["name"] == probe.get("recommended")), probe["rows"][0])
         return [path.name, f"backbone probe (recommended on validation: {chosen['name']})",
                 pm(chosen["test_acc"], percent=True), "—", str(len(chosen["test_acc"]))]
+    if kind == "audit":
+        counts = read_json(path / layout.AUDIT_RESULTS)["counts"]
+        return [path.name, f"data audit: {counts['label_issues']} label issue(s), {counts['leaked_test_images']} "
+                           f"leaked test image(s), {counts['outliers']} outlier(s)", "—", "—", "—"]
     rows = read_json(path / "compare.json")["rows"]
     best = max(rows, key=lambda r: sum(r["test_acc"]) / len(r["test_acc"]))
     return [path.name, f"comparison (best: {best['name']})", pm(best["test_acc"], percent=True),

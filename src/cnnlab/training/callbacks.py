@@ -241,6 +241,8 @@ class RunFolderWriter(Callback):
         if outputs is not None:
             self.folder.interpretation(outputs.logits, outputs.labels, outputs.images, learner.splits.class_names,
                                        title=title)
+            if outputs.trust is not None:
+                self.folder.trust(outputs.trust, title=title)
         self.folder.status("finished", epoch=results["epochs"])
 
     def on_fail(self, learner: "Learner", state: str, message: str) -> None:

@@ -52,6 +52,7 @@ from cnnlab.training.run_folder import RunFolder
 from cnnlab.training.runtime import Runtime
 from cnnlab.training.steps import OptimizerStep
 from cnnlab.training.trackers import make_trackers
+from cnnlab.trust import Trust, fit_trust, trust_figures
 
 Log = Callable[[str], None]
 
@@ -78,11 +79,13 @@ def fit_preprocess(cfg: ExperimentConfig, splits: DataSplits) -> BatchPreprocess
 
 @dataclass
 class TestOutputs:
-    """The test split's logits and labels, and its images (to draw the worst ones)."""
+    """The test split's logits and labels, its images (to draw the worst ones) and, for a calibrated run,
+    the curves of the report's trust figures (trust.fitted.trust_figures)."""
 
     logits: torch.Tensor
     labels: torch.Tensor
     images: ImageSource
+    trust: dict | None = None
 
 
 @dataclass
@@ -187,6 +190,8 @@ class Learner:
         self.step: OptimizerStep | None = None
         self.used_features = False
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
+        self.trust: Trust | None = None  # fitted on the validation split after training (calibrate())
+        self.val_trust_figures: dict = {}
 
     # ------------------------------------------------------------------ state
 
@@ -274,6 +279,7 @@ class Learner:
             kept_epoch = self.use_kept_weights()
             if self.splits.test is None:
                 return None
+            self.trust = self.calibrate()
             test, outputs = self.test()
         except KeyboardInterrupt:
             self.callbacks.on_fail(self, "interrupted", "")
@@ -399,6 +405,28 @@ class Learner:
                         batch_size=self.cfg.train.eval_batch_size, num_classes=self.splits.num_classes, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self.tta_for(data))
 
+    def calibrate(self) -> Trust | None:
+        """The step after fit: the temperature, conformal scores and rejection scores of the kept weights,
+        fitted on the validation split's logits (trust/fitted.py); the test split is not read. None without
+        a validation split."""
+        data = self.phase_data(self.phases[-1])
+        if data.val is None or len(data.val) == 0:
+            self.log("no validation split: the probabilities stay uncalibrated, and predict offers no "
+                     "conformal sets or 'unknown' (give data.val_fraction > 0)")
+            return None
+        tc = self.cfg.train
+        logits, labels = predict_logits(self.eval_module(data), data.val, preprocess=data.preprocess,
+                                        batch_size=tc.eval_batch_size, amp=self.amp,
+                                        channels_last=data.channels_last, tta=self.tta_for(data))
+        trust = fit_trust(logits, labels, calibration_mode=tc.calibration, fraction=self.cfg.data.calibration_fraction,
+                          seed=self.cfg.data.split_seed, conformal_score=tc.conformal_score,
+                          raps_lambda=tc.raps_lambda, raps_k=tc.raps_k, reject_score=tc.reject_score)
+        fields, _ = trust_figures(trust, logits, labels, prefix="val")
+        # the validation split fitted the temperature: its calibration figures, not its (in-sample) coverage
+        self.val_trust_figures = {k: v for k, v in fields.items()
+                                  if k.startswith("val_") and any(m in k for m in ("nll", "brier", "ece"))}
+        return trust
+
     def tta_for(self, data: PhaseData) -> str:
         """train.tta's views of each image; a head on cached features has no image to mirror or move."""
         return "off" if data.on_features else self.cfg.train.tta
@@ -410,11 +438,14 @@ class Learner:
         if self.ctx.enabled:  # sharded over the processes; process 0 then computes the outputs alone
             metrics = self._evaluate(data, data.test)
             outputs = self._test_outputs(data) if self.ctx.is_main else None
-            return metrics, outputs
-        outputs = self._test_outputs(data)
-        loss = F.cross_entropy(outputs.logits, outputs.labels, reduction="sum").item() / max(1, len(outputs.labels))
-        matrix = confusion(outputs.labels.numpy(), outputs.logits.argmax(1).numpy(), self.splits.num_classes)
-        return {"loss": loss, **scores(matrix)}, outputs
+        else:
+            outputs = self._test_outputs(data)
+            loss = F.cross_entropy(outputs.logits, outputs.labels, reduction="sum").item() / max(1, len(outputs.labels))
+            matrix = confusion(outputs.labels.numpy(), outputs.logits.argmax(1).numpy(), self.splits.num_classes)
+            metrics = {"loss": loss, **scores(matrix)}
+        if outputs is not None and self.trust is not None:  # measured with what validation fitted
+            metrics["trust"], outputs.trust = trust_figures(self.trust, outputs.logits, outputs.labels)
+        return metrics, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
         logits, labels = predict_logits(self.eval_module(data), data.test, preprocess=data.preprocess,
@@ -432,7 +463,7 @@ class Learner:
                 "resize": self.splits.resize, "crop_ratio": self.splits.crop_ratio,
                 "interpolation": self.splits.interpolation,
                 **self.preprocess.state(), "tta": self.cfg.train.tta, "experiment": self.cfg.experiment_name,
-                "seed": self.seed,
+                "seed": self.seed, "trust": self.trust.to_record() if self.trust is not None else None,
                 "cnnlab": __version__}
 
     def results(self, test: dict, wall_time_s: float, kept_epoch: int) -> dict:
@@ -458,6 +489,10 @@ class Learner:
             "preprocess": self.preprocess.state(), "feature_cache": self.used_features,
             "engine": self.engine if self.used_features else "torch",
             "processes": self.ctx.world, "global_batch_size": self.cfg.train.batch_size,
+            # data.leak_check: test images with a near-exact duplicate in train/val (None: not checked)
+            "leaked_test_images": len(splits.leaks) if splits.leaks is not None else None,
+            # calibration, conformal sets and 'unknown' (trust/): fitted on validation, measured on test
+            **self.val_trust_figures, **test.get("trust", {}),
         }
 
 

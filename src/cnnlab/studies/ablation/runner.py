@@ -71,7 +71,7 @@ def run_ablation(ablation: AblationConfig, *, base_overrides: dict[str, Any] | N
             log(f"\n=== step {index}/{len(configs) - 1}: {step.label} ({cfg.model}) ===")
             step_folder = step_dir(folder, index, step.name)
             step_folder.mkdir()
-            record_data(cfg, step_folder, splits_by_key[key])
+            record_data(cfg, step_folder, splits_by_key[key], log)
             save_config(cfg, step_folder / layout.EXPERIMENT_FILE)
             run_units(cfg, step_folder, splits_by_key[key], progress=progress, log=log)
     except RunInterrupted as exc:
