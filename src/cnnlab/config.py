@@ -256,16 +256,19 @@ class TrainConfig:
                             help="after training, fit one temperature on the validation split (never the test "
                                  "split) that predict, serve and exported graphs divide the logits by; accuracy "
                                  "is unchanged; none: the raw softmax")
-    conformal_score: str = _opt("aps", choices=CONFORMAL_SCORES,
+    conformal_score: str = _opt("lac", choices=CONFORMAL_SCORES,
                                 help="the non-conformity score of conformal prediction sets (predict --coverage): "
-                                     "aps (adaptive: a hard image gets a larger set), raps (aps + raps_lambda per "
-                                     "rank beyond raps_k: shorter tails) or lac (1 - p: the smallest sets on "
-                                     "average, not adaptive)")
+                                     "lac (1 - p: the smallest sets; measured on the birds at 90 %: 92-93 % "
+                                     "coverage with 1.1-1.2 classes), aps (adaptive: a hard image gets a larger set; "
+                                     "answered deterministically it over-covers: 97 % with 1.6) or raps (aps + "
+                                     "raps_lambda per rank beyond raps_k)")
     raps_lambda: float = _opt(0.01, min=0.0, max=1.0, help="RAPS's penalty per rank beyond raps_k")
     raps_k: int = _opt(1, min=0, help="RAPS: the ranks that cost no penalty")
-    reject_score: str = _opt("msp", choices=REJECT_SCORES,
-                             help="the score of the 'unknown' rule (predict --reject-rate): msp (maximum softmax "
-                                  "probability) or energy (temperature × logsumexp of the logits / temperature)")
+    reject_score: str = _opt("energy", choices=REJECT_SCORES,
+                             help="the score of the 'unknown' rule (predict --reject-rate): energy (temperature × "
+                                  "logsumexp of the logits / temperature; measured on the birds against CIFAR "
+                                  "images: AUROC 0.98, 7-12 % of them accepted) or msp (the maximum softmax "
+                                  "probability: 0.89-0.93, 38-53 %; a little better against unseen species)")
 
     @property
     def total_epochs(self) -> int:

@@ -453,8 +453,9 @@ def audit_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
                Table(["head", "out-of-fold accuracy", "out-of-fold log loss", ""], heads,
                      caption=f"{audit['folds']} stratified folds (seed {audit['seed']}); the lower log loss gives the "
                              "probabilities confident learning reads", source=source),
-               Text(f"Duplicates: perceptual hashes within {t['hash_distance']} of {t['hash_bits']} bits (near, "
-                    f"mirrored), identical bytes or pixels (exact), feature cosine ≥ {t['similar_cosine']} (similar). "
+               Text(f"Duplicates: perceptual hashes within {t['hash_distance']} of {t['hash_bits']} bits (near; "
+                    f"{t.get('mirrored_hash_distance', t['hash_distance'])} against a mirror image), identical bytes "
+                    f"or pixels (exact), feature cosine ≥ {t['similar_cosine']} (similar). "
                     f"Outliers: mean cosine distance to the {t['k_neighbours']} nearest images above "
                     f"{t['far_fence']:.3f} (Q3 + 3 IQR; median {t['median_knn_distance']:.3f}), pixel std below "
                     f"{t['blank_std']}, shorter side below {t['tiny_side']} px, aspect above {t['max_aspect']}. "

@@ -106,8 +106,8 @@ def _numpy(values) -> np.ndarray:
 
 
 def fit_trust(logits, labels, *, calibration_mode: str = "temperature", fraction: float = 0.0, seed: int = 0,
-              conformal_score: str = "aps", raps_lambda: float = 0.01, raps_k: int = 1,
-              reject_score: str = "msp") -> Trust:
+              conformal_score: str = "lac", raps_lambda: float = 0.01, raps_k: int = 1,
+              reject_score: str = "energy") -> Trust:
     """Fit everything on the validation split's raw logits and labels (see the module's docstring)."""
     logits, labels = _numpy(logits), _numpy(labels).astype(np.int64)
     n = len(labels)

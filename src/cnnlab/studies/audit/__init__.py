@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import cnnlab.layout as layout
-from cnnlab.data.leaks import NEAR_EXACT, SPLITS, hash_batch, item_names
+from cnnlab.data.leaks import MIRRORED_EXACT, NEAR_EXACT, SPLITS, hash_batch, item_names
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.fileio import atomic_write_json, create_unique_dir
 from cnnlab.reporting.interpretation import write_rows_csv
@@ -61,15 +61,18 @@ class Pooled:
     paths: list  # each image's file (Path) or None when it has none (npz, Hub rows)
 
     def pixels(self, indices: list[int]) -> np.ndarray:
-        """uint8 N×H×W×3 images of pooled `indices`, as the model sees them."""
-        out = []
-        for i in indices:
-            split = self.splits[i]
-            source = self.sources[split].subset(torch.as_tensor([i - self.offsets[split]]))
-            images, _ = next(iter(source.batches(1)))
-            image = images[0].permute(1, 2, 0).cpu().numpy()
-            out.append(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3])
-        return np.stack(out) if out else np.zeros((0, 1, 1, 3), dtype=np.uint8)
+        """uint8 N×H×W×3 images of pooled `indices`, as the model sees them: one pass per split (a streamed
+        split starts its decoding workers once, not once an image)."""
+        found: dict[int, np.ndarray] = {}
+        for split, source in self.sources.items():
+            wanted = sorted({i for i in indices if self.splits[i] == split})
+            if not wanted:
+                continue
+            local = torch.as_tensor([i - self.offsets[split] for i in wanted])
+            images = torch.cat([batch.cpu() for batch, _ in source.subset(local).batches(len(wanted))])
+            for i, image in zip(wanted, images.permute(0, 2, 3, 1).numpy()):
+                found[i] = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
+        return np.stack([found[i] for i in indices]) if indices else np.zeros((0, 1, 1, 3), dtype=np.uint8)
 
 
 def audit_config(data: str, backbone: str, overrides: dict[str, Any], origins: dict[str, str] | None):
@@ -231,7 +234,8 @@ def run_audit(data: str, *, backbone: str | None = None, folds: int = DEFAULT_FO
                "folds": oof["folds"], "head": oof["head"], "out_of_fold_accuracy": oof["accuracy"],
                "out_of_fold_log_loss": oof["log_loss"], "heads_s": oof["seconds"],
                "counts": counts,
-               "thresholds": {"hash_distance": NEAR_EXACT, "hash_bits": 64, "similar_cosine": similar,
+               "thresholds": {"hash_distance": NEAR_EXACT, "mirrored_hash_distance": MIRRORED_EXACT, "hash_bits": 64,
+                              "similar_cosine": similar,
                               **outlier_rules},
                "timing": {**timing, "total_s": time.perf_counter() - start},
                "files": {"label_issues": "label_issues.csv", "duplicates": "duplicates.csv",

@@ -3,7 +3,7 @@ and near-identical content (cosine similarity of the backbone's features).
 
     exact     the same bytes (files) or the same pixels (images held in memory)
     near      perceptual hashes within data/leaks.NEAR_EXACT of 64 bits: resized, re-encoded, re-compressed
-    mirrored  one image's hash within that distance of the other's mirror image
+    mirrored  one image's hash within data/leaks.MIRRORED_EXACT bits of the other's mirror image
     similar   features with a cosine similarity ≥ SIMILAR_COSINE: the same scene re-shot, cropped, recoloured
 
 A pair across splits is a leak: listed first (test involved first), with both paths and both splits.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnlab.data.leaks import NEAR_EXACT, close_pairs, hamming
+from cnnlab.data.leaks import MIRRORED_EXACT, NEAR_EXACT, close_pairs, hamming
 
 # Measured with EfficientNet-Lite0 on 600 photos of the shared birds at 224 px (174,000 pairs): two different
 # photos reach at most 0.90 (same species; 99.9th percentile 0.84), a 90 % centre crop 0.93 at the median (0.82
@@ -65,7 +65,7 @@ def find_duplicates(digests: list[str], hashes: np.ndarray, mirrored: np.ndarray
                 add(members[a], members[b], "exact")
     for i, j, distance in close_pairs(hashes, hashes, hash_distance, same=True):
         add(i, j, "near").hash_distance = distance
-    for i, j, distance in close_pairs(mirrored, hashes, hash_distance):
+    for i, j, distance in close_pairs(mirrored, hashes, min(hash_distance, MIRRORED_EXACT)):
         if i != j:
             pair = add(i, j, "mirrored")
             pair.hash_distance = distance if pair.hash_distance is None else min(pair.hash_distance, distance)
