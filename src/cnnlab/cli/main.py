@@ -233,8 +233,10 @@ def cmd_predict(args) -> int:
                           "probabilities have none: choose one run with --seed S")
     out = free_output_path(Path(args.out) if args.out else None)
     paths = trained_runs(Path(args.run_dir)) if args.ensemble else [None]
+    trust_asked = args.coverage is not None or args.reject_rate is not None  # one run's scores: no ensemble
     models = [load_trained(p or args.run_dir, seed=args.seed, device=args.device, engine=args.engine,
-                           choose="--seed S, or average them with --ensemble") for p in paths]
+                           choose="--seed S" if trust_asked else "--seed S, or average them with --ensemble")
+              for p in paths]
     names = models[0].class_names
     predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
                                   workers=args.workers, strict=args.strict, progress=not args.no_progress)

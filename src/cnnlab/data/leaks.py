@@ -15,6 +15,7 @@ and `cnnlab audit` (which adds feature similarity) both use it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,8 +59,13 @@ def hash_batch(images: torch.Tensor, *, mirrored: bool = False) -> np.ndarray:
     return (bits * _BIT_WEIGHTS).sum(1).numpy().view(np.uint64)
 
 
+IN_PROCESS = 512  # images of a streamed split decoded here rather than by worker processes (their start costs more)
+
+
 def perceptual_hashes(source, *, batch_size: int = 256, mirrored: bool = False) -> np.ndarray:
     """The hash of every image of an ImageSource, in its order."""
+    if getattr(source, "num_workers", 0) and len(source) <= IN_PROCESS:
+        source = dataclasses.replace(source, num_workers=0)
     out = [hash_batch(images.cpu(), mirrored=mirrored) for images, _ in source.batches(batch_size)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
 

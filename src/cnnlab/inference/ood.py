@@ -33,8 +33,9 @@ def in_distribution_logits(trained: TrainedModel, batch_size: int = 64) -> tuple
 def measure_ood(trained: TrainedModel, images: list[Path], *, reject_rate: float = 0.05, batch_size: int = 64,
                 workers: int | None = None, progress: bool = True) -> dict:
     trust = trained.require_trust("cnnlab ood")
-    inside, labels = in_distribution_logits(trained, batch_size)
+    # the foreign images first: a wrong path fails before the test split is read
     predictions, errors = predict([trained], images, batch_size=batch_size, workers=workers, progress=progress)
+    inside, labels = in_distribution_logits(trained, batch_size)
     outside = torch.stack([p.logits for p in predictions])
     rows = {}
     for kind in REJECT_SCORES:

@@ -1,14 +1,14 @@
 """The figures of a run's trust.json: a reliability diagram (before and after the temperature) and the
-risk–coverage curve of its 'unknown' rule, drawn from the file's numbers (trust/fitted.trust_figures)."""
+risk–coverage curve of its 'unknown' rule, drawn from the file's numbers (trust/fitted.trust_figures).
+
+Drawn when a report is written, not at the end of every run: two matplotlib figures cost a run about a second,
+and trust.json holds every number they show."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import cnnlab.layout as layout
-from cnnlab.reporting.curves import _save, plt
+from cnnlab.reporting.curves import figure_bytes, plt
 
 
-def plot_reliability(curves: dict, out_png: Path, *, title: str = "") -> None:
+def reliability_png(curves: dict, *, title: str = "") -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     figures = curves["figures"]
     split = curves["split"]
@@ -35,10 +35,10 @@ def plot_reliability(curves: dict, out_png: Path, *, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, out_png)
+    return figure_bytes(fig)
 
 
-def plot_risk_coverage(curves: dict, out_png: Path, *, title: str = "") -> None:
+def risk_coverage_png(curves: dict, *, title: str = "") -> bytes:
     points = curves["risk_coverage"]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.plot([100 * p["coverage"] for p in points], [100 * p["accuracy"] for p in points], marker=".")
@@ -55,9 +55,4 @@ def plot_risk_coverage(curves: dict, out_png: Path, *, title: str = "") -> None:
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
-    _save(fig, out_png)
-
-
-def plot_trust(folder: Path, curves: dict, *, title: str = "") -> None:
-    plot_reliability(curves, folder / layout.RELIABILITY_FIGURE, title=f"{title}: reliability" if title else "")
-    plot_risk_coverage(curves, folder / layout.RISK_COVERAGE_FIGURE, title=f"{title}: risk–coverage" if title else "")
+    return figure_bytes(fig)

@@ -143,12 +143,14 @@ def _trust_blocks(results: list[dict], runs: list[Path], root: Path, source: Pat
                             caption=f"{run.name}: coverage by set size at 90 % (a size that misses far more than "
                                     "10 % is where the guarantee holds only on average)",
                             source=_source(run / layout.TRUST_FILE, root)))
-    figures = [*_figure(run / layout.RELIABILITY_FIGURE, f"{run.name}: reliability diagram, before and after the "
-                                                          "temperature"),
-               *_figure(run / layout.RISK_COVERAGE_FIGURE, f"{run.name}: accuracy of what is accepted against the "
-                                                             "share accepted")]
-    if figures:
-        blocks.append(Grid(figures) if len(figures) > 1 else figures[0])
+    from cnnlab.reporting.trust import reliability_png, risk_coverage_png
+
+    title = curves.get("title", run.name)
+    blocks.append(Grid([
+        Figure(reliability_png(curves, title=f"{title}: reliability"), f"{run.name}: reliability diagram, before "
+               "and after the temperature (drawn from trust.json)", layout.RELIABILITY_FIGURE),
+        Figure(risk_coverage_png(curves, title=f"{title}: risk–coverage"), f"{run.name}: accuracy of what is "
+               "accepted against the share accepted (drawn from trust.json)", layout.RISK_COVERAGE_FIGURE)]))
     return blocks
 
 

@@ -10,8 +10,8 @@
              model.safetensors  the trained weights
              results.json       test figures (accuracy, balanced accuracy, macro-F1), timings, preprocessing
              test_predictions.csv   every test image: true class, predicted class, probability
-             trust.json, reliability.png, risk_coverage.png   calibration, conformal coverage and the
-                                'unknown' rule on the test split (trust/)
+             trust.json         calibration, conformal coverage and the 'unknown' rule on the test split
+                                (trust/; the report draws its reliability diagram and risk-coverage curve)
              curves.png         learning curves
              status.json        running / finished / interrupted / diverged / failed
              tensorboard/, mlflow.json   with --log tensorboard / mlflow (training/trackers.py, fed by the
@@ -142,12 +142,9 @@ class RunFolder:
             write_interpretation(self.path, logits, labels, images, class_names, title=title, top_k=top_k)
 
     def trust(self, curves: dict, *, title: str) -> None:
-        """trust.json (the test split's reliability bins, coverage and risk–coverage curve) and its figures."""
+        """trust.json: the test split's reliability bins, coverage and risk–coverage curve (the report draws them)."""
         if self.writes:
-            from cnnlab.reporting.trust import plot_trust
-
-            atomic_write_json(self.path / layout.TRUST_FILE, curves)
-            plot_trust(self.path, curves, title=title)
+            atomic_write_json(self.path / layout.TRUST_FILE, {"title": title, **curves})
 
     def finish(self, model, *, record: dict, results: dict, title: str) -> None:
         """The trained weights (with what using them needs), the results and the curves (then the
