@@ -33,6 +33,7 @@ from _common import SHARED_DATA, write_json
 from cnnlab.config import load_experiment
 from cnnlab.fileio import read_json
 from cnnlab.inference import load_trained
+from cnnlab.inference.ood import split_logits
 from cnnlab.inference.predict import predict
 from cnnlab.inference.trained import run_data
 from cnnlab.reporting.tables import pm, render_table
@@ -79,14 +80,6 @@ def cifar_images(folder: Path, count: int = 500) -> list[Path]:
         paths.append(folder / f"{i:04d}.png")
         Image.fromarray(image).save(paths[-1])
     return paths
-
-
-def split_logits(trained, source) -> tuple[torch.Tensor, torch.Tensor]:
-    logits, labels = [], []
-    for images, batch_labels in source.batches(64):
-        logits.append(trained.batch_logits(images).cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(logits), torch.cat(labels)
 
 
 def conformal_variants(val: tuple, test: tuple, seed: int) -> dict:

@@ -22,9 +22,13 @@ from cnnlab.trust.rejection import ood_figures
 
 def in_distribution_logits(trained: TrainedModel, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's test split's raw logits and labels, as the run tested them (its TTA views)."""
-    splits = run_data(trained)
+    return split_logits(trained, run_data(trained).test, batch_size)
+
+
+def split_logits(trained: TrainedModel, source, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits and labels of every image of a split (an ImageSource), in its order."""
     logits, labels = [], []
-    for images, batch_labels in splits.test.batches(batch_size):
+    for images, batch_labels in source.batches(batch_size):
         logits.append(trained.batch_logits(images).cpu())
         labels.append(batch_labels.cpu())
     return torch.cat(logits), torch.cat(labels)
