@@ -241,3 +241,43 @@ def headless_browser(profile: Path, *, window: str):
                  "--allow-file-access-from-files", f"--user-data-dir={profile}", f"--window-size={window}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+MULTILABEL_CLASSES = ("bird", "feeder", "squirrel", "cat")
+
+
+def make_multilabel_images(count: int, *, size: int = 32, seed: int = 0, noise: float = 0.04
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """A learnable multi-label task: class c present → a bright square in quadrant c; each image holds 0 to 4 of
+    the four classes (about one in eight none), and a share `noise` of the labels is flipped (so no figure is
+    trivially perfect). Returns uint8 images (N, H, W, 3) and the 0/1 labels (N, 4), flips included."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, size=(count, size, size, 3), dtype=np.uint8)
+    drawn = (rng.random((count, len(MULTILABEL_CLASSES))) < [0.5, 0.4, 0.3, 0.25]).astype(np.uint8)
+    half = size // 2
+    for i in range(count):
+        for c in np.flatnonzero(drawn[i]):
+            r, q = divmod(int(c), 2)
+            images[i, r * half + 2:(r + 1) * half - 2, q * half + 2:(q + 1) * half - 2, c % 3] = 230
+    flips = rng.random(drawn.shape) < noise
+    return images, np.where(flips, 1 - drawn, drawn).astype(np.uint8)
+
+
+def write_multilabel_csv(folder: Path, *, count: int = 120, layout: str = "separator", separator: str = ";",
+                         seed: int = 0) -> Path:
+    """PNG files and a CSV of a multi-label task in `folder`: `separator` (path,labels with bird;feeder cells)
+    or `columns` (path,bird,feeder,squirrel,cat with 0/1 cells). Returns the CSV's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, targets = make_multilabel_images(count, seed=seed)
+    rows = []
+    for i, (image, row) in enumerate(zip(images, targets)):
+        name = f"img{i:04d}.png"
+        Image.fromarray(image).save(folder / name)
+        if layout == "separator":
+            rows.append(f"{name},{separator.join(MULTILABEL_CLASSES[c] for c in np.flatnonzero(row))}")
+        else:
+            rows.append(f"{name},{','.join(str(int(v)) for v in row)}")
+    header = "path,labels" if layout == "separator" else "path," + ",".join(MULTILABEL_CLASSES)
+    path = folder / "labels.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path

@@ -3,7 +3,8 @@
     cli, cnnlab (package API)          ← top: may import anything
     studies                            experiments over seeds, ablations, comparisons, resume
     training                           the engine: loop, phases, checkpoints, one run
-    data, models, reporting, trust     independent of each other
+    data, models, reporting, trust,    independent of each other
+    multilabel
     config                             typed configuration
     errors, fileio, failpoints, reference, version, lazy, catalogue, datasources ← bottom: import no other cnnlab module but errors
 """
@@ -22,13 +23,14 @@ LAYERS = {
     "cnnlab.catalogue": 0, "cnnlab.datasources": 0, "cnnlab.failpoints": 0, "cnnlab.openmp": 0, "cnnlab.layout": 0, "cnnlab.records": 0,
     "cnnlab.config": 1,
     "cnnlab.data": 2, "cnnlab.models": 2, "cnnlab.reporting": 2, "cnnlab.engines": 2, "cnnlab.trust": 2,
+    "cnnlab.multilabel": 2,
     "cnnlab.training": 3,
     "cnnlab.inference": 4,
     "cnnlab.studies": 4,
     "cnnlab.cli": 5, "cnnlab.__main__": 5, "cnnlab": 5,
 }
 # Same-rank packages that must not know each other (data does not know models, and so on).
-INDEPENDENT = {"cnnlab.data", "cnnlab.models", "cnnlab.reporting", "cnnlab.trust"}
+INDEPENDENT = {"cnnlab.data", "cnnlab.models", "cnnlab.reporting", "cnnlab.trust", "cnnlab.multilabel"}
 
 
 def module_name(path: Path) -> str:

@@ -259,3 +259,18 @@ def test_audit_refuses_what_it_cannot_do(planted, tmp_path):
     assert main(["audit", str(planted["csv"]), "--write-split", str(existing)]) == 2
     assert existing.read_text() == "mine"
     assert main(["audit", str(planted["csv"]), "--relabel"]) == 2
+
+
+def test_a_test_image_with_two_copies_counts_once():
+    """The run's warning and results.json count test images, not pairs (one image may have several copies)."""
+    from cnnlab.data.images import DataSplits, ImageSet
+    from cnnlab.data.leaks import find_leaks, leaked_test_images
+
+    rng = np.random.default_rng(3)
+    photos = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    photos[:, :16] //= 3  # structure, so the hashes of different photos are far apart
+    pixels = lambda batch: torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))  # noqa: E731
+    train = ImageSet(pixels(np.stack([photos[0], photos[0], photos[1]])), torch.tensor([0, 0, 1]))
+    test = ImageSet(pixels(photos[[0, 2, 3]]), torch.tensor([0, 1, 1]))
+    leaks = find_leaks(DataSplits(train=train, val=None, test=test, class_names=["a", "b"], description="arrays"))
+    assert len(leaks) == 2 and leaked_test_images(leaks) == 1

@@ -78,3 +78,24 @@ def test_commands_that_are_not_distributed_refuse_torchrun():
     result = subprocess.run([sys.executable, "-m", "cnnlab", "ablation", "basenet_pp"], capture_output=True,
                             text=True, timeout=120, env=env)
     assert result.returncode == 2 and "only `cnnlab run` and `cnnlab resume` are distributed" in result.stderr
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_trains_a_multilabel_run_as_one_process_does(tmp_path):
+    pytest.importorskip("iterstrat")
+    from conftest import write_multilabel_csv
+
+    data = write_multilabel_csv(tmp_path / "data", count=96)
+    common = ["run", "basenet", "--data", str(data), "--epochs", "2", "--batch-size", "16", "--seeds", "1",
+              "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                    "2", "-m", "cnnlab"]), ("one", [sys.executable, "-m", "cnnlab"])):
+        done = subprocess.run([*launcher, *common, "--out", str(tmp_path / name)], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for a, b in zip(_rows(tmp_path / "one"), _rows(tmp_path / "two")):
+        for key in ("train_loss", "train_acc", "val_loss", "val_map", "val_micro_f1"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6)
+    results = [json.loads(next((tmp_path / n).glob("*/*/seed-1/results.json")).read_text()) for n in ("one", "two")]
+    assert results[1]["processes"] == 2 and results[1]["test_map"] == pytest.approx(results[0]["test_map"], abs=1e-5)

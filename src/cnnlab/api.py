@@ -33,14 +33,17 @@ class Result:
 
     folder: Path
     experiment: str
-    test_acc: float
-    test_acc_std: float
+    test_acc: float | None  # None for a multi-label experiment (its headline is test_map)
+    test_acc_std: float | None
     test_loss: float
     test_loss_std: float
     test_bal_acc: float | None
     test_macro_f1: float | None
     runs: list[dict] = field(repr=False)
     summary: dict = field(repr=False)
+    task: str = "single"
+    test_map: float | None = None  # multi-label: mean average precision over the classes, mean over the runs
+    test_map_std: float | None = None
 
     @classmethod
     def read(cls, folder: Path) -> "Result":
@@ -48,11 +51,16 @@ class Result:
         from cnnlab.studies.layout import read_summary
 
         summary = read_summary(Path(folder) / layout.SUMMARY_FILE)
-        return cls(Path(folder), summary["experiment"], summary["test_acc_mean"], summary["test_acc_std"],
+        return cls(Path(folder), summary["experiment"], summary.get("test_acc_mean"), summary.get("test_acc_std"),
                    summary["test_loss_mean"], summary["test_loss_std"], summary.get("test_bal_acc_mean"),
-                   summary.get("test_macro_f1_mean"), summary["runs"], summary)
+                   summary.get("test_macro_f1_mean"), summary["runs"], summary, summary.get("task", "single"),
+                   summary.get("test_map_mean"), summary.get("test_map_std"))
 
     def __str__(self) -> str:
+        if self.task == "multilabel":
+            runs = ", ".join(f"{100 * r['test_map']:.2f} %" for r in self.runs)
+            return (f"{self.experiment}: test mAP {100 * self.test_map:.2f} ± {100 * self.test_map_std:.2f} % over "
+                    f"{len(self.runs)} run(s) ({runs}); test loss {self.test_loss:.4f}; {self.folder}")
         runs = ", ".join(f"{100 * r['test_acc']:.2f} %" for r in self.runs)
         return (f"{self.experiment}: test accuracy {100 * self.test_acc:.2f} ± {100 * self.test_acc_std:.2f} % over "
                 f"{len(self.runs)} run(s) ({runs}); test loss {self.test_loss:.4f}; {self.folder}")
@@ -192,6 +200,11 @@ class Learner:
     def predict(self, images, *, top_k: int = 5, seed: int | None = None) -> list[list[tuple[str, float]]]:
         """Each image's top-k (class, probability), most likely first: what `cnnlab predict` answers."""
         return self.trained(seed).predict(images, top_k=top_k)
+
+    def labels(self, images, *, seed: int | None = None) -> list[list[str]]:
+        """A multi-label experiment's answer: each image's classes at or above the thresholds its run chose on the
+        validation split, most likely first (the `labels` column of `cnnlab predict`)."""
+        return self.trained(seed).labels(images)
 
     def prediction_sets(self, images, *, coverage: float = 0.9, seed: int | None = None) -> list[list[str]]:
         """Each image's conformal set: the classes that hold the true one with probability >= `coverage`

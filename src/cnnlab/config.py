@@ -51,6 +51,9 @@ TTA_MODES = ("off", "flip", "flip_shift")
 CALIBRATIONS = ("none", "temperature")  # trust/calibration.py
 CONFORMAL_SCORES = ("aps", "raps", "lac")  # trust/conformal.py
 REJECT_SCORES = ("msp", "energy")  # trust/rejection.py
+TASKS = ("auto", "single", "multilabel")  # one class an image, or several (training/task.py)
+LOSSES = ("auto", "ce", "bce", "asl")  # auto: ce for one class an image, bce for several
+THRESHOLD_MODES = ("f1", "fixed")  # multilabel/thresholds.py
 
 
 # Seeds reach numpy's and scikit-learn's generators, which take 0..2**32 - 1 and refuse the rest.
@@ -115,6 +118,10 @@ class DataConfig:
                            help="before training, look for test images with a near-exact duplicate (a perceptual "
                                 "hash) in train or validation: warn (one line and leaks.csv in the experiment "
                                 "folder), error (refuse to train), off")
+    label_separator: str | None = _opt(None, help="multi-label CSV: what separates the labels of a cell (default: "
+                                                 "';' or '|', detected)")
+    label_columns: list[str] = _opt([], help="multi-label CSV: the 0/1 columns, one per class (default: every "
+                                             "column of a path,... header but split)")
     sampler: str = _opt("uniform", choices=SAMPLERS,
                         help="how each epoch draws training images: uniform (every image once), balanced (every "
                              "class equally often) or sqrt (each class ∝ √its images); with replacement, seeded")
@@ -183,7 +190,10 @@ class PhaseConfig:
                                     "without it trains on cached backbone features")
 
 
-MONITORS = ("val_loss", "val_acc", "val_bal_acc", "val_macro_f1")
+MONITORS = ("val_loss", "val_acc", "val_bal_acc", "val_macro_f1", "val_map")
+# what each task's validation rows hold (val_map: multi-label's mean average precision; val_macro_f1: both)
+TASK_MONITORS = {"single": ("val_loss", "val_acc", "val_bal_acc", "val_macro_f1"),
+                 "multilabel": ("val_loss", "val_map", "val_macro_f1")}
 
 
 @dataclass
@@ -204,7 +214,19 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: str = _opt("constant", choices=("constant", "cosine"))
     warmup_epochs: int = _opt(0, min=0)
-    label_smoothing: float = _opt(0.0, min=0.0, max=0.9)
+    label_smoothing: float = _opt(0.0, min=0.0, max=0.9, help="one class an image: the target's ε spread over "
+                                                               "the classes; multi-label: each 0/1 target moved "
+                                                               "toward ½ by ε/2")
+    loss: str = _opt("auto", choices=LOSSES,
+                     help="ce (softmax cross-entropy: one class an image), bce (sigmoid + binary cross-entropy: "
+                          "multi-label) or asl (asymmetric loss, Ridnik et al. 2021: multi-label with many easy "
+                          "negatives); auto: the task's (ce or bce)")
+    asl_gamma_neg: float = _opt(4.0, min=0.0, max=10.0, help="asl: focusing on negatives (γ−)")
+    asl_gamma_pos: float = _opt(0.0, min=0.0, max=10.0, help="asl: focusing on positives (γ+)")
+    asl_clip: float = _opt(0.05, min=0.0, max=0.5, help="asl: the probability margin m that shifts negatives")
+    thresholds: str = _opt("f1", choices=THRESHOLD_MODES,
+                           help="multi-label: each class's decision threshold, chosen on the validation split "
+                                "(never the test split) to maximise its F1; fixed: 0.5 for every class")
     class_weights: str = _opt("none", choices=CLASS_WEIGHTS,
                               help="weigh each class in the training loss: balanced (inverse frequency) or "
                                    "effective (Cui et al. 2019's effective number, β = class_weights_beta)")
@@ -300,6 +322,8 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    task: str = _opt("auto", choices=TASKS, help="single (one class an image) or multilabel (several, possibly "
+                                                 "none); auto: what the data holds. A run records the task")
     seeds: list[int] = _opt([1], item_range=SEED_RANGE)
     seeds_together: str = _opt("auto", choices=("auto", "on", "off"),
                                help="train the seeds at once in worker processes, the cores shared out between "

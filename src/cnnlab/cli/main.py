@@ -238,15 +238,20 @@ def cmd_predict(args) -> int:
                            choose="--seed S" if trust_asked else "--seed S, or average them with --ensemble")
               for p in paths]
     names = models[0].class_names
+    if models[0].multilabel and len(models) > 1:
+        raise ConfigError("--ensemble: each run of a multi-label experiment chose its own thresholds on validation "
+                          "for its own probabilities; an average has none: choose one run with --seed S")
     predictions, errors = predict(models, [Path(p) for p in args.images], batch_size=args.batch_size,
                                   workers=args.workers, strict=args.strict, progress=not args.no_progress)
     answers = trust_answers(models[0], predictions, coverage=args.coverage, reject_rate=args.reject_rate)
-    write_predictions(out, predictions, names, args.top_k, answers)
+    write_predictions(out, predictions, names, args.top_k, answers, all_classes=args.all_classes)
     shown = predictions[:20]
     header = ["image", *[f"top {i}" for i in range(1, min(args.top_k, len(names), 3) + 1)],
+              *(["labels (at the thresholds)"] if answers.labels is not None else []),
               *([f"set ({100 * args.coverage:g} %)"] if answers.sets is not None else []),
               *(["decision"] if answers.decisions is not None else [])]
     rows = [[str(p.path), *[f"{name} ({100 * prob:.1f} %)" for name, prob in top_k(p, names, 3)][:min(args.top_k, len(names), 3)],
+             *([", ".join(answers.labels[i]) or "(none)"] if answers.labels is not None else []),
              *([", ".join(answers.sets[i])] if answers.sets is not None else []),
              *([answers.decisions[i]] if answers.decisions is not None else [])]
             for i, p in enumerate(shown)]
@@ -259,7 +264,7 @@ def cmd_predict(args) -> int:
     if errors:
         print(f"skipped {len(errors)} unreadable file(s): " + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""),
               file=sys.stderr)
-    score = accuracy(predictions, names)
+    score = None if models[0].multilabel else accuracy(predictions, names)  # class folders: one class an image
     if score:
         print(f"accuracy: {100 * score[0]:.2f} % of {score[1]} images in class folders")
     if answers.sets is not None:

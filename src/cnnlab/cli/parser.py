@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="class probabilities of a trained model for image files and folders",
         description="Run a trained model (a seed folder, an experiment folder or a model.safetensors file) on "
                     "images and folders of images; print the top-k classes and write them as CSV "
-                    "(path, pred_1, prob_1, ...). Images in class folders named like the classes also give accuracy.")
+                    "(path, pred_1, prob_1, ...; a multi-label model adds its labels). Images in class folders named like "
+                    "the classes also give accuracy.")
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS")
     predict.add_argument("--top-k", type=number(at_least=1), default=5, metavar="K")
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--reject-rate", type=number(float, at_least=0.0, at_most=0.9999), metavar="R",
                          help="answer 'unknown' for images less familiar than the R least familiar share of the "
                               "validation images (e.g. 0.05: accepts 95 %% of them; a 'decision' column)")
+    predict.add_argument("--all-classes", action="store_true",
+                         help="add every class's probability to the CSV (p_<class> columns); a multi-label model's "
+                              "CSV always has a 'labels' column: the classes at or above their thresholds")
 
     audit = sub.add_parser(
         "audit", help="find mislabeled images, duplicates and train/test leaks, and outliers in a dataset",

@@ -217,7 +217,14 @@ def find_columns(features, image_column: str | None, label_column: str | None, w
     if not isinstance(features[image], datasets.Image):
         raise DataError(f"{where}: column '{image}' holds {described({image: features[image]})}, not images; "
                         f"columns: {found}")
-    label = pick(label_column, "label_column", (datasets.ClassLabel,), ("label", "labels"))
+    # one ClassLabel column; else one list of ClassLabels (multi-label: Sequence(ClassLabel)); else a named one
+    class_labels = [name for name, f in features.items() if isinstance(f, datasets.ClassLabel)]
+    label_lists = [name for name, f in features.items() if is_multilabel(f)
+                   and isinstance(f.feature, datasets.ClassLabel)]
+    if label_column is None and not class_labels and len(label_lists) == 1:
+        label = label_lists[0]
+    else:
+        label = pick(label_column, "label_column", (datasets.ClassLabel,), ("label", "labels"))
     if label == image:
         raise DataError(f"{where}: the image and label columns are both '{image}'; columns: {found}")
     return image, label
@@ -244,9 +251,28 @@ def assign_splits(tables: dict, where: str, log) -> dict[str, Any]:
     return roles
 
 
+def is_multilabel(feature) -> bool:
+    """A label column of several labels a row: a list (Sequence) of ClassLabels, integers or strings."""
+    inner = getattr(feature, "feature", None)
+    return inner is not None and not isinstance(feature, _datasets().Image) and isinstance(
+        inner, (_datasets().ClassLabel, _datasets().Value))
+
+
 def labelled_rows(table, split: str, image: str, label: str, class_names: list[str], where: str):
     """(HubImage per row, label indices) of one split: a ClassLabel's values are the indices already;
-    integers or strings of another column are looked up among `class_names`."""
+    integers or strings of another column are looked up among `class_names`. A list column (multi-label)
+    gives each row a tuple of indices (an empty list: an image with no label)."""
+    column = HubColumn(table, image, where, split)
+    if is_multilabel(table.features[label]):
+        indexed = isinstance(table.features[label].feature, _datasets().ClassLabel)
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = []
+        for row, values in enumerate(table[label]):
+            if values is None:
+                raise DataError(f"{where} [{split}] row {row}: no labels in column '{label}' (an image without a "
+                                "label is an empty list, not a missing value)")
+            labels.append(tuple(sorted({int(v) if indexed else index[str(v)] for v in values})))
+        return [HubImage(column, row) for row in range(len(labels))], labels
     indexed = isinstance(table.features[label], _datasets().ClassLabel)
     index = {name: i for i, name in enumerate(class_names)}
     labels = []
@@ -255,7 +281,6 @@ def labelled_rows(table, split: str, image: str, label: str, class_names: list[s
             raise DataError(f"{where} [{split}] row {row}: no label in column '{label}' (unlabelled rows cannot "
                             "be trained or tested on)")
         labels.append(int(value) if indexed else index[str(value)])
-    column = HubColumn(table, image, where, split)
     return [HubImage(column, row) for row in range(len(labels))], labels
 
 
@@ -263,6 +288,9 @@ def class_names_of(tables: dict, label: str, where: str) -> list[str]:
     """ClassLabel's names, else the sorted distinct values of the label column over every split."""
     datasets = _datasets()
     feature = next(iter(tables.values())).features[label]
+    multilabel = is_multilabel(feature)
+    if multilabel:
+        feature = feature.feature
     if isinstance(feature, datasets.ClassLabel):
         return [str(n) for n in feature.names]
     if not isinstance(feature, datasets.Value) or not (feature.dtype.startswith(("int", "uint")) or
@@ -271,6 +299,7 @@ def class_names_of(tables: dict, label: str, where: str) -> list[str]:
                         "ClassLabel, integers or strings")
     values = set()
     for table in tables.values():
-        values |= {str(v) for v in table[label] if v is not None}
+        cells = [v for cell in table[label] if cell is not None for v in cell] if multilabel else table[label]
+        values |= {str(v) for v in cells if v is not None}
     numeric = all(re.fullmatch(r"-?\d+", v) for v in values)
     return sorted(values, key=(lambda v: int(v)) if numeric else None)

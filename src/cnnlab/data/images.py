@@ -15,7 +15,9 @@ import torch
 from cnnlab.data.batches import iterate_batches
 from cnnlab.errors import DataError
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (images or features, int64 labels)
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images or features, int64 labels or float32 multi-hot targets)
+
+TASKS = ("single", "multilabel")  # one class an image, or several (possibly none)
 
 
 @runtime_checkable
@@ -49,7 +51,7 @@ class ImageSource(Protocol):
 @dataclass
 class ImageSet:
     images: torch.Tensor  # uint8, (N, C, H, W)
-    labels: torch.Tensor  # int64, (N,)
+    labels: torch.Tensor  # int64 (N,); multi-label: float32 0/1 (N, classes)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -90,6 +92,11 @@ class DataSplits:
     split_rows: list[dict] | None = None
     source: str = ""  # the data source that read it (data/sources/), as detected for `auto`
     leaks: list | None = None  # test images with a near-exact duplicate in train/val (data/leaks.py); None: unchecked
+    task: str = "single"  # multilabel: every split's labels are 0/1 (N, classes) float32 matrices
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
 
     @property
     def num_classes(self) -> int:

@@ -142,6 +142,11 @@ def find_leaks(splits, *, max_distance: int = NEAR_EXACT) -> list[Leak]:
     return sorted(leaks, key=lambda leak: (leak.distance, leak.test))
 
 
+def leaked_test_images(leaks: list[Leak]) -> int:
+    """How many test images have at least one near-exact duplicate (a test image may have several: one pair each)."""
+    return len({leak.test for leak in leaks})
+
+
 def leak_rows(leaks: list[Leak]) -> list[dict]:
     return [{"test_image": leak.test, "duplicate": leak.other, "duplicate_split": leak.other_split,
              "hash_distance": leak.distance} for leak in leaks]

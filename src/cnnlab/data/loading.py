@@ -52,9 +52,8 @@ def _streamer(cfg: DataConfig, preprocessing, size: int):
     resizing = Resizing.of(cfg, preprocessing)
     workers = default_workers() if cfg.workers < 0 else cfg.workers
 
-    def make(paths: list[Path], labels: list[int]) -> StreamingSet:
-        return StreamingSet(list(paths), torch.tensor(labels, dtype=torch.long), size=size, num_workers=workers,
-                            **resizing.fields())
+    def make(paths: list[Path], labels: torch.Tensor) -> StreamingSet:
+        return StreamingSet(list(paths), labels, size=size, num_workers=workers, **resizing.fields())
 
     return make, resizing
 
@@ -99,7 +98,9 @@ def split_plan(cfg: DataConfig, files: LabelledFiles, where: Path | str) -> dict
     if not plan["test"]:
         raise DataError(f"{where}: no test split (data.test_fraction is 0); set data.test_fraction > 0")
     if cfg.subset:  # drawn here, so split.csv lists the training images actually used
-        keep = stratified_subset_index(np.array([files.labels[i] for i in plan["train"]]), cfg.subset, cfg.split_seed)
+        labels = files.label_matrix(plan["train"]) if files.multilabel else np.array([files.labels[i]
+                                                                                       for i in plan["train"]])
+        keep = stratified_subset_index(labels, cfg.subset, cfg.split_seed)
         plan["train"] = [plan["train"][k] for k in keep]
     return plan
 
@@ -120,7 +121,7 @@ def streamed_splits(req: SourceRequest, kind: str, train: LabelledFiles, *, test
 
     def make(source_files: LabelledFiles, index: list[int] | None = None) -> StreamingSet:
         index = list(range(len(source_files.paths))) if index is None else index
-        return stream([source_files.paths[i] for i in index], [source_files.labels[i] for i in index])
+        return stream([source_files.paths[i] for i in index], label_tensor(source_files, index))
 
     if plan is None:
         splits = {"train": make(train), "val": make(val) if val is not None else None, "test": make(test)}
@@ -142,7 +143,15 @@ def streamed_splits(req: SourceRequest, kind: str, train: LabelledFiles, *, test
         splits = {name: split.cache_in_memory() if split is not None else None for name, split in splits.items()}
         description += ", held in memory as uint8"
     return DataSplits(train=splits["train"], val=splits["val"], test=splits["test"], class_names=train.class_names,
-                      description=description, split_rows=rows, **resizing.fields())
+                      description=description, split_rows=rows, task="multilabel" if train.multilabel else "single",
+                      **resizing.fields())
+
+
+def label_tensor(files: LabelledFiles, index: list[int]) -> torch.Tensor:
+    """The labels of `index`: int64 class indices, or (multi-label) a float32 0/1 matrix, images × classes."""
+    if files.multilabel:
+        return torch.from_numpy(files.label_matrix(index).astype(np.float32))
+    return torch.tensor([files.labels[i] for i in index], dtype=torch.long)
 
 
 def _drop_bad_images(split: StreamingSet, name: str, path: Path | str, log) -> StreamingSet:

@@ -22,12 +22,38 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
     if fraction <= 0:
         return train, None
     labels = train.labels.numpy()
+    if labels.ndim == 2:
+        labels = (labels > 0.5).astype(np.uint8)
     fit_idx, val_idx = remembered("holdout", labels, (fraction, seed), lambda: _draw_holdout(labels, fraction, seed))
     return train.subset(fit_idx), train.subset(val_idx)
 
 
+def _multilabel_splitter(kind: str):
+    """iterative-stratification's splitter `kind`, or one line saying how to install it."""
+    try:
+        from iterstrat import ml_stratifiers
+    except ImportError:
+        raise DataError("multi-label data is split by iterative stratification: pip install "
+                        "'cnnlab[multilabel]' (the iterative-stratification package)") from None
+    return getattr(ml_stratifiers, kind)
+
+
+def multilabel_train_test(labels: np.ndarray, fraction: float, seed: int, *, train_size: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) sorted positions: `fraction` of the images held out (or kept, with `train_size`),
+    each label's frequency kept in both parts by iterative stratification."""
+    splitter = _multilabel_splitter("MultilabelStratifiedShuffleSplit")
+    size = {"train_size" if train_size else "test_size": fraction}
+    matrix = np.asarray(labels, dtype=np.int64)
+    kept, held = next(splitter(n_splits=1, random_state=seed, **size).split(np.zeros((len(matrix), 1)), matrix))
+    return np.sort(kept), np.sort(held)
+
+
 def _draw_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
+
+    if labels.ndim == 2:
+        return multilabel_train_test(labels, fraction, seed)
 
     index = np.arange(len(labels))
     counts = np.bincount(labels)
@@ -45,7 +71,11 @@ def _draw_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet, ImageSet]]:
     """K stratified folds: each (fit, held-out) pair covers `train` once."""
     labels = train.labels.numpy()
-    if np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
+    if labels.ndim == 2:
+        labels = (labels > 0.5).astype(np.uint8)
+        if len(labels) < folds:
+            raise DataError(f"cannot make {folds} folds of {len(labels)} training images")
+    elif np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
         raise DataError(f"cannot make {folds} stratified folds: some class has fewer than {folds} images")
     (fold_of,) = remembered("kfold", labels, (folds, seed), lambda: (_draw_folds(labels, folds, seed),))
     everything = np.arange(len(labels))
@@ -57,7 +87,10 @@ def _draw_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
     fold_of = np.empty(len(labels), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    if labels.ndim == 2:  # multi-label: iterative stratification
+        splitter = _multilabel_splitter("MultilabelStratifiedKFold")(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         fold_of[held] = k
     return fold_of
@@ -67,7 +100,9 @@ def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
     """Keep `size` images of `train` with the class proportions intact (for short runs)."""
     if size >= len(train):
         return train
-    return train.subset(stratified_subset_index(train.labels.numpy(), size, seed))
+    labels = train.labels.numpy()
+    return train.subset(stratified_subset_index((labels > 0.5).astype(np.uint8) if labels.ndim == 2 else labels,
+                                                size, seed))
 
 
 def stratified_subset_index(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -81,6 +116,10 @@ def stratified_subset_index(labels: np.ndarray, size: int, seed: int) -> np.ndar
 
 def _draw_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import train_test_split
+
+    if labels.ndim == 2:
+        keep, _ = multilabel_train_test(labels, size / len(labels), seed, train_size=True)
+        return keep
 
     keep, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed,
                                stratify=labels if size >= len(np.unique(labels)) else None)

@@ -19,19 +19,23 @@ from cnnlab.fileio import atomic_write_bytes, cache_dir
 Draw = Callable[[], tuple[np.ndarray, ...]]
 
 
-def sklearn_release() -> str:
-    """The installed scikit-learn's version, read from its metadata (importing it is what we avoid)."""
+def sklearn_release(package: str = "scikit-learn") -> str:
+    """The installed scikit-learn's version (or `package`'s), read from its metadata (importing it is what we
+    avoid)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("scikit-learn")
+        return version(package)
     except PackageNotFoundError:
         return "absent"
 
 
 def memo_key(kind: str, labels: np.ndarray, params: tuple) -> str:
     labels = np.ascontiguousarray(labels)
-    digest = hashlib.sha256(f"{kind}|{params!r}|{sklearn_release()}|{labels.dtype.str}|{labels.shape}|".encode())
+    release = sklearn_release()
+    if labels.ndim == 2:  # multi-label targets: iterative-stratification draws them (data/split.py)
+        release += f"|iterative-stratification {sklearn_release('iterative-stratification')}"
+    digest = hashlib.sha256(f"{kind}|{params!r}|{release}|{labels.dtype.str}|{labels.shape}|".encode())
     digest.update(labels.tobytes())
     return digest.hexdigest()[:32]
 

@@ -94,10 +94,16 @@ def build_graph(trained: TrainedModel, *, uint8_input: bool, opset: int) -> byte
                 "crop_ratio": str(trained.record.get("crop_ratio", 0.875)),
                 "interpolation": trained.record.get("interpolation", "bilinear"),
                 "mean": json.dumps(trained.mean), "std": json.dumps(trained.std),
-                "tta": trained.tta, "output": "logits (probabilities: softmax(logits / temperature))",
+                "tta": trained.tta,
+                "output": ("logits (probabilities: sigmoid(logits), one per class; a class is present at or above "
+                           "its threshold)" if trained.multilabel else
+                           "logits (probabilities: softmax(logits / temperature))"),
+                "task": "multilabel" if trained.multilabel else "single",
                 # the temperature the run fitted on its validation split (1: uncalibrated); cnnlab's runner applies
                 # it, and with the conformal and rejection scores of the record, sets and 'unknown' too
                 "temperature": str(trained.trust.temperature if trained.trust is not None else 1.0)}
+    if trained.multilabel:  # each class's threshold, chosen on the run's validation split
+        metadata["thresholds"] = json.dumps(dict(zip(trained.class_names, trained.record["thresholds"])))
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
@@ -162,8 +168,14 @@ def _with_metadata(graph: bytes, source: bytes) -> bytes:
 
 
 def compare_on_test(trained: TrainedModel, graphs: dict[str, bytes], *, uint8_input: bool, log: Log) -> dict:
-    """Each graph's accuracy on the run's test split, top-1 agreement with fp32, and images/s."""
+    """Each graph's accuracy on the run's test split, top-1 agreement with fp32, and images/s (a multi-label
+    model's: its share of right yes/no decisions at the thresholds, and of decisions equal to fp32's)."""
     splits = run_data(trained)
+    if trained.multilabel:
+        thresholds = trained.thresholds
+        decide = lambda logits: torch.sigmoid(logits) >= thresholds  # noqa: E731
+    else:
+        decide = lambda logits: logits.argmax(1)  # noqa: E731
     forwards = {name: run_graph(graph, "onnxruntime") for name, graph in graphs.items()}
     predicted = {name: [] for name in graphs}
     labels, speed = [], {name: 0.0 for name in graphs}
@@ -172,7 +184,7 @@ def compare_on_test(trained: TrainedModel, graphs: dict[str, bytes], *, uint8_in
         x = graph_input(trained, images.cpu(), uint8_input)
         for name, forward in forwards.items():
             tick = time.perf_counter()
-            predicted[name].append(forward(x).argmax(1))
+            predicted[name].append(decide(forward(x)))
             speed[name] += time.perf_counter() - tick
         labels.append(truth.cpu())
         seen += len(images)
@@ -180,7 +192,8 @@ def compare_on_test(trained: TrainedModel, graphs: dict[str, bytes], *, uint8_in
     out = {"test_images": seen}
     for name in graphs:
         top1 = torch.cat(predicted[name])
-        out[name] = {"test_acc": float((top1 == labels).float().mean()), "img_s": seen / max(speed[name], 1e-9),
+        truth = labels > 0.5 if trained.multilabel else labels
+        out[name] = {"test_acc": float((top1 == truth).float().mean()), "img_s": seen / max(speed[name], 1e-9),
                      "agreement_with_fp32": float((top1 == torch.cat(predicted["fp32"])).float().mean())}
     return out
 

@@ -3,6 +3,9 @@
 The CSV's columns are a contract scripts can rely on: `path, pred_1, prob_1, ..., pred_k, prob_k`, then
 `set` with --coverage (the conformal set's classes, `;`-separated, most likely first) and `decision` with
 --reject-rate (the top class, or `unknown`). Probabilities are calibrated by the run's temperature (trust/).
+A multi-label model's CSV adds `labels` (the classes at or above their thresholds, `;`-separated, most
+likely first; empty: none), its probabilities each class's sigmoid; `--all-classes` adds `p_<class>` for
+every class.
 Images are decoded and resized by worker processes exactly as training streamed them
 (`data/streaming.py`), so a file predicts as its twin in the training data evaluated.
 """
@@ -101,6 +104,7 @@ class TrustAnswers:
 
     sets: list[list[str]] | None = None
     decisions: list[str] | None = None
+    labels: list[list[str]] | None = None  # a multi-label model's: the classes above their thresholds
 
 
 UNKNOWN = "unknown"
@@ -111,6 +115,8 @@ def trust_answers(model: TrainedModel, predictions: list[Prediction], *, coverag
     """Each image's conformal set at `coverage` and its top class or `unknown` under the rule that refuses
     `reject_rate` of the validation images (the run's trust record; trust/fitted.py)."""
     answers = TrustAnswers()
+    if model.multilabel and predictions:
+        answers.labels = model.labels_of(torch.stack([p.probabilities for p in predictions]))
     if coverage is None and reject_rate is None or not predictions:
         return answers
     names = model.class_names
@@ -127,18 +133,22 @@ def trust_answers(model: TrainedModel, predictions: list[Prediction], *, coverag
 
 
 def predictions_csv(predictions: list[Prediction], class_names: list[str], k: int,
-                    answers: TrustAnswers | None = None) -> str:
+                    answers: TrustAnswers | None = None, *, all_classes: bool = False) -> str:
     k = min(k, len(class_names))
     answers = answers or TrustAnswers()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", *[f"{name}_{i}" for i in range(1, k + 1) for name in ("pred", "prob")],
+                     *(["labels"] if answers.labels is not None else []),
                      *(["set"] if answers.sets is not None else []),
-                     *(["decision"] if answers.decisions is not None else [])])
+                     *(["decision"] if answers.decisions is not None else []),
+                     *([f"p_{name}" for name in class_names] if all_classes else [])])
     for index, p in enumerate(predictions):
         writer.writerow([str(p.path), *[v for name, prob in top_k(p, class_names, k) for v in (name, f"{prob:.6f}")],
+                         *([";".join(answers.labels[index])] if answers.labels is not None else []),
                          *([";".join(answers.sets[index])] if answers.sets is not None else []),
-                         *([answers.decisions[index]] if answers.decisions is not None else [])])
+                         *([answers.decisions[index]] if answers.decisions is not None else []),
+                         *([f"{float(v):.6f}" for v in p.probabilities] if all_classes else [])])
     return buffer.getvalue()
 
 
@@ -165,5 +175,5 @@ def free_output_path(path: Path | None) -> Path:
 
 
 def write_predictions(path: Path, predictions: list[Prediction], class_names: list[str], k: int,
-                      answers: TrustAnswers | None = None) -> None:
-    atomic_write_text(path, predictions_csv(predictions, class_names, k, answers))
+                      answers: TrustAnswers | None = None, *, all_classes: bool = False) -> None:
+    atomic_write_text(path, predictions_csv(predictions, class_names, k, answers, all_classes=all_classes))

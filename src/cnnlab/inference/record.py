@@ -25,6 +25,10 @@ RECORD_SCHEMA = {
     "tta": records.optional(records.text()), "uint8_input": records.optional(records.boolean()),
     "experiment": records.optional(records.text()), "seed": records.optional(records.integer(at_least=0)),
     "trust": records.optional(records.mapping()),  # checked field by field by trust.Trust.from_record
+    # multi-label (several labels an image): each class's threshold, chosen on the run's validation split
+    "task": records.choice("single", "multilabel", default="single"),
+    "thresholds": records.optional(records.list_of(records.number(at_least=0.0, at_most=1.0), min_len=1,
+                                                   max_len=1_000_000)),
 }
 
 
@@ -36,6 +40,10 @@ def check_record(record, source) -> dict:
         raise CheckpointError(f"{source}: field 'input_size': expected 1, 3 or 4 channels first, got {channels}")
     if record["input_size"][1] != record["input_size"][2]:
         raise CheckpointError(f"{source}: field 'input_size': expected square images, got {record['input_size']}")
+    if record["task"] == "multilabel" and (record["thresholds"] is None
+                                           or len(record["thresholds"]) != len(record["class_names"])):
+        raise CheckpointError(f"{source}: field 'thresholds': a multi-label model needs one threshold per class "
+                              f"({len(record['class_names'])}), got {record['thresholds']}")
     for name in ("mean", "std"):
         if record[name] is not None and len(record[name]) != channels:
             raise CheckpointError(f"{source}: field '{name}': expected one value per channel ({channels}), "

@@ -3,7 +3,9 @@
     POST /v1/predict   multipart field `file` (repeated), ?top_k=N  →  {"model": ..., "predictions":
                        [{"file": NAME, "top_k": [{"label": ..., "prob": ...}, ...]}, ...]}   (a contract)
                        ?coverage=0.9 adds each prediction's "set" (the conformal set's labels, most likely first);
-                       ?reject_rate=0.05 adds "decision" (the top label, or "unknown") and "unknown" (true/false)
+                       ?reject_rate=0.05 adds "decision" (the top label, or "unknown") and "unknown" (true/false);
+                       a multi-label model's predictions add "labels" (the set at or above each class's
+                       threshold, most likely first) beside "top_k" (each class's sigmoid probability)
     POST /v1/gradcam   one `file`  →  a PNG: the image with the Grad-CAM map of its top class over it
     GET  /v1/model     classes, preprocessing, the run's test figures, the engine
     GET  /healthz      {"status": "ok"}
@@ -118,6 +120,9 @@ def model_card(model: TrainedModel) -> dict:
             "input_size": list(model.input_size), "engine": model.engine, "tta": model.tta,
             "preprocessing": {k: record.get(k) for k in ("resize", "crop_ratio", "interpolation", "mean", "std")},
             "source": model.source.name}
+    if model.multilabel:  # several labels an image: the thresholds "labels" are decided at
+        card["task"] = "multilabel"
+        card["thresholds"] = dict(zip(model.class_names, model.record["thresholds"]))
     if model.trust is not None:  # what ?coverage and ?reject_rate answer with (trust/)
         trust = model.trust
         card["calibration"] = {"calibration": trust.calibration, "temperature": trust.temperature,
@@ -128,8 +133,9 @@ def model_card(model: TrainedModel) -> dict:
         from cnnlab.studies.layout import read_results
 
         run = read_results(results)  # a damaged file: one RunError naming it and the field, answered as JSON
-        card["metrics"] = {k: run.get(k) for k in ("test_acc", "test_loss", "final_val_acc", "best_val_acc",
-                                                   "epochs", "seed", "num_train", "num_test")}
+        keys = (("test_map", "test_micro_f1", "test_macro_f1", "final_val_map", "best_val_map") if model.multilabel
+                else ("test_acc", "final_val_acc", "best_val_acc"))
+        card["metrics"] = {k: run.get(k) for k in (*keys, "test_loss", "epochs", "seed", "num_train", "num_test")}
     return card
 
 
@@ -244,6 +250,9 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
                       top_k: int = Query(5, ge=1),
                       coverage: float = Query(None, gt=0.0, lt=1.0),
                       reject_rate: float = Query(None, ge=0.0, lt=1.0)):
+        if (coverage is not None or reject_rate is not None) and model.multilabel:
+            raise BadInput(409, "coverage and reject_rate are a single-label model's; this multi-label model answers "
+                                "each image's labels (above the thresholds chosen on its validation split)")
         if (coverage is not None or reject_rate is not None) and model.trust is None:
             raise BadInput(409, "this model's record holds no calibration scores (trained by cnnlab before 0.13, or "
                                 "without a validation split): it cannot answer coverage or reject_rate")
@@ -255,6 +264,9 @@ def create_app(source: str | Path, *, engine: str = "auto", max_batch: int = 32,
         answers = [{"file": n, "top_k": [{"label": model.class_names[i], "prob": float(p)}
                                          for p, i in zip(v.tolist(), ix.tolist())]}
                    for n, v, ix in zip(names, values, index)]
+        if model.multilabel:
+            for answer, labels in zip(answers, model.labels_of(probs)):
+                answer["labels"] = labels
         if coverage is not None:
             for answer, members in zip(answers, model.trust.sets(probs, coverage)):
                 answer["set"] = [model.class_names[i] for i in members]

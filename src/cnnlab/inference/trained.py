@@ -67,8 +67,35 @@ class TrainedModel:
         # by, the conformal scores of --coverage, the rule of --reject-rate; None for weights before 0.13
         self.trust = Trust.from_record(self.record.get("trust"), self.source)
 
+    @property
+    def multilabel(self) -> bool:
+        """Several labels an image: sigmoid probabilities, each class decided at its own threshold."""
+        return self.record.get("task") == "multilabel"
+
+    @property
+    def thresholds(self) -> torch.Tensor | None:
+        """A multi-label model's threshold per class (chosen on the run's validation split); None otherwise."""
+        return torch.tensor(self.record["thresholds"], dtype=torch.float32) if self.multilabel else None
+
+    def labels(self, images) -> list[list[str]]:
+        """A multi-label model's answer: each image's classes whose probability reaches their threshold, most
+        likely first (an empty list: none of them)."""
+        return self.labels_of(self.probabilities(images).cpu())
+
+    def labels_of(self, probabilities: torch.Tensor) -> list[list[str]]:
+        """The labels of probabilities already computed (N, classes)."""
+        if not self.multilabel:
+            raise RunError(f"{self.source}: a single-label model answers one class an image (predict); labels "
+                           "above thresholds are a multi-label model's")
+        above = probabilities >= self.thresholds
+        return [[self.class_names[i] for i in row.argsort(descending=True).tolist() if hit[i]]
+                for row, hit in zip(probabilities, above)]
+
     def require_trust(self, what: str) -> Trust:
         """The run's trust record, or one line saying why `what` cannot be answered."""
+        if self.multilabel:
+            raise RunError(f"{self.source}: {what} is a single-label model's (one class an image); a multi-label "
+                           "model answers each image's labels above the thresholds chosen on its validation split")
         if self.trust is None:
             raise RunError(f"{self.source}: {what} needs the scores the run fitted on its validation split, and its "
                            "record holds none (trained by cnnlab before 0.13, or without a validation split: "
@@ -156,7 +183,10 @@ class TrainedModel:
         return tta_logits(self.forward, self.preprocess(images), self.tta)
 
     def logits_to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of raw logits: divided by the run's temperature first, if it fitted one."""
+        """Class probabilities of raw logits: divided by the run's temperature first, if it fitted one; a
+        multi-label model's are each class's sigmoid (they need not sum to 1)."""
+        if self.multilabel:
+            return torch.sigmoid(logits.float())
         return self.trust.probabilities(logits) if self.trust is not None else torch.softmax(logits.float(), dim=1)
 
     def batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,13 @@ from cnnlab.reporting.curves import figure_bytes, plt
 from cnnlab.reporting.tables import mean_std
 
 
+def figure_label(rows: list[dict]) -> str:
+    """What rows' test_acc holds: accuracy, or (their "figure" says so) a multi-label experiment's mAP."""
+    return "test mAP" if rows and rows[0].get("figure") == "test_map" else "test accuracy"
+
+
 def _runs_chart(labels: list[str], runs: list[list[float]], labs: list[float | None], *, title: str,
-                lab_label: str, horizontal: bool) -> bytes:
+                lab_label: str, horizontal: bool, axis: str = "test accuracy") -> bytes:
     """Mean accuracy (%) of each entry with its ± std bar, every run as a dot, the lab's figure as a diamond."""
     height = max(2.5, 0.5 * len(labels) + 1.2) if horizontal else 4.5
     fig, ax = plt.subplots(figsize=(8, height))
@@ -30,12 +35,12 @@ def _runs_chart(labels: list[str], runs: list[list[float]], labs: list[float | N
         ax.set_yticks(positions, labels)
         ax.margins(y=0.3)  # room for the first row's figure under the title
         ax.invert_yaxis()
-        ax.set_xlabel("test accuracy (%)")
+        ax.set_xlabel(f"{axis} (%)")
         ax.grid(alpha=0.3, axis="x")
     else:
         ax.margins(y=0.12)
         ax.set_xticks(positions, labels, rotation=15, ha="right")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"{axis} (%)")
         ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title)
@@ -46,11 +51,11 @@ def ablation_chart(steps: list[dict], *, title: str, lab_label: str = "lab") -> 
     """Each cumulative step's test accuracy: the ablation's story in one picture."""
     return _runs_chart([f"{s['step']} {s['label']}" for s in steps], [s["test_acc"] for s in steps],
                        [s["lab"][1] if s.get("lab") else None for s in steps], title=title, lab_label=lab_label,
-                       horizontal=False)
+                       horizontal=False, axis=figure_label(steps))
 
 
 def compare_chart(rows: list[dict], *, title: str) -> bytes:
     """Each compared variant's test accuracy; the lab's figure only where its protocol was followed."""
     labs = [r["lab"]["mean_test_acc"] if r.get("lab") and r["lab"].get("same_protocol") else None for r in rows]
     return _runs_chart([r["name"] for r in rows], [r["test_acc"] for r in rows], labs, title=title,
-                       lab_label="lab (same protocol)", horizontal=True)
+                       lab_label="lab (same protocol)", horizontal=True, axis=figure_label(rows))

@@ -35,8 +35,11 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path, title: str = "", test
     rows = read_metrics(metrics_csv)
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, label, scale in ((axes[0], "loss", "loss", 1), (axes[1], "acc", "accuracy (%)", 100)):
-        ax.plot(epochs, [scale * r[f"train_{metric}"] for r in rows], label="train", marker=".")
+    # multi-label: validation mAP (no training mAP: a training epoch measures right yes/no decisions only)
+    lead = ("map", "validation mAP (%)") if rows and "val_map" in rows[0] else ("acc", "accuracy (%)")
+    for ax, metric, label, scale in ((axes[0], "loss", "loss", 1), (axes[1], *lead, 100)):
+        if not rows or f"train_{metric}" in rows[0]:
+            ax.plot(epochs, [scale * r[f"train_{metric}"] for r in rows], label="train", marker=".")
         val = [r[f"val_{metric}"] for r in rows]
         if any(v is not None for v in val):
             ax.plot(epochs, [None if v is None else scale * v for v in val], label="validation", marker=".")
@@ -82,6 +85,7 @@ def plot_overlay(curves: dict[str, list[Path]], out_png: Path, metric: str = "va
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel({"val_acc": "validation accuracy (%)", "val_loss": "validation loss",
                    "val_bal_acc": "validation balanced accuracy (%)", "val_macro_f1": "validation macro-F1 (%)",
+                   "val_map": "validation mAP (%)",
                    "train_acc": "training accuracy (%)", "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend()

@@ -15,14 +15,18 @@ from cnnlab.fileio import atomic_write_text
 # val_bal_acc / val_macro_f1: balanced accuracy and macro-F1 of the validation split (training/scores.py)
 COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "val_macro_f1", "lr",
            "epoch_time_s")
+# a multi-label run's (multilabel/metrics.py, at 0.5): train_acc is the share of right yes/no decisions
+MULTILABEL_COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_map", "val_micro_f1",
+                      "val_macro_f1", "val_exact_match", "val_hamming_loss", "lr", "epoch_time_s")
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    columns = MULTILABEL_COLUMNS if rows and "val_map" in rows[0] else COLUMNS
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     atomic_write_text(path, buffer.getvalue())
 
 

@@ -118,7 +118,8 @@ def ablation_rows(rows: list[dict], alpha: float, *,
     The lab's column says so when its protocol (50 epochs, all the data) is not the steps' own.
     """
     lab = "lab" if lab_same_protocol else "lab (own protocol)"
-    header = ["step", "change", "model", "test accuracy", "test loss", lab, "gain", "Welch p",
+    figure = "test mAP" if rows and rows[0].get("figure") == "test_map" else "test accuracy"  # multi-label: mAP
+    header = ["step", "change", "model", figure, "test loss", lab, "gain", "Welch p",
               f"{100 * (1 - alpha):.0f} % CI of gain", "beyond noise?"]
     body = []
     for r in rows:
@@ -145,8 +146,9 @@ def compare_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     The lab's figures sit beside a variant only when it followed the lab's protocol on the lab's
     data; otherwise they follow the variant as a row of their own, naming what the lab used.
     """
-    header = ["variant", "runs", "test accuracy", "balanced accuracy", "macro-F1", "test loss", "wall time / run (s)",
-              "lab accuracy", "lab loss"]
+    mean_ap = bool(rows) and rows[0].get("figure") == "test_map"  # multi-label experiments: their test mAP
+    header = ["variant", "runs", "test mAP" if mean_ap else "test accuracy", "balanced accuracy", "macro-F1",
+              "test loss", "wall time / run (s)", "lab accuracy", "lab loss"]
     body = []
     for r in rows:
         lab = r["lab"]
@@ -190,4 +192,35 @@ def trust_rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]] | N
     rows.append(["'unknown' at reject rate 0.05 of validation: accepted / their accuracy", "",
                  f"{figure('test_accepted_share', True)} / {figure('test_accepted_acc', True)}"])
     rows.append(["area under the risk–coverage curve (lower is better)", "", figure("test_aurc", False)])
+    return header, rows
+
+
+# a multi-label run's test figures (multilabel/metrics.py) in the order its tables show them
+MULTILABEL_FIGURES = (("test_map", "mAP"), ("test_micro_f1", "micro-F1"), ("test_macro_f1", "macro-F1"),
+                      ("test_exact_match", "exact match"), ("test_hamming_loss", "Hamming loss"))
+
+
+def is_multilabel(results: Sequence[dict]) -> bool:
+    return bool(results) and results[0].get("task") == "multilabel"
+
+
+def multilabel_seeds_rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """A multi-label experiment's seeds: the test loss, mAP, F1 at the validation-chosen thresholds, exact match
+    and Hamming loss, then mean ± std."""
+    header = ["seed", "test loss", *(label for _, label in MULTILABEL_FIGURES), "median epoch (s)"]
+    rows = [[str(r["seed"]), f"{r['test_loss']:.4f}", *(pct(r.get(key)) for key, _ in MULTILABEL_FIGURES),
+             epoch_seconds([r])] for r in results]
+    if len(results) > 1:
+        rows.append(["mean ± std", pm([r["test_loss"] for r in results], percent=False),
+                     *(spread(results, key) for key, _ in MULTILABEL_FIGURES), epoch_seconds(results)])
+    return header, rows
+
+
+def multilabel_folds_rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """k-fold cross-validation of a multi-label experiment: held-out mAP (at the last epoch) and the test figures."""
+    header = ["fold", "held-out mAP", "test loss", "test mAP", "test micro-F1"]
+    rows = [[str(i + 1), pct(r.get("final_val_map")), f"{r['test_loss']:.4f}", pct(r["test_map"]),
+             pct(r["test_micro_f1"])] for i, r in enumerate(results)]
+    rows.append(["mean ± std", spread(results, "final_val_map"), pm([r["test_loss"] for r in results], percent=False),
+                 spread(results, "test_map"), spread(results, "test_micro_f1")])
     return header, rows

@@ -24,14 +24,15 @@ from cnnlab.data.preprocess import check_crop_fits
 from cnnlab.data.loading import load_splits, named_image_size
 from cnnlab.data.sources import scheme_source
 from cnnlab.data.split import kfold_splits
-from cnnlab.data.leaks import NEAR_EXACT, find_leaks, leak_rows
+from cnnlab.data.leaks import NEAR_EXACT, find_leaks, leak_rows, leaked_test_images
 from cnnlab.errors import CnnlabError, DataError, DiskFull, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models import get_model_entry, model_preprocessing
 from cnnlab.reference import lab_data_differences, lab_data_kind_matches, lab_data_matches, lab_reference
 from cnnlab.reporting.curves import plot_overlay
 from cnnlab.reporting.interpretation import pool_interpretation, write_rows_csv
-from cnnlab.reporting.tables import folds_table, mean_std, render_table, seeds_table, trust_rows
+from cnnlab.reporting.tables import (MULTILABEL_FIGURES, folds_table, is_multilabel, mean_std, multilabel_folds_rows,
+                                     multilabel_seeds_rows, render_table, seeds_table, trust_rows)
 from cnnlab.studies.layout import describe_setup, read_results, unit_names, unit_seed
 from cnnlab.studies.parallel import Unit, train_together, wins
 from cnnlab.studies.preflight import check_experiment
@@ -40,6 +41,7 @@ from cnnlab.models.summary import macs_per_image
 from cnnlab.training.device import resolve_device
 from cnnlab.training.imbalance import imbalance_note
 from cnnlab.training.learner import build_model, silent, train_seed
+from cnnlab.training.task import task_for
 
 Log = Callable[[str], None]
 
@@ -59,6 +61,7 @@ def load_data(cfg: ExperimentConfig, log: Log = print) -> DataSplits:
                          default_size=get_model_entry(cfg.model).input_size[1])
     # a crop too large for the images fails here, before a run folder exists, not at the first batch
     check_crop_fits(cfg.preprocess.augment.crop, *splits.input_size[-2:])
+    task_for(cfg, splits)  # a single-label experiment given multi-label data (or the reverse): one line, now
     log(describe_splits(splits))
     note = imbalance_note(splits.train.labels, splits.class_names)
     if note:
@@ -75,8 +78,9 @@ def check_leaks(cfg: ExperimentConfig, splits: DataSplits) -> None:
     splits.leaks = find_leaks(splits)
     if splits.leaks and cfg.data.leak_check == "error":
         shown = "; ".join(f"{leak.test} ~ {leak.other} ({leak.other_split})" for leak in splits.leaks[:3])
-        raise DataError(f"{len(splits.leaks)} test image(s) have a near-exact duplicate in train or validation "
-                        f"(perceptual hash within {NEAR_EXACT} of 64 bits), e.g. {shown}; `cnnlab audit` lists them "
+        raise DataError(f"{leaked_test_images(splits.leaks)} test image(s) have a near-exact duplicate in train or "
+                        f"validation ({len(splits.leaks)} pair(s), perceptual hash within {NEAR_EXACT} of 64 bits), "
+                        f"e.g. {shown}; `cnnlab audit` lists them "
                         "and --write-split writes a split without them (or set data.leak_check: warn)")
 
 
@@ -93,15 +97,24 @@ def data_key(cfg: ExperimentConfig) -> str:
 
 
 def describe_splits(splits: DataSplits) -> str:
-    return (f"data: {splits.description}: {len(splits.train)} train / "
+    line = (f"data: {splits.description}: {len(splits.train)} train / "
             f"{len(splits.val) if splits.val is not None else 0} val / {len(splits.test)} test, "
             f"{splits.num_classes} classes")
+    if not splits.multilabel:
+        return line
+    import torch
+
+    parts = [s for s in (splits.train, splits.val, splits.test) if s is not None]
+    counts = torch.cat([(s.labels > 0.5).sum(1) for s in parts])
+    return (f"{line}, multi-label: {float(counts.float().mean()):.2f} labels an image, "
+            f"{int((counts == 0).sum())} image(s) with none")
 
 
 def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits, log: Log = print) -> None:
     """Record in `cfg` what the data turned out to be: its classes, and a drawn split saved as split.csv
     (which the recorded configuration then names, so a resumed or repeated run reuses it exactly)."""
     cfg.data.num_classes = splits.num_classes
+    cfg.task = splits.task  # single or multilabel, as the data turned out
     if cfg.data.source == "auto" and splits.source:
         cfg.data.source = splits.source  # the layout detected: a resume reads it the same way, the report names it
     if cfg.data.path and scheme_source(cfg.data.path) is None and Path(cfg.data.path).expanduser().exists():
@@ -113,8 +126,9 @@ def record_data(cfg: ExperimentConfig, folder: Path, splits: DataSplits, log: Lo
     if splits.leaks:
         write_rows_csv(folder / layout.LEAKS_FILE, leak_rows(splits.leaks),
                        ["test_image", "duplicate", "duplicate_split", "hash_distance"])
-        log(f"warning: {len(splits.leaks)} of {len(splits.test)} test image(s) have a near-exact duplicate in train "
-            f"or validation (perceptual hash within {NEAR_EXACT} of 64 bits): the test accuracy is partly measured "
+        log(f"warning: {leaked_test_images(splits.leaks)} of {len(splits.test)} test image(s) have a near-exact "
+            f"duplicate in train or validation ({len(splits.leaks)} pair(s), perceptual hash within {NEAR_EXACT} of "
+            f"64 bits): the test accuracy is partly measured "
             f"on images the model saw; the list: {folder / layout.LEAKS_FILE} (`cnnlab audit` looks further)")
 
 
@@ -279,6 +293,8 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
     """Build results.csv, summary.json and summary.md from the units' results.json files."""
     cfg = load_experiment(folder / layout.EXPERIMENT_FILE)
     results = [read_results(folder / unit / layout.RESULTS_FILE) for unit in unit_names(cfg)]
+    if is_multilabel(results):
+        return summarize_multilabel(folder, cfg, results, log=log)
     lab = lab_for(cfg, results)
     accs, losses = [r["test_acc"] for r in results], [r["test_loss"] for r in results]
     summary = {
@@ -322,4 +338,36 @@ def summarize_experiment(folder: Path, *, log: Log = print) -> dict:
                         title=f"{cfg.experiment_name}: test confusion pooled over {len(results)} run(s) (row-normalised)")
     trust_text = f"\n\nprobabilities (test split; fitted on validation):\n{render_table(*trust)}" if trust else ""
     log(f"\n{title}\n{render(False)}{trust_text}\n\nresults: {folder}")
+    return summary
+
+
+MULTILABEL_RESULTS_COLUMNS = ["seed", "test_loss", "test_map", "test_micro_f1", "test_macro_f1", "test_exact_match",
+                              "test_hamming_loss", "test_map_classes", "final_val_map", "best_val_map",
+                              "mean_epoch_time_s", "wall_time_s"]
+
+
+def summarize_multilabel(folder: Path, cfg: ExperimentConfig, results: list[dict], *, log: Log = print) -> dict:
+    """results.csv, summary.json and summary.md of a multi-label experiment: mAP, F1, exact match and Hamming loss
+    as mean ± std over its runs."""
+    summary = {"experiment": cfg.experiment_name, "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.data.folds,
+               "task": "multilabel", "runs": results, "lab": None,
+               "mean_epoch_time_s": mean_std([r["mean_epoch_time_s"] for r in results])[0]}
+    for key in ("test_loss", *(key for key, _ in MULTILABEL_FIGURES)):
+        summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std([r[key] for r in results])
+    atomic_write_json(folder / layout.SUMMARY_FILE, summary)
+    write_rows_csv(folder / "results.csv", [{k: r.get(k) for k in MULTILABEL_RESULTS_COLUMNS} for r in results],
+                   MULTILABEL_RESULTS_COLUMNS)
+    rows = multilabel_folds_rows(results) if cfg.data.folds else multilabel_seeds_rows(results)
+    what = f"{cfg.data.folds}-fold cross-validation (seed {cfg.seeds[0]})" if cfg.data.folds else \
+        f"test results over {len(results)} seed(s) — {describe_setup(cfg, results)}"
+    title = f"{cfg.experiment_name} (multi-label): {what}"
+    note = ("F1, exact match and Hamming loss at each class's threshold chosen on the validation split "
+            f"(train.thresholds: {results[0].get('thresholds', 'f1')}); mAP over the classes with a positive in test")
+    atomic_write_text(folder / "summary.md", f"# {title}\n\n{render_table(*rows, markdown=True)}\n\n{note}.\n")
+    metrics = [folder / unit / "metrics.csv" for unit in unit_names(cfg)]
+    if len(results) > 1 and results[0].get("final_val_map") is not None:
+        plot_overlay({cfg.experiment_name: metrics}, folder / "curves.png", metric="val_map",
+                     title=f"{cfg.experiment_name}: mean over {len(results)} runs, min-max band\n"
+                           f"{describe_setup(cfg, results)}")
+    log(f"\n{title}\n{render_table(*rows)}\n{note}.\n\nresults: {folder}")
     return summary

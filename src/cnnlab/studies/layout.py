@@ -24,22 +24,44 @@ RESULTS_SCHEMA = {
     "phase_median_epoch_time_s": records.optional(records.mapping()),
     "stopped_early": records.optional(records.texts()),
 }
+# a multi-label run's (task: multilabel): mAP and F1 instead of accuracy
+MULTILABEL_RESULTS_SCHEMA = {
+    **{k: v for k, v in RESULTS_SCHEMA.items() if k not in ("test_acc", "final_val_acc", "best_val_acc",
+                                                            "test_bal_acc")},
+    "task": records.text(), "test_map": _SHARE, "test_micro_f1": _SHARE, "test_macro_f1": _SHARE,
+    "test_exact_match": _SHARE, "test_hamming_loss": _SHARE, "final_val_map": records.optional(_SHARE),
+    "best_val_map": records.optional(_SHARE),
+}
 SUMMARY_SCHEMA = {
     "experiment": records.text(), "runs": records.list_of(records.mapping(), min_len=1),
     "test_acc_mean": _SHARE, "test_acc_std": records.number(at_least=0.0), "test_loss_mean": records.number(at_least=0.0),
     "test_loss_std": records.number(at_least=0.0),
 }
+MULTILABEL_SUMMARY_SCHEMA = {
+    **{k: v for k, v in SUMMARY_SCHEMA.items() if not k.startswith("test_acc")},
+    "task": records.text(), "test_map_mean": _SHARE, "test_map_std": records.number(at_least=0.0),
+}
+
+
+def _results_schema(record) -> dict:
+    multilabel = isinstance(record, dict) and record.get("task") == "multilabel"
+    return MULTILABEL_RESULTS_SCHEMA if multilabel else RESULTS_SCHEMA
 
 
 def read_results(path: Path) -> dict:
     """A run's results.json, every field the tables and report use checked (one line naming the file and field)."""
-    return records.check(read_json(path), RESULTS_SCHEMA, path, error=RunError, what="a run's results")
+    record = read_json(path)
+    return records.check(record, _results_schema(record), path, error=RunError, what="a run's results")
 
 
 def read_summary(path: Path) -> dict:
     """An experiment's summary.json, checked, each of its runs as a run's results are."""
-    summary = records.check(read_json(path), SUMMARY_SCHEMA, path, error=RunError, what="an experiment's summary")
-    summary["runs"] = [records.check(run, RESULTS_SCHEMA, f"{path}: runs[{i}]", error=RunError, what="a run's results")
+    record = read_json(path)
+    schema = MULTILABEL_SUMMARY_SCHEMA if isinstance(record, dict) and record.get("task") == "multilabel" \
+        else SUMMARY_SCHEMA
+    summary = records.check(record, schema, path, error=RunError, what="an experiment's summary")
+    summary["runs"] = [records.check(run, _results_schema(run), f"{path}: runs[{i}]", error=RunError,
+                                     what="a run's results")
                        for i, run in enumerate(summary["runs"])]
     return summary
 

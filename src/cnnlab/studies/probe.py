@@ -91,8 +91,14 @@ def recommend(rows: list[dict], num_val: int) -> dict | None:
     return min(tied, key=lambda r: r["macs"])
 
 
+def _figure_name(rows: list[dict]) -> str:
+    """What the rows' val_acc / test_acc hold: accuracy, or a multi-label probe's mAP."""
+    return "mAP" if rows and rows[0].get("figure") == "test_map" else "accuracy"
+
+
 def probe_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["backbone", "head", "runs", "val accuracy", "test accuracy", "ImageNet top-1", "params (M)",
+    figure = _figure_name(rows)
+    header = ["backbone", "head", "runs", f"val {figure}", f"test {figure}", "ImageNet top-1", "params (M)",
               "MACs (G)", "input", "extract img/s"]
     body = [[r["backbone"], r["head"], str(len(r["test_acc"])), pm(r["val_acc"], percent=True) if r["val_acc"] else "—",
              pm(r["test_acc"], percent=True), f"{r['imagenet_top1']:.1f} %" if r.get("imagenet_top1") else "—",
@@ -104,9 +110,10 @@ def probe_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def recommendation_text(choice: dict | None, num_val: int) -> str:
     if choice is None:
         return "no recommendation: the runs have no validation split (data.val_fraction: 0)"
-    return (f"recommended: {choice['backbone']} ({choice['head']}): best mean validation accuracy "
+    figure = _figure_name([choice])
+    return (f"recommended: {choice['backbone']} ({choice['head']}): best mean validation {figure} "
             f"{pm(choice['val_acc'], percent=True)} on {num_val} images (ties within half an image go to the fewer "
-            f"multiply-adds); chosen on validation only, its test accuracy {pm(choice['test_acc'], percent=True)} "
+            f"multiply-adds); chosen on validation only, its test {figure} {pm(choice['test_acc'], percent=True)} "
             "was not looked at")
 
 
@@ -125,6 +132,9 @@ def run_probe(backbones: list[str], *, overrides: dict[str, Any], classic: list[
         if key not in splits_by_key:
             splits_by_key[key] = load_data(cfg, log)
         splits = splits_by_key[key]
+        if splits.multilabel and classic:
+            raise ConfigError("--classic: the classic heads (scikit-learn) here predict one class an image; this data "
+                              "is multi-label: probe with the linear head alone")
         if folder is None:
             folder = create_unique_dir(Path(out or cfg.out) / "probe")
             log(f"probe folder: {folder}")
@@ -136,11 +146,13 @@ def run_probe(backbones: list[str], *, overrides: dict[str, Any], classic: list[
         experiment_dir = new_experiment_dir(cfg, splits, parent=folder / cfg.experiment_name, log=log)
         summary = run_units(cfg, experiment_dir, splits, progress=progress, log=log)
         runs = summary["runs"]
-        keep_best = cfg.train.keep_best
-        val = [r["best_val_acc"] if keep_best else r["final_val_acc"] for r in runs]
+        keep_best = cfg.train.keep_best != "off"
+        # a multi-label probe chooses on validation mAP (under val_acc / test_acc's keys, named by "figure")
+        lead = "map" if splits.multilabel else "acc"
+        val = [r[f"best_val_{lead}"] if keep_best else r[f"final_val_{lead}"] for r in runs]
         row = {"backbone": backbone, "head": "linear (V0)", "name": f"{backbone}: linear (V0)", "kind": "network",
-               "val_acc": val if all(v is not None for v in val) else None,
-               "test_acc": [r["test_acc"] for r in runs], "test_loss": [r["test_loss"] for r in runs],
+               "val_acc": val if all(v is not None for v in val) else None, "figure": f"test_{lead}",
+               "test_acc": [r[f"test_{lead}"] for r in runs], "test_loss": [r["test_loss"] for r in runs],
                "wall_time_s": [r["wall_time_s"] for r in runs], "lab": None, "folder": str(experiment_dir),
                "num_val": runs[0]["num_val"], **costs}
         rows.append(row)

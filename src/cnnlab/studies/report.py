@@ -20,7 +20,8 @@ from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, P
                                        Table, Text)
 from cnnlab.reporting.html import REPORT_MARKER, render_html
 from cnnlab.reporting.markdown import render_markdown
-from cnnlab.reporting.tables import (ablation_rows, compare_rows, epoch_seconds, folds_rows, pct, pm, seeds_rows,
+from cnnlab.reporting.tables import (ablation_rows, compare_rows, epoch_seconds, folds_rows, is_multilabel,
+                                     multilabel_folds_rows, multilabel_seeds_rows, pct, pm, seeds_rows,
                                      trust_rows)
 from cnnlab.studies.layout import (describe_setup, experiment_setup, read_results, read_summary, step_dir,
                                    unit_names)
@@ -114,6 +115,52 @@ def _interpretation_blocks(folder: Path, root: Path, runs: list[Path], what: str
     cams = [f for run in runs for f in _figure(run / "gradcam.png", f"{run.name}: Grad-CAM, where the model looked")]
     if cams:
         blocks += [Heading("Grad-CAM"), Grid(cams) if len(cams) > 1 else cams[0]]
+    return blocks
+
+
+def _multilabel_blocks(runs: list[Path], root: Path, top: int = 10) -> list[Block]:
+    """A multi-label experiment's classes: AP per class (mean over the runs), the most-missed and most-hallucinated
+    classes (summed over the runs), precision–recall curves and the label counts (first run), top losses."""
+    tables = [(run, _csv_rows(run / "per_class.csv")) for run in runs if (run / "per_class.csv").is_file()]
+    blocks: list[Block] = []
+    if tables:
+        names = [r["class"] for r in tables[0][1]]
+
+        def total(name: str, key: str) -> int:
+            return sum(int(next(r for r in rows if r["class"] == name)[key]) for _, rows in tables)
+
+        def mean_ap(name: str) -> float | None:
+            values = [float(r["ap"]) for _, rows in tables for r in rows if r["class"] == name and r["ap"] != ""]
+            return sum(values) / len(values) if values else None
+
+        aps = {name: mean_ap(name) for name in names}
+        first = {r["class"]: r for r in tables[0][1]}
+        ordered = sorted(names, key=lambda n: (aps[n] is None, -(aps[n] or 0.0)))
+        blocks += [Heading("Which classes fail"),
+                   Table(["class", "AP", "precision", "recall", "F1", "threshold", "test positives"],
+                         [[n, pct(aps[n]), pct(float(first[n]["precision"])), pct(float(first[n]["recall"])),
+                           pct(float(first[n]["f1"])), f"{float(first[n]['threshold']):.3f}", first[n]["positives"]]
+                          for n in ordered],
+                         caption=f"per-class average precision, mean over {len(tables)} run(s); precision, recall, F1 "
+                                 f"and the threshold (chosen on validation) of {tables[0][0].name}",
+                         source=_source(tables[0][0] / "per_class.csv", root), tall=len(names) > 15)]
+        for key, label in (("missed", "most-missed classes (a true label not predicted)"),
+                           ("hallucinated", "most-hallucinated classes (a label predicted that is not there)")):
+            counted = sorted(((total(n, key), n) for n in names), reverse=True)[:top]
+            if any(count for count, _ in counted):
+                blocks.append(Table(["class", f"test images, summed over {len(tables)} run(s)"],
+                                    [[n, str(count)] for count, n in counted if count], caption=label,
+                                    source=_source(tables[0][0] / "per_class.csv", root)))
+    first_run = runs[0]
+    figures = [*_figure(first_run / "pr_curves.png", f"{first_run.name}: precision–recall of the best and worst "
+                                                     "classes"),
+               *_figure(first_run / "label_counts.png", f"{first_run.name}: labels an image, true and predicted")]
+    if figures:
+        blocks.append(Grid(figures) if len(figures) > 1 else figures[0])
+    losses = _figure(first_run / "top_losses.png", f"{first_run.name}: the test images with the highest loss "
+                                                   "(summed binary cross-entropy; true / predicted labels)")
+    if losses:
+        blocks += [Heading("Top losses"), *losses]
     return blocks
 
 
@@ -218,13 +265,17 @@ def run_blocks(run: Path, root: Path) -> tuple[str, list[Block]]:
     cfg = load_experiment(run / "config.yaml")
     result = read_results(run / layout.RESULTS_FILE)
     setup = describe_setup(cfg, [result])
-    header, rows = seeds_rows([result], None)
+    multilabel = is_multilabel([result])
+    header, rows = multilabel_seeds_rows([result]) if multilabel else seeds_rows([result], None)
     blocks: list[Block] = [
         Heading("Results"), Text(setup),
-        Table(header, rows, caption="test split", source=_source(run / layout.RESULTS_FILE, root)),
+        Table(header, rows, caption="test split" + (" (multi-label: F1 at the thresholds chosen on validation)"
+                                                    if multilabel else ""),
+              source=_source(run / layout.RESULTS_FILE, root)),
         *_leak_blocks(result, run.parent, root),
-        Heading("Learning curves"), *_figure(run / "curves.png", f"{run.name}: loss and accuracy per epoch"),
-        *_interpretation_blocks(run, root, [run], run.name),
+        Heading("Learning curves"), *_figure(run / "curves.png", f"{run.name}: loss and "
+                                                                 f"{'mAP' if multilabel else 'accuracy'} per epoch"),
+        *(_multilabel_blocks([run], root) if multilabel else _interpretation_blocks(run, root, [run], run.name)),
         *_trust_blocks([result], [run], root, run / layout.RESULTS_FILE),
         Heading("Model"), Preformatted((run / "model.txt").read_text(encoding="utf-8")),
         *_config_blocks(cfg, (run / "config.yaml").read_text(encoding="utf-8")),
@@ -240,7 +291,12 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     results, units = summary["runs"], unit_names(cfg)
     runs = [folder / u for u in units]
     setup = describe_setup(cfg, results)
-    if cfg.data.folds:
+    multilabel = is_multilabel(results)
+    if multilabel:
+        header, rows = multilabel_folds_rows(results) if cfg.data.folds else multilabel_seeds_rows(results)
+        caption = (f"{cfg.data.folds}-fold cross-validation" if cfg.data.folds else
+                   f"test split, {len(results)} run(s)") + " (multi-label: F1 at the thresholds chosen on validation)"
+    elif cfg.data.folds:
         header, rows = folds_rows(results)
         caption = f"{cfg.data.folds}-fold cross-validation (seed {cfg.seeds[0]})"
     else:
@@ -264,11 +320,12 @@ def experiment_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     blocks.append(Heading("Learning curves"))
     if len(results) > 1:
         blocks += _figure(folder / "curves.png", f"mean over {len(results)} runs with its min-max band")
-    blocks.append(Grid([f for run in runs for f in _figure(run / "curves.png", f"{run.name}: loss and accuracy "
+    blocks.append(Grid([f for run in runs for f in _figure(run / "curves.png", f"{run.name}: loss and "
+                                                                                 f"{'mAP' if multilabel else 'accuracy'} "
                                                                                  "per epoch")]))
     pooled = len(runs) > 1 and (folder / "confusion_matrix.csv").is_file()
-    blocks += _interpretation_blocks(folder if pooled else runs[0], root, runs,
-                                     f"pooled over {len(runs)} runs" if pooled else runs[0].name)
+    blocks += _multilabel_blocks(runs, root) if multilabel else _interpretation_blocks(
+        folder if pooled else runs[0], root, runs, f"pooled over {len(runs)} runs" if pooled else runs[0].name)
     blocks += _trust_blocks(results, runs, root, folder / layout.SUMMARY_FILE)
     if (runs[0] / "model.txt").is_file():
         blocks += [Heading("Model"), Preformatted((runs[0] / "model.txt").read_text(encoding="utf-8"))]
@@ -313,7 +370,7 @@ def _step_changes(folder: Path) -> list[list[str]]:
 
 
 def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
-    from cnnlab.reporting.charts import compare_chart
+    from cnnlab.reporting.charts import compare_chart, figure_label
 
     comparison = read_json(folder / "compare.json")
     rows = comparison["rows"]
@@ -331,11 +388,12 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
         what = ", ".join(filter(None, [model_spec(cfg).backbone, f"{runs[0]['epochs']} ep"]))
         labelled.append({**r, "name": f"{r['name']} ({what})"})  # the chart names backbone and epochs
     runs = max(len(r["test_acc"]) for r in rows)
+    figure = figure_label(rows)  # test accuracy, or a multi-label comparison's test mAP
     blocks: list[Block] = [
         Heading("The comparison"), *[Text(s) for s in setups],
-        Table(header, body, caption="test accuracy of each variant", source=_source(folder / "compare.json", root)),
-        Figure(compare_chart(labelled, title=f"test accuracy on {data or 'the same data'} ({runs} run(s) each)"),
-               "each variant's test accuracy: mean ± std, every run a dot", "compare.png"),
+        Table(header, body, caption=f"{figure} of each variant", source=_source(folder / "compare.json", root)),
+        Figure(compare_chart(labelled, title=f"{figure} on {data or 'the same data'} ({runs} run(s) each)"),
+               f"each variant's {figure}: mean ± std, every run a dot", "compare.png"),
     ]
     if any(r.get("lab") and not r["lab"].get("same_protocol") for r in rows):
         blocks.append(Text("The lab's figures are rows of their own: the lab used another protocol or data "
@@ -403,7 +461,7 @@ def probe_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
                                     "not used to choose)", source=_source(folder / layout.PROBE_RESULTS, root)),
         Text(f"Rule: {probe.get('rule', 'best mean validation accuracy')}.", muted=True)]
     if charted:
-        from cnnlab.reporting.charts import compare_chart
+        from cnnlab.reporting.charts import compare_chart, figure_label
 
         blocks.append(Figure(compare_chart(charted, title="validation accuracy of each backbone (what the choice "
                                                           "is made on)"), "validation accuracy: mean ± std, every run a "
@@ -475,10 +533,15 @@ def _headline(kind: str, path: Path) -> list[str]:
     """One line of the side-by-side overview: the figure a reader compares first."""
     if kind == "experiment":
         s = read_summary(path / layout.SUMMARY_FILE)
+        if is_multilabel(s["runs"]):
+            return [path.name, f"{kind} (multi-label: mAP)", pm([r["test_map"] for r in s["runs"]], percent=True),
+                    pm([r["test_loss"] for r in s["runs"]], percent=False), str(len(s["runs"]))]
         return [path.name, kind, pm([r["test_acc"] for r in s["runs"]], percent=True),
                 pm([r["test_loss"] for r in s["runs"]], percent=False), str(len(s["runs"]))]
     if kind == "run":
         r = read_results(path / layout.RESULTS_FILE)
+        if is_multilabel([r]):
+            return [path.name, f"{kind} (multi-label: mAP)", pct(r["test_map"]), f"{r['test_loss']:.4f}", "1"]
         return [path.name, kind, pct(r["test_acc"]), f"{r['test_loss']:.4f}", "1"]
     if kind == "ablation":
         last = read_json(path / "ablation.json")["steps"][-1]

@@ -75,9 +75,11 @@ def _optuna():
     return optuna
 
 
-def monitor_of(cfg: ExperimentConfig) -> tuple[str, str]:
-    """(the validation figure a trial reports, maximize or minimize)."""
-    monitor = next((m for m in (cfg.train.keep_best, cfg.train.early_stopping.monitor) if m != "off"), "val_acc")
+def monitor_of(cfg: ExperimentConfig, task: str | None = None) -> tuple[str, str]:
+    """(the validation figure a trial reports, maximize or minimize): the experiment's monitor, else val_acc (a
+    multi-label experiment's — `task`, the data's, or cfg.task — val_map)."""
+    default = "val_map" if (task or cfg.task) == "multilabel" else "val_acc"
+    monitor = next((m for m in (cfg.train.keep_best, cfg.train.early_stopping.monitor) if m != "off"), default)
     return monitor, "minimize" if monitor == "val_loss" else "maximize"
 
 
@@ -221,11 +223,11 @@ class Objective:
         cfg = trial_config(self.settings.experiment, self.settings.overrides, params)
         cfg.seeds = self.settings.seeds or cfg.seeds[:1]
         check_experiment(cfg)
-        monitor, direction = monitor_of(cfg)
         key = data_key(cfg)
         if key not in self.splits:
             self.splits = {key: load_data(cfg, log=lambda s: None)}  # one data set in memory at a time
         splits = _without_test(self.splits[key])
+        monitor, direction = monitor_of(cfg, splits.task)
         folder = self.folder / "trials" / f"trial-{trial.number:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         save_yaml(config_to_dict(cfg), folder / "config.yaml")
@@ -377,16 +379,19 @@ def final_comparison(settings: TuneSettings, study, folder: Path, *, progress: b
         log(f"\n=== final: {name} over seeds {settings.final_seeds} (the test split, used for the first time) ===")
         experiment = run_experiment(cfg, progress=progress, log=log)
         runs = json.loads((experiment / layout.SUMMARY_FILE).read_text())["runs"]
-        results[name] = {"test_acc": [r["test_acc"] for r in runs], "test_loss": [r["test_loss"] for r in runs],
-                         "folder": str(experiment)}
+        # a multi-label experiment is compared on its test mAP (kept under test_acc's key: the study's one figure)
+        headline = "test_map" if runs[0].get("task") == "multilabel" else "test_acc"
+        results[name] = {"test_acc": [r[headline] for r in runs], "test_loss": [r["test_loss"] for r in runs],
+                         "folder": str(experiment), "figure": headline}
         results[name]["test_acc_mean"] = sum(results[name]["test_acc"]) / len(runs)
     stats = compare(results["preset"]["test_acc"], results["tuned"]["test_acc"])
     final = {"tuned": results["tuned"], "preset": results["preset"], "best_trial": best.number,
-             "best_params": best.params, "best_value": best.value, "monitor": monitor_of(preset)[0],
+             "best_params": best.params, "best_value": best.value,
+             "monitor": monitor_of(preset, "multilabel" if results["tuned"]["figure"] == "test_map" else None)[0],
              "gain": stats["gain"], "p_value": stats["p_value"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
              "verdict": stats["verdict"], "seeds": settings.final_seeds}
     atomic_write_json(folder / layout.STUDY_RESULTS, final)
-    header = ["", "runs", "test accuracy", "test loss"]
+    header = ["", "runs", "test mAP" if results["tuned"]["figure"] == "test_map" else "test accuracy", "test loss"]
     body = [[name, str(len(results[name]["test_acc"])), pm(results[name]["test_acc"], percent=True),
              pm(results[name]["test_loss"], percent=False)] for name in ("preset", "tuned")]
     p = "—" if stats["p_value"] is None else f"{stats['p_value']:.3f}"

@@ -202,7 +202,8 @@ def format_duration(seconds: float) -> str:
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    val = (f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+    lead = ("mAP", "val_map") if "val_map" in row else ("acc", "val_acc")  # multi-label rows lead with mAP
+    val = (f"val loss {row['val_loss']:.4f} {lead[0]} {100 * row[lead[1]]:.2f}%"
            if row.get("val_loss") is not None else "no validation split")
     return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc "
             f"{100 * row['train_acc']:.2f}%  {val}  ({row['epoch_time_s']:.1f}s)")
@@ -238,7 +239,10 @@ class RunFolderWriter(Callback):
         self.finishing = True
         title = f"{learner.cfg.experiment_name} — seed {learner.seed}"
         self.folder.finish(learner.eval_model, record=learner.inference_record(), results=results, title=title)
-        if outputs is not None:
+        if outputs is not None and outputs.thresholds is not None:  # multi-label
+            self.folder.multilabel_interpretation(outputs.logits, outputs.labels, outputs.images,
+                                                  learner.splits.class_names, outputs.thresholds, title=title)
+        elif outputs is not None:
             self.folder.interpretation(outputs.logits, outputs.labels, outputs.images, learner.splits.class_names,
                                        title=title)
             if outputs.trust is not None:

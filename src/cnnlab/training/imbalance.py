@@ -29,6 +29,9 @@ IMBALANCE_RATIO = 3.0
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Images of each class (multi-label 0/1 targets: the images each label is on)."""
+    if labels.dim() == 2:
+        return (labels.cpu() > 0.5).sum(0).long()
     return torch.bincount(labels.cpu().long(), minlength=num_classes)
 
 

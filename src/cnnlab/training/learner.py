@@ -31,6 +31,7 @@ from cnnlab.failpoints import failpoint
 from cnnlab.config import ExperimentConfig, PhaseConfig, model_spec
 from cnnlab.data.batches import epoch_generator, num_batches
 from cnnlab.data.images import DataSplits, ImageSource
+from cnnlab.data.leaks import leaked_test_images
 from cnnlab.data.preprocess import BatchPreprocessor
 from cnnlab.errors import CheckpointError, CnnlabError, RunInterrupted, TrainingDiverged
 from cnnlab.models import Classifier, create_model, initialise, model_preprocessing, model_summary
@@ -43,16 +44,18 @@ from cnnlab.training.device import resolve_device, rng_state, set_rng_state
 from cnnlab.training.ema import WeightAverage
 from cnnlab.training.features import cached_features, feature_preprocess
 from cnnlab.reporting.interpretation import confusion
-from cnnlab.training.imbalance import class_counts, class_weights, epoch_order
+from cnnlab.training.imbalance import epoch_order
 from cnnlab.training.loop import evaluate, predict_logits, train_one_epoch
-from cnnlab.training.scores import SCORES, scores
+from cnnlab.training.scores import scores
 from cnnlab.training.mixing import BatchMixer
 from cnnlab.training.phases import apply_phase, freeze_for_phase, phase_epochs, resolve_phases, set_train_mode
 from cnnlab.training.run_folder import RunFolder
 from cnnlab.training.runtime import Runtime
 from cnnlab.training.steps import OptimizerStep
+from cnnlab.training.task import MultiLabel, evaluate_multilabel, fit_multilabel_thresholds, task_for
 from cnnlab.training.trackers import make_trackers
 from cnnlab.trust import Trust, fit_trust, trust_figures
+from cnnlab.multilabel import multilabel_figures
 
 Log = Callable[[str], None]
 
@@ -83,9 +86,10 @@ class TestOutputs:
     the curves of the report's trust figures (trust.fitted.trust_figures)."""
 
     logits: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor  # int64 classes, or (multi-label) float32 0/1 targets
     images: ImageSource
     trust: dict | None = None
+    thresholds: np.ndarray | None = None  # multi-label: each class's threshold, chosen on validation
 
 
 @dataclass
@@ -144,6 +148,7 @@ class Learner:
         self.cfg, self.splits, self.seed, self.log, self.progress = cfg, splits, seed, log, progress
         self.ctx = distributed.current()
         tc = cfg.train
+        self.task = task_for(cfg, splits)  # one class an image or several: the loss, the figures (task.py)
         check_data_rules(cfg, splits, self.ctx.world)
         if runtime is None:
             runtime = Runtime.resolve(cfg, device=distributed.device_for(self.ctx, resolve_device(cfg.device)))
@@ -165,14 +170,11 @@ class Learner:
         self.engine = runtime.engine  # what extracts cached features
         self.scaler = runtime.grad_scaler()  # fp16's loss scaler; None otherwise
         self.steps_per_epoch = num_batches(len(splits.train), tc.batch_size)
-        # train.class_weights: the loss weighs each class by its training images (training/imbalance.py)
-        weights = class_weights(class_counts(splits.train.labels, splits.num_classes), tc.class_weights,
-                                tc.class_weights_beta)
-        self.train_loss = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None,
-                                              label_smoothing=tc.label_smoothing)
+        # the task's loss: train.loss, train.class_weights (training/imbalance.py, multilabel/losses.py), smoothing
+        self.train_loss = self.task.train_loss(cfg, splits, self.device)
         self.mixer = BatchMixer(tc.mixup, tc.cutmix, tc.mix_prob)
         check_model_rules(cfg, self.model)
-        self.eval_loss = nn.CrossEntropyLoss()
+        self.eval_loss = self.task.eval_loss()
         self.images = tuple(s.to(self.device) if s is not None else None
                             for s in (splits.train, splits.val, splits.test))
         self.callbacks = Callbacks([*(standard_callbacks(cfg, progress=progress) if standard else []), *callbacks])
@@ -191,6 +193,7 @@ class Learner:
         self.used_features = False
         self.one_off_s = 0.0  # feature extraction and other work outside the epochs
         self.trust: Trust | None = None  # fitted on the validation split after training (calibrate())
+        self.thresholds: np.ndarray | None = None  # multi-label: fitted on the validation split (calibrate())
         self.val_trust_figures: dict = {}
 
     # ------------------------------------------------------------------ state
@@ -387,11 +390,11 @@ class Learner:
             loss_fn=self.train_loss, batch_size=tc.batch_size, generator=generator,
             epoch=epoch, amp=self.amp, channels_last=data.channels_last,
             train_mode=lambda m: set_train_mode(m, phase), shard=shard, mixer=self.mixer, order=order,
-            hooks=_BatchHooks(self))
+            hooks=_BatchHooks(self), correct_fn=self.task.correct)
         validates = data.val is not None and self.validate
-        val = self._evaluate(data, data.val) if validates else dict.fromkeys(("loss", *SCORES))
+        val = self._evaluate(data, data.val) if validates else dict.fromkeys(("loss", *self.task.scores))
         return {"epoch": epoch, "phase": phase.name, "train_loss": train["loss"], "train_acc": train["acc"],
-                "val_loss": val["loss"], **{f"val_{name}": val[name] for name in SCORES},
+                "val_loss": val["loss"], **{f"val_{name}": val[name] for name in self.task.scores},
                 "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - tick}
 
     def eval_module(self, data: PhaseData) -> nn.Module:
@@ -400,7 +403,16 @@ class Learner:
             return data.module
         return self.ema.module.head if data.on_features else self.ema.module
 
+    def _logits(self, data: PhaseData, split: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image's float32 logits and label of `split`, in its order, as the phase's data sees it."""
+        return predict_logits(self.eval_module(data), split, preprocess=data.preprocess,
+                              batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
+                              channels_last=data.channels_last, tta=self.tta_for(data))
+
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
+        if isinstance(self.task, MultiLabel):
+            return evaluate_multilabel(self.eval_module(data), split, loss_fn=self.eval_loss,
+                                       logits_of=lambda _, s: self._logits(data, s))
         return evaluate(self.eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
                         batch_size=self.cfg.train.eval_batch_size, num_classes=self.splits.num_classes, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self.tta_for(data))
@@ -410,14 +422,19 @@ class Learner:
         fitted on the validation split's logits (trust/fitted.py); the test split is not read. None without
         a validation split."""
         data = self.phase_data(self.phases[-1])
+        multilabel = isinstance(self.task, MultiLabel)
         if data.val is None or len(data.val) == 0:
-            self.log("no validation split: the probabilities stay uncalibrated, and predict offers no "
-                     "conformal sets or 'unknown' (give data.val_fraction > 0)")
+            self.log("no validation split: every class keeps the threshold 0.5 (give data.val_fraction > 0)"
+                     if multilabel else "no validation split: the probabilities stay uncalibrated, and predict "
+                     "offers no conformal sets or 'unknown' (give data.val_fraction > 0)")
+            if multilabel:
+                self.thresholds = np.full(self.splits.num_classes, 0.5)
             return None
         tc = self.cfg.train
-        logits, labels = predict_logits(self.eval_module(data), data.val, preprocess=data.preprocess,
-                                        batch_size=tc.eval_batch_size, amp=self.amp,
-                                        channels_last=data.channels_last, tta=self.tta_for(data))
+        logits, labels = self._logits(data, data.val)
+        if multilabel:  # each class's threshold (train.thresholds); sets and 'unknown' are single-label's
+            self.thresholds = fit_multilabel_thresholds(logits, labels, tc.thresholds)
+            return None
         trust = fit_trust(logits, labels, calibration_mode=tc.calibration, fraction=self.cfg.data.calibration_fraction,
                           seed=self.cfg.data.split_seed, conformal_score=tc.conformal_score,
                           raps_lambda=tc.raps_lambda, raps_k=tc.raps_k, reject_score=tc.reject_score)
@@ -435,6 +452,13 @@ class Learner:
         """Loss and accuracy on the test split, as the last phase sees its data, and (one process)
         every test image's logits for the interpretation files."""
         data = self.phase_data(self.phases[-1])
+        if isinstance(self.task, MultiLabel):  # every process predicts the split (mAP needs all of it at once)
+            outputs = self._test_outputs(data)
+            outputs.thresholds = self.thresholds
+            figures = multilabel_figures(torch.sigmoid(outputs.logits).numpy(), outputs.labels.numpy(),
+                                         self.thresholds if self.thresholds is not None else 0.5)
+            loss = float(self.eval_loss(outputs.logits, outputs.labels)) if len(outputs.labels) else 0.0
+            return {"loss": loss, **figures}, (outputs if self.ctx.is_main else None)
         if self.ctx.enabled:  # sharded over the processes; process 0 then computes the outputs alone
             metrics = self._evaluate(data, data.test)
             outputs = self._test_outputs(data) if self.ctx.is_main else None
@@ -448,9 +472,7 @@ class Learner:
         return metrics, outputs
 
     def _test_outputs(self, data: PhaseData) -> "TestOutputs":
-        logits, labels = predict_logits(self.eval_module(data), data.test, preprocess=data.preprocess,
-                                        batch_size=self.cfg.train.eval_batch_size, amp=self.amp,
-                                        channels_last=data.channels_last, tta=self.tta_for(data))
+        logits, labels = self._logits(data, data.test)
         return TestOutputs(logits, labels, self.images[2])
 
     def inference_record(self) -> dict:
@@ -464,19 +486,30 @@ class Learner:
                 "interpolation": self.splits.interpolation,
                 **self.preprocess.state(), "tta": self.cfg.train.tta, "experiment": self.cfg.experiment_name,
                 "seed": self.seed, "trust": self.trust.to_record() if self.trust is not None else None,
+                **({"task": "multilabel", "thresholds": [float(t) for t in self.thresholds]}
+                   if self.thresholds is not None else {}),
                 "cnnlab": __version__}
 
     def results(self, test: dict, wall_time_s: float, kept_epoch: int) -> dict:
-        history, splits = self.history, self.splits
+        history, splits, scores = self.history, self.splits, self.task.scores
         epoch_times = [r["epoch_time_s"] for r in history]
+        best = f"val_{self.task.primary}"
         return {
             "experiment": self.cfg.experiment_name, "model": self.cfg.model, "seed": self.seed,
             "epochs": self.epochs, "epochs_trained": len(history), "kept_epoch": kept_epoch,
             "keep_best": self.cfg.train.keep_best, "stopped_early": self.stopped,
-            "test_loss": test["loss"], **{f"test_{name}": test[name] for name in SCORES},
+            "test_loss": test["loss"], **{f"test_{name}": test[name] for name in scores},
             "final_val_loss": history[-1]["val_loss"],
-            **{f"final_val_{name}": history[-1].get(f"val_{name}") for name in SCORES},
-            "best_val_acc": max((r["val_acc"] for r in history if r["val_acc"] is not None), default=None),
+            **{f"final_val_{name}": history[-1].get(f"val_{name}") for name in scores},
+            f"best_{best}": max((r[best] for r in history if r[best] is not None), default=None),
+            # multi-label: the classes mAP averages over, the labels an image has, how thresholds were chosen
+            **({"task": "multilabel", "test_map_classes": test["map_classes"],
+                "test_label_cardinality": test["label_cardinality"], "thresholds": self.cfg.train.thresholds,
+                # images with no label at all (legitimate: a negative for every class), per split
+                "unlabelled_images": {name: int(((split.labels > 0.5).sum(1) == 0).sum())
+                                      for name, split in (("train", splits.train), ("val", splits.val),
+                                                          ("test", splits.test)) if split is not None}}
+               if isinstance(self.task, MultiLabel) else {}),
             "class_weights": self.cfg.train.class_weights, "sampler": self.cfg.data.sampler,
             "mean_epoch_time_s": float(np.mean(epoch_times)), "median_epoch_time_s": float(np.median(epoch_times)),
             # each phase's own median: a head on cached features takes milliseconds, a fine-tune minutes
@@ -490,7 +523,7 @@ class Learner:
             "engine": self.engine if self.used_features else "torch",
             "processes": self.ctx.world, "global_batch_size": self.cfg.train.batch_size,
             # data.leak_check: test images with a near-exact duplicate in train/val (None: not checked)
-            "leaked_test_images": len(splits.leaks) if splits.leaks is not None else None,
+            "leaked_test_images": leaked_test_images(splits.leaks) if splits.leaks is not None else None,
             # calibration, conformal sets and 'unknown' (trust/): fitted on validation, measured on test
             **self.val_trust_figures, **test.get("trust", {}),
         }
@@ -523,6 +556,7 @@ def train_seed(cfg: ExperimentConfig, run_dir: Path, splits: DataSplits, *, seed
             results = learner.run()  # the run folder's writer records every state on the way out
         except KeyboardInterrupt:
             raise RunInterrupted(folder.path, learner.epochs_done) from None
-    log(f"seed {seed}: test loss {results['test_loss']:.4f}, test accuracy {100 * results['test_acc']:.2f}%  "
+    lead = ("mAP", "test_map") if "test_map" in results else ("accuracy", "test_acc")
+    log(f"seed {seed}: test loss {results['test_loss']:.4f}, test {lead[0]} {100 * results[lead[1]]:.2f}%  "
         f"→ {folder.path}")
     return results

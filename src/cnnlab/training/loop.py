@@ -86,7 +86,9 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
                     amp: bool | str = False, channels_last: bool = False,
                     train_mode: Callable[[nn.Module], None] | None = None,
                     shard: tuple[int, int] = (0, 1), mixer: BatchMixer | None = None,
-                    order: torch.Tensor | None = None, hooks: BatchHooks | None = None) -> dict[str, float]:
+                    order: torch.Tensor | None = None, hooks: BatchHooks | None = None,
+                    correct_fn: Callable[[torch.Tensor, torch.Tensor, MixedBatch | None], torch.Tensor] | None = None
+                    ) -> dict[str, float]:
     """One pass over `data` in the order `generator` draws (or a sampler's `order`); returns mean loss and
     accuracy.
 
@@ -98,8 +100,11 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
 
     Losses are kept on the device and checked once at the end of the epoch (no sync per
     step); a non-finite loss raises TrainingDiverged naming the first bad step. `hooks` (the
-    Learner's callbacks) see each batch start and end; the loop itself prints nothing.
+    Learner's callbacks) see each batch start and end; the loop itself prints nothing. `correct_fn`
+    (logits, labels, mixed) counts a batch's right answers (the task's: training/task.py); default:
+    the top class against the label.
     """
+    correct_fn = correct_fn or (lambda logits, labels, mixed: mixed_correct(logits.argmax(1), labels, mixed))
     (train_mode or (lambda m: m.train()))(model)
     device = data.device
     losses, correct, seen = [], torch.zeros((), device=device), torch.zeros((), device=device)
@@ -116,7 +121,7 @@ def train_one_epoch(model: nn.Module, data: ImageSource, *, preprocess: Preproce
             with autocast(device, amp):
                 logits = model(x[part])
                 loss = mixed_loss(loss_fn, logits.float(), labels[part], _sliced(mixed, part))
-            correct += mixed_correct(logits.detach().argmax(1), labels[part], _sliced(mixed, part))
+            correct += correct_fn(logits.detach(), labels[part], _sliced(mixed, part))
             return loss
 
         loss = step(model, loss_of, labels.shape[0])

@@ -141,6 +141,14 @@ class RunFolder:
         if self.writes:
             write_interpretation(self.path, logits, labels, images, class_names, title=title, top_k=top_k)
 
+    def multilabel_interpretation(self, logits, targets, images, class_names: list[str], thresholds, *,
+                                  title: str, top_k: int = 12) -> None:
+        """per_class.csv (AP, precision, recall, F1, threshold), test_predictions.csv (every class's probability),
+        pr_curves.png, label_counts.png and top_losses.png of a multi-label test split."""
+        if self.writes:
+            write_multilabel_interpretation(self.path, logits, targets, images, class_names, thresholds,
+                                            title=title, top_k=top_k)
+
     def trust(self, curves: dict, *, title: str) -> None:
         """trust.json: the test split's reliability bins, coverage and risk–coverage curve (the report draws them)."""
         if self.writes:
@@ -152,9 +160,10 @@ class RunFolder:
         if self.writes:
             save_weights(self.path / layout.WEIGHTS_FILE, model, record)
             atomic_write_json(self.path / layout.RESULTS_FILE, results)
+            lead = "map" if "test_map" in results else "acc"  # a multi-label run's curves show mAP
             plot_learning_curves(self.path / "metrics.csv", self.path / "curves.png", title=title,
                                  test={"epoch": results["kept_epoch"], "loss": results["test_loss"],
-                                       "acc": results["test_acc"]})
+                                       lead: results[f"test_{lead}"]})
 
     def finish_validation_only(self, *, title: str, epoch: int) -> None:
         """A run handed no test split (a tune trial): its curves, and the state finished."""
@@ -197,3 +206,54 @@ def write_interpretation(folder: Path, logits, labels, images, class_names: list
     plot_top_losses(folder / "top_losses.png", pixels.permute(0, 2, 3, 1).cpu().numpy(),
                     [class_names[int(labels[i])] for i in worst], [class_names[int(predictions[i])] for i in worst],
                     probabilities, losses[worst], title=f"{title}: the {len(worst)} test images with the highest loss")
+
+
+def write_multilabel_interpretation(folder: Path, logits, targets, images, class_names: list[str], thresholds, *,
+                                    title: str, top_k: int = 12, curves_each: int = 3) -> None:
+    """The interpretation files of a multi-label run from its test logits and 0/1 targets (torch, CPU)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cnnlab.multilabel import per_class_table, precision_recall_curve
+    from cnnlab.reporting.multilabel import plot_label_counts, plot_pr_curves
+
+    probabilities = torch.sigmoid(logits.float()).numpy()
+    truth = targets.numpy() > 0.5
+    predicted = probabilities >= np.asarray(thresholds)[None, :]
+    table = per_class_table(probabilities, truth, thresholds, class_names)
+    write_rows_csv(folder / "per_class.csv", table)
+
+    def names(row) -> str:
+        return ";".join(class_names[c] for c in np.flatnonzero(row))
+
+    # every test image: its labels, the predicted set and each class's probability (what results.json came from)
+    write_rows_csv(folder / "test_predictions.csv", [
+        {"test_index": i, "true": names(truth[i]), "predicted": names(predicted[i]),
+         **{f"p_{name}": float(probabilities[i, c]) for c, name in enumerate(class_names)}}
+        for i in range(len(probabilities))])
+    ranked = sorted((row for row in table if row["ap"] is not None), key=lambda row: -row["ap"])
+    picked = [(row, "best") for row in ranked[:curves_each]] + \
+             [(row, "worst") for row in ranked[curves_each:][-curves_each:]]
+    curves = []
+    for row, group in picked:
+        recall, precision = precision_recall_curve(probabilities, truth, class_names.index(row["class"]))
+        curves.append({"class": row["class"], "recall": recall, "precision": precision, "ap": row["ap"],
+                       "group": group})
+    if curves:
+        plot_pr_curves(folder / "pr_curves.png", curves, title=f"{title}: precision–recall, best and worst classes")
+    plot_label_counts(folder / "label_counts.png", truth.sum(1), predicted.sum(1),
+                      title=f"{title}: labels an image (test)")
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").sum(1).numpy()
+    worst = top_losses(losses, min(top_k, len(losses)))
+    if len(worst):
+        pixels, _ = next(iter(images.subset(torch.as_tensor(worst)).batches(len(worst))))
+        write_rows_csv(folder / "top_losses.csv", [
+            {"test_index": int(i), "true": names(truth[i]), "predicted": names(predicted[i]), "loss": float(losses[i])}
+            for i in worst])
+        plot_top_losses(folder / "top_losses.png", pixels.permute(0, 2, 3, 1).cpu().numpy(),
+                        [names(truth[i]) or "(none)" for i in worst], [names(predicted[i]) or "(none)" for i in worst],
+                        np.array([float(probabilities[i][predicted[i]].mean()) if predicted[i].any() else 0.0
+                                  for i in worst]), losses[worst],
+                        title=f"{title}: the {len(worst)} test images with the highest loss (probability: mean of "
+                              "the predicted labels')")

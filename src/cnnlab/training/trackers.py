@@ -25,9 +25,17 @@ from cnnlab.fileio import atomic_write_json, read_json
 # metrics.csv column → tracker tag
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
            "val_acc": "accuracy/val", "val_bal_acc": "balanced_accuracy/val", "val_macro_f1": "macro_f1/val",
-           "lr": "lr", "epoch_time_s": "time/epoch_s"}
+           "lr": "lr", "epoch_time_s": "time/epoch_s",
+           # a multi-label run's (at 0.5 each epoch)
+           "val_map": "map/val", "val_micro_f1": "micro_f1/val", "val_exact_match": "exact_match/val",
+           "val_hamming_loss": "hamming_loss/val"}
+FIGURES = ("curves.png", "confusion_matrix.png", "top_losses.png", "pr_curves.png", "label_counts.png")
+
+
+def headline(results: dict) -> tuple[str, float]:
+    """The test figure a tracker shows first: accuracy, or a multi-label run's mAP."""
+    return ("map", results["test_map"]) if "test_map" in results else ("accuracy", results["test_acc"])
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
-FIGURES = ("curves.png", "confusion_matrix.png", "top_losses.png")
 
 
 def check_trackers(trackers: list[str]) -> None:
@@ -86,14 +94,15 @@ class TensorBoardTracker:
         from PIL import Image
 
         self.writer.add_scalar("test/loss", results["test_loss"], results["kept_epoch"])
-        self.writer.add_scalar("test/accuracy", results["test_acc"], results["kept_epoch"])
+        lead, value = headline(results)
+        self.writer.add_scalar(f"test/{lead}", value, results["kept_epoch"])
         for name in FIGURES:
             if (run_dir / name).is_file():
                 image = np.asarray(Image.open(run_dir / name).convert("RGB"))
                 self.writer.add_image(name.removesuffix(".png"), image, results["kept_epoch"], dataformats="HWC")
         self.writer.add_hparams(
             {k: v for k, v in flat_params(self.cfg).items() if not k.startswith(("data.path", "out"))},
-            {"hparam/test_accuracy": results["test_acc"], "hparam/test_loss": results["test_loss"]}, run_name=".")
+            {f"hparam/test_{lead}": value, "hparam/test_loss": results["test_loss"]}, run_name=".")
         self.stop("finished")
 
     def stop(self, state: str) -> None:
@@ -147,7 +156,7 @@ class MlflowTracker:
         stamp = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric("test/loss", results["test_loss"], stamp, results["kept_epoch"]),
-            Metric("test/accuracy", results["test_acc"], stamp, results["kept_epoch"])])
+            Metric(f"test/{headline(results)[0]}", headline(results)[1], stamp, results["kept_epoch"])])
         for name in (*FIGURES, layout.RESULTS_FILE, "metrics.csv", "per_class.csv"):
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))

@@ -17,8 +17,10 @@ def read(req: SourceRequest):
 
     if not detect(req.path):
         raise DataError(f"{req.path}: data.source 'csv' reads a .csv file of path,label rows")
-    return streamed_splits(req, f"images listed in {req.path}", read_labels_csv(req.path))
+    files = read_labels_csv(req.path, separator=req.cfg.label_separator, label_columns=req.cfg.label_columns)
+    return streamed_splits(req, f"images listed in {req.path}", files)
 
 
-SOURCE = DataSource("csv", "a CSV file of path,label rows (paths relative to it), split like class folders",
+SOURCE = DataSource("csv", "a CSV file of path,label rows (paths relative to it), split like class folders; multi-label: "
+                    "path,labels with bird;feeder cells, or one 0/1 column per class",
                     read=read, detect=detect, order=10, file_suffixes=(".csv",))

@@ -28,9 +28,10 @@ def read_tables(kind: str, opener):
                     "split.csv); the dataset's validation split is not used")
             del roles["val"]
         files = {}
+        multilabel = hub.is_multilabel(roles["train"].features[label])
         for role, table in roles.items():
             items, labels = hub.labelled_rows(table, role, image, label, names, where)
-            files[role] = LabelledFiles(items, labels, names, root=None)
+            files[role] = LabelledFiles(items, labels, names, root=None, multilabel=multilabel)
         return streamed_splits(req, f"{kind} {where} (images: '{image}', labels: '{label}')", files["train"],
                                test=files.get("test"), val=files.get("val"))
 

@@ -111,10 +111,12 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     rows, previous = [], None
     for index, step in enumerate(ablation.steps):
         summary = read_summary(step_dir(folder, index, step.name) / layout.SUMMARY_FILE)
-        accs = [r["test_acc"] for r in summary["runs"]]
+        # a multi-label step is measured by its test mAP (under test_acc's key, named by "figure")
+        lead = "test_map" if summary["runs"][0].get("task") == "multilabel" else "test_acc"
+        accs = [r[lead] for r in summary["runs"]]
         losses = [r["test_loss"] for r in summary["runs"]]
         row = {"step": index, "name": step.name, "label": step.label, "model": summary["model"],
-               "test_acc": accs, "test_loss": losses, "lab": LAB_ABLATION.get(step.name) if lab_data else None,
+               "test_acc": accs, "figure": lead, "test_loss": losses, "lab": LAB_ABLATION.get(step.name) if lab_data else None,
                "vs_previous": compare(previous, accs, alpha=ablation.alpha) if previous else None}
         rows.append(row)
         previous = accs
@@ -128,8 +130,10 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
         units = unit_names(load_experiment(step_folder / layout.EXPERIMENT_FILE))
         curves[f"{r['step']} {r['label']}"] = [step_folder / unit / "metrics.csv" for unit in units]
     setup = experiment_setup(step_dir(folder, 0, ablation.steps[0].name))
-    plot_overlay(curves, folder / "val_curves.png", metric="val_acc",
-                 title=f"{ablation.name}: validation accuracy per step (mean, min-max band)\n{setup}")
+    mean_ap = rows[0]["figure"] == "test_map"
+    plot_overlay(curves, folder / "val_curves.png", metric="val_map" if mean_ap else "val_acc",
+                 title=f"{ablation.name}: validation {'mAP' if mean_ap else 'accuracy'} per step (mean, min-max band)"
+                       f"\n{setup}")
     n = len(rows[0]["test_acc"])
     note = (f"Test accuracy over {n} run(s) per step. 'Beyond noise' asks whether the gain over the previous "
             f"step is larger than seed-to-seed noise: Welch's t-test p < {ablation.alpha} and the "

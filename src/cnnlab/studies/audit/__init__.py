@@ -173,6 +173,10 @@ def run_audit(data: str, *, backbone: str | None = None, folds: int = DEFAULT_FO
     cfg = audit_config(data, backbone or DEFAULT_BACKBONE, overrides or {}, origins)
     check_experiment(cfg)
     splits = load_data(cfg, log)
+    if splits.multilabel:  # confident learning here reads one given class an image
+        raise DataError(f"{data}: multi-label data (several labels an image): cnnlab audit's label check reads one "
+                        "class an image and does not audit it yet; every `cnnlab run` still checks its split for "
+                        "test images copied into train (data.leak_check)")
     if split_file is not None and not all(isinstance(p, Path) for s in SPLITS if getattr(splits, s) is not None
                                           for p in getattr(getattr(splits, s), "paths", [None])):
         raise DataError(f"--write-split: the images of {data} are not files (npz arrays, CIFAR batches or Hub rows), "

@@ -70,5 +70,8 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
         from cleanlab.filter import find_label_issues as confident_learning
     except ImportError:
         raise ConfigError("cnnlab audit finds label issues with cleanlab: pip install \"cnnlab[audit]\"") from None
-    return np.asarray(confident_learning(labels=labels, pred_probs=probabilities,
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool from this process, which holds PyTorch's and
+    # OpenMP's threads; a forked worker can then wait forever on a lock one of those threads held (seen: the
+    # suite's audit test hung in Pool.terminate). One process is fast enough here (seconds for thousands of images).
+    return np.asarray(confident_learning(labels=labels, pred_probs=probabilities, n_jobs=1,
                                          return_indices_ranked_by="self_confidence"), dtype=np.int64)
