@@ -22,8 +22,9 @@ pytest.importorskip("iterstrat")  # the test extra installs it (cnnlab[multilabe
 
 
 def _config(data: Path, tmp_path: Path, **overrides):
+    # data.workers 0: the images decode in this process (a worker pool's start costs more than 200 small PNGs)
     base = {"data.path": str(data), "train.epochs": 4, "train.batch_size": 32, "seeds": [1],
-            "out": str(tmp_path / "runs"), "device": "cpu", "train.optimizer.lr": 0.003}
+            "out": str(tmp_path / "runs"), "device": "cpu", "train.optimizer.lr": 0.003, "data.workers": 0}
     base.update(overrides)
     return load_experiment("basenet", overrides=base)
 
@@ -327,7 +328,8 @@ def test_asl_keep_best_on_val_map_and_folds_train_a_multilabel_experiment(tmp_pa
     history = _rows(folder / "seed-1" / "metrics.csv")
     best = max(range(len(history)), key=lambda i: (float(history[i]["val_map"]), -i))
     assert results["kept_epoch"] == best + 1 and results["test_map"] > 0.6
-    folds = _run(_config(data, tmp_path, out=str(tmp_path / "k"), **{"data.folds": 3, "train.epochs": 2}))
+    folds = _run(_config(data, tmp_path, out=str(tmp_path / "k"), **{"data.folds": 3, "train.epochs": 2,
+                                                                      "seeds_together": "off"}))
     summary = json.loads((folds / "summary.json").read_text())
     assert len(summary["runs"]) == 3 and all(r["final_val_map"] is not None for r in summary["runs"])
 
@@ -369,7 +371,7 @@ def test_compare_judges_multilabel_experiments_by_map_and_refuses_classic_heads(
 
     data = write_multilabel_csv(tmp_path / "d", count=96, seed=4)
     common = ["--data", str(data), "--epochs", "1", "--seeds", "1", "--device", "cpu", "--no-progress",
-              "--out", str(tmp_path / "runs")]
+              "--out", str(tmp_path / "runs"), "--set", "data.workers=0"]
     assert main(["compare", "basenet", "basenet_pp", *common]) == 0
     (folder,) = (tmp_path / "runs" / "compare").iterdir()
     rows = json.loads((folder / "compare.json").read_text())["rows"]
