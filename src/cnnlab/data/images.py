@@ -17,8 +17,6 @@ from cnnlab.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images or features, int64 labels or float32 multi-hot targets)
 
-TASKS = ("single", "multilabel")  # one class an image, or several (possibly none)
-
 
 @runtime_checkable
 class ImageSource(Protocol):

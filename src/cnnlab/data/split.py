@@ -14,6 +14,13 @@ from cnnlab.data.split_memo import remembered
 from cnnlab.errors import DataError
 
 
+def drawn_labels(split: ImageSet) -> np.ndarray:
+    """The labels a split is drawn by: class indices, or a multi-label split's 0/1 matrix as uint8 (compact, and one
+    memo key whatever the targets' float type)."""
+    labels = split.labels.numpy()
+    return (labels > 0.5).astype(np.uint8) if labels.ndim == 2 else labels
+
+
 def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
     """Hold out `fraction` of `train`, stratified by class, shuffled with `seed`.
 
@@ -21,9 +28,7 @@ def holdout_split(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet
     """
     if fraction <= 0:
         return train, None
-    labels = train.labels.numpy()
-    if labels.ndim == 2:
-        labels = (labels > 0.5).astype(np.uint8)
+    labels = drawn_labels(train)
     fit_idx, val_idx = remembered("holdout", labels, (fraction, seed), lambda: _draw_holdout(labels, fraction, seed))
     return train.subset(fit_idx), train.subset(val_idx)
 
@@ -70,9 +75,8 @@ def _draw_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 def kfold_splits(train: ImageSet, folds: int, seed: int) -> list[tuple[ImageSet, ImageSet]]:
     """K stratified folds: each (fit, held-out) pair covers `train` once."""
-    labels = train.labels.numpy()
+    labels = drawn_labels(train)
     if labels.ndim == 2:
-        labels = (labels > 0.5).astype(np.uint8)
         if len(labels) < folds:
             raise DataError(f"cannot make {folds} folds of {len(labels)} training images")
     elif np.bincount(labels)[np.bincount(labels) > 0].min() < folds:
@@ -100,9 +104,7 @@ def stratified_subset(train: ImageSet, size: int, seed: int) -> ImageSet:
     """Keep `size` images of `train` with the class proportions intact (for short runs)."""
     if size >= len(train):
         return train
-    labels = train.labels.numpy()
-    return train.subset(stratified_subset_index((labels > 0.5).astype(np.uint8) if labels.ndim == 2 else labels,
-                                                size, seed))
+    return train.subset(stratified_subset_index(drawn_labels(train), size, seed))
 
 
 def stratified_subset_index(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -27,34 +27,32 @@ def _as_arrays(probabilities, targets) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
-def average_precisions(probabilities, targets) -> np.ndarray:
-    """Each class's average precision (NaN for a class without a positive), ties handled as scikit-learn
-    does (one threshold per distinct score)."""
-    p, t = _as_arrays(probabilities, targets)
-    out = np.full(p.shape[1], np.nan)
-    for c in range(p.shape[1]):
-        positives = t[:, c].sum()
-        if positives == 0:
-            continue
-        order = np.argsort(-p[:, c], kind="mergesort")
-        scores, hits = p[order, c], t[order, c]
-        # the last position of each distinct score: the thresholds a ranking can be cut at
-        cut = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-        true_positives = np.cumsum(hits)[cut]
-        precision = true_positives / (cut + 1)
-        recall = true_positives / positives
-        out[c] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    return out
+def ranked_cuts(scores: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class's images ranked by score, highest first, cut after each distinct score (one threshold per
+    distinct score, as scikit-learn ties them): (the scores in rank order, each cut's predicted count, each
+    cut's true positives)."""
+    order = np.argsort(-scores, kind="mergesort")
+    ranked = scores[order]
+    last = np.r_[np.nonzero(np.diff(ranked))[0], len(ranked) - 1]  # the last position of each distinct score
+    return ranked, last + 1, np.cumsum(hits[order])[last]
 
 
 def precision_recall_curve(probabilities, targets, cls: int) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) of class `cls` at every distinct score, from the highest down."""
     p, t = _as_arrays(probabilities, targets)
-    order = np.argsort(-p[:, cls], kind="mergesort")
-    scores, hits = p[order, cls], t[order, cls]
-    cut = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    true_positives = np.cumsum(hits)[cut]
-    return true_positives / max(1, int(t[:, cls].sum())), true_positives / (cut + 1)
+    _, predicted, true_positives = ranked_cuts(p[:, cls], t[:, cls])
+    return true_positives / max(1, int(t[:, cls].sum())), true_positives / predicted
+
+
+def average_precisions(probabilities, targets) -> np.ndarray:
+    """Each class's average precision (NaN for a class without a positive): Σ (Rₙ − Rₙ₋₁) Pₙ."""
+    p, t = _as_arrays(probabilities, targets)
+    out = np.full(p.shape[1], np.nan)
+    for c in range(p.shape[1]):
+        if t[:, c].any():
+            recall, precision = precision_recall_curve(p, t, c)
+            out[c] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return out
 
 
 def _decisions(p: np.ndarray, thresholds) -> np.ndarray:
@@ -89,7 +87,7 @@ def per_class_table(probabilities, targets, thresholds, class_names: list[str]) 
     """One row per class: positives, predicted, AP, precision, recall, F1 at its threshold, the threshold."""
     p, t = _as_arrays(probabilities, targets)
     thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (p.shape[1],))
-    predicted = _decisions(p, thresholds)
+    predicted = p >= thresholds
     aps = average_precisions(p, t)
     rows = []
     for c, name in enumerate(class_names):

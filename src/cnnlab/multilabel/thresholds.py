@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.multilabel.metrics import ranked_cuts
+
 THRESHOLD_MODES = ("f1", "fixed")
 DEFAULT_THRESHOLD = 0.5
 
@@ -26,13 +28,8 @@ def fit_thresholds(probabilities, targets, mode: str = "f1") -> np.ndarray:
         positives = int(t[:, c].sum())
         if positives == 0:
             continue
-        order = np.argsort(-p[:, c], kind="mergesort")
-        scores, hits = p[order, c], t[order, c]
-        cut = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]  # last position of each distinct score
-        tp = np.cumsum(hits)[cut]
-        predicted = cut + 1
-        f1 = 2 * tp / (predicted + positives)
-        best = int(np.argmax(f1))  # the highest cut on a tie: the fewest false positives
-        below = scores[cut[best] + 1] if cut[best] + 1 < len(scores) else 0.0
-        out[c] = (scores[cut[best]] + below) / 2
+        scores, predicted, tp = ranked_cuts(p[:, c], t[:, c])
+        best = int(np.argmax(2 * tp / (predicted + positives)))  # F1; the highest cut on a tie: fewest false positives
+        below = scores[predicted[best]] if predicted[best] < len(scores) else 0.0
+        out[c] = (scores[predicted[best] - 1] + below) / 2
     return out

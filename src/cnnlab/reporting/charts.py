@@ -2,12 +2,7 @@
 from __future__ import annotations
 
 from cnnlab.reporting.curves import figure_bytes, plt
-from cnnlab.reporting.tables import mean_std
-
-
-def figure_label(rows: list[dict]) -> str:
-    """What rows' test_acc holds: accuracy, or (their "figure" says so) a multi-label experiment's mAP."""
-    return "test mAP" if rows and rows[0].get("figure") == "test_map" else "test accuracy"
+from cnnlab.reporting.tables import headline_figure, mean_std
 
 
 def _runs_chart(labels: list[str], runs: list[list[float]], labs: list[float | None], *, title: str,
@@ -51,11 +46,11 @@ def ablation_chart(steps: list[dict], *, title: str, lab_label: str = "lab") -> 
     """Each cumulative step's test accuracy: the ablation's story in one picture."""
     return _runs_chart([f"{s['step']} {s['label']}" for s in steps], [s["test_acc"] for s in steps],
                        [s["lab"][1] if s.get("lab") else None for s in steps], title=title, lab_label=lab_label,
-                       horizontal=False, axis=figure_label(steps))
+                       horizontal=False, axis=headline_figure(steps))
 
 
 def compare_chart(rows: list[dict], *, title: str) -> bytes:
     """Each compared variant's test accuracy; the lab's figure only where its protocol was followed."""
     labs = [r["lab"]["mean_test_acc"] if r.get("lab") and r["lab"].get("same_protocol") else None for r in rows]
     return _runs_chart([r["name"] for r in rows], [r["test_acc"] for r in rows], labs, title=title,
-                       lab_label="lab (same protocol)", horizontal=True, axis=figure_label(rows))
+                       lab_label="lab (same protocol)", horizontal=True, axis=headline_figure(rows))

@@ -111,6 +111,12 @@ def folds_table(results: Sequence[dict], *, markdown: bool = False) -> str:
     return render_table(*folds_rows(results), markdown=markdown)
 
 
+def headline_figure(rows: Sequence[dict]) -> str:
+    """What study rows' `test_acc` holds: "test accuracy", or "test mAP" where their `figure` names a multi-label
+    experiment's mAP (ablation, compare, probe and tune rows keep it under that one key)."""
+    return "test mAP" if rows and rows[0].get("figure") == "test_map" else "test accuracy"
+
+
 def ablation_rows(rows: list[dict], alpha: float, *,
                   lab_same_protocol: bool = True) -> tuple[list[str], list[list[str]]]:
     """Each cumulative step: mean ± std, the lab's figure, and the gain over the previous step with its test.
@@ -118,8 +124,7 @@ def ablation_rows(rows: list[dict], alpha: float, *,
     The lab's column says so when its protocol (50 epochs, all the data) is not the steps' own.
     """
     lab = "lab" if lab_same_protocol else "lab (own protocol)"
-    figure = "test mAP" if rows and rows[0].get("figure") == "test_map" else "test accuracy"  # multi-label: mAP
-    header = ["step", "change", "model", figure, "test loss", lab, "gain", "Welch p",
+    header = ["step", "change", "model", headline_figure(rows), "test loss", lab, "gain", "Welch p",
               f"{100 * (1 - alpha):.0f} % CI of gain", "beyond noise?"]
     body = []
     for r in rows:
@@ -146,8 +151,7 @@ def compare_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     The lab's figures sit beside a variant only when it followed the lab's protocol on the lab's
     data; otherwise they follow the variant as a row of their own, naming what the lab used.
     """
-    mean_ap = bool(rows) and rows[0].get("figure") == "test_map"  # multi-label experiments: their test mAP
-    header = ["variant", "runs", "test mAP" if mean_ap else "test accuracy", "balanced accuracy", "macro-F1",
+    header = ["variant", "runs", headline_figure(rows), "balanced accuracy", "macro-F1",
               "test loss", "wall time / run (s)", "lab accuracy", "lab loss"]
     body = []
     for r in rows:

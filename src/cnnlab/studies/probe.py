@@ -26,7 +26,7 @@ from cnnlab.config import ExperimentConfig, load_experiment, model_spec
 from cnnlab.errors import ConfigError
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.models.backbones import get_backbone, resolve_weights
-from cnnlab.reporting.tables import mean_std, pm, render_table
+from cnnlab.reporting.tables import headline_figure, mean_std, pm, render_table
 from cnnlab.studies.classic import run_classic_heads
 from cnnlab.studies.experiment import data_key, load_data, new_experiment_dir, run_units
 from cnnlab.studies.preflight import check_experiment
@@ -91,13 +91,8 @@ def recommend(rows: list[dict], num_val: int) -> dict | None:
     return min(tied, key=lambda r: r["macs"])
 
 
-def _figure_name(rows: list[dict]) -> str:
-    """What the rows' val_acc / test_acc hold: accuracy, or a multi-label probe's mAP."""
-    return "mAP" if rows and rows[0].get("figure") == "test_map" else "accuracy"
-
-
 def probe_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    figure = _figure_name(rows)
+    figure = headline_figure(rows).removeprefix("test ")  # accuracy, or a multi-label probe's mAP
     header = ["backbone", "head", "runs", f"val {figure}", f"test {figure}", "ImageNet top-1", "params (M)",
               "MACs (G)", "input", "extract img/s"]
     body = [[r["backbone"], r["head"], str(len(r["test_acc"])), pm(r["val_acc"], percent=True) if r["val_acc"] else "—",
@@ -110,7 +105,7 @@ def probe_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def recommendation_text(choice: dict | None, num_val: int) -> str:
     if choice is None:
         return "no recommendation: the runs have no validation split (data.val_fraction: 0)"
-    figure = _figure_name([choice])
+    figure = headline_figure([choice]).removeprefix("test ")
     return (f"recommended: {choice['backbone']} ({choice['head']}): best mean validation {figure} "
             f"{pm(choice['val_acc'], percent=True)} on {num_val} images (ties within half an image go to the fewer "
             f"multiply-adds); chosen on validation only, its test {figure} {pm(choice['test_acc'], percent=True)} "

@@ -20,7 +20,8 @@ from cnnlab.reporting.document import (Block, Document, Figure, Grid, Heading, P
                                        Table, Text)
 from cnnlab.reporting.html import REPORT_MARKER, render_html
 from cnnlab.reporting.markdown import render_markdown
-from cnnlab.reporting.tables import (ablation_rows, compare_rows, epoch_seconds, folds_rows, is_multilabel,
+from cnnlab.reporting.tables import (ablation_rows, compare_rows, epoch_seconds, folds_rows, headline_figure,
+                                     is_multilabel,
                                      multilabel_folds_rows, multilabel_seeds_rows, pct, pm, seeds_rows,
                                      trust_rows)
 from cnnlab.studies.layout import (describe_setup, experiment_setup, read_results, read_summary, step_dir,
@@ -370,7 +371,7 @@ def _step_changes(folder: Path) -> list[list[str]]:
 
 
 def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
-    from cnnlab.reporting.charts import compare_chart, figure_label
+    from cnnlab.reporting.charts import compare_chart
 
     comparison = read_json(folder / "compare.json")
     rows = comparison["rows"]
@@ -388,7 +389,7 @@ def compare_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
         what = ", ".join(filter(None, [model_spec(cfg).backbone, f"{runs[0]['epochs']} ep"]))
         labelled.append({**r, "name": f"{r['name']} ({what})"})  # the chart names backbone and epochs
     runs = max(len(r["test_acc"]) for r in rows)
-    figure = figure_label(rows)  # test accuracy, or a multi-label comparison's test mAP
+    figure = headline_figure(rows)  # test accuracy, or a multi-label comparison's test mAP
     blocks: list[Block] = [
         Heading("The comparison"), *[Text(s) for s in setups],
         Table(header, body, caption=f"{figure} of each variant", source=_source(folder / "compare.json", root)),
@@ -461,7 +462,7 @@ def probe_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
                                     "not used to choose)", source=_source(folder / layout.PROBE_RESULTS, root)),
         Text(f"Rule: {probe.get('rule', 'best mean validation accuracy')}.", muted=True)]
     if charted:
-        from cnnlab.reporting.charts import compare_chart, figure_label
+        from cnnlab.reporting.charts import compare_chart
 
         blocks.append(Figure(compare_chart(charted, title="validation accuracy of each backbone (what the choice "
                                                           "is made on)"), "validation accuracy: mean ± std, every run a "

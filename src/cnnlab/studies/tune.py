@@ -365,7 +365,7 @@ def final_comparison(settings: TuneSettings, study, folder: Path, *, progress: b
     """best.yaml, then the tuned and the untuned experiment over the final seeds, tested only now."""
     from cnnlab.studies.ablation.stats import compare
     from cnnlab.studies.experiment import run_experiment
-    from cnnlab.reporting.tables import pm, render_table
+    from cnnlab.reporting.tables import is_multilabel, pm, render_table
 
     best = study.best_trial
     tuned = trial_config(settings.experiment, settings.overrides, best.params)
@@ -380,7 +380,7 @@ def final_comparison(settings: TuneSettings, study, folder: Path, *, progress: b
         experiment = run_experiment(cfg, progress=progress, log=log)
         runs = json.loads((experiment / layout.SUMMARY_FILE).read_text())["runs"]
         # a multi-label experiment is compared on its test mAP (kept under test_acc's key: the study's one figure)
-        headline = "test_map" if runs[0].get("task") == "multilabel" else "test_acc"
+        headline = "test_map" if is_multilabel(runs) else "test_acc"
         results[name] = {"test_acc": [r[headline] for r in runs], "test_loss": [r["test_loss"] for r in runs],
                          "folder": str(experiment), "figure": headline}
         results[name]["test_acc_mean"] = sum(results[name]["test_acc"]) / len(runs)

@@ -52,10 +52,9 @@ from cnnlab.training.phases import apply_phase, freeze_for_phase, phase_epochs, 
 from cnnlab.training.run_folder import RunFolder
 from cnnlab.training.runtime import Runtime
 from cnnlab.training.steps import OptimizerStep
-from cnnlab.training.task import MultiLabel, evaluate_multilabel, fit_multilabel_thresholds, task_for
+from cnnlab.training.task import MultiLabel, fit_multilabel_thresholds, multilabel_split_figures, task_for
 from cnnlab.training.trackers import make_trackers
 from cnnlab.trust import Trust, fit_trust, trust_figures
-from cnnlab.multilabel import multilabel_figures
 
 Log = Callable[[str], None]
 
@@ -410,9 +409,8 @@ class Learner:
                               channels_last=data.channels_last, tta=self.tta_for(data))
 
     def _evaluate(self, data: PhaseData, split: ImageSource) -> dict:
-        if isinstance(self.task, MultiLabel):
-            return evaluate_multilabel(self.eval_module(data), split, loss_fn=self.eval_loss,
-                                       logits_of=lambda _, s: self._logits(data, s))
+        if isinstance(self.task, MultiLabel):  # every process predicts the split (mAP needs all of it at once)
+            return multilabel_split_figures(*self._logits(data, split), self.eval_loss)
         return evaluate(self.eval_module(data), split, preprocess=data.preprocess, loss_fn=self.eval_loss,
                         batch_size=self.cfg.train.eval_batch_size, num_classes=self.splits.num_classes, amp=self.amp,
                         channels_last=data.channels_last, shard=(self.ctx.rank, self.ctx.world), tta=self.tta_for(data))
@@ -455,10 +453,9 @@ class Learner:
         if isinstance(self.task, MultiLabel):  # every process predicts the split (mAP needs all of it at once)
             outputs = self._test_outputs(data)
             outputs.thresholds = self.thresholds
-            figures = multilabel_figures(torch.sigmoid(outputs.logits).numpy(), outputs.labels.numpy(),
-                                         self.thresholds if self.thresholds is not None else 0.5)
-            loss = float(self.eval_loss(outputs.logits, outputs.labels)) if len(outputs.labels) else 0.0
-            return {"loss": loss, **figures}, (outputs if self.ctx.is_main else None)
+            figures = multilabel_split_figures(outputs.logits, outputs.labels, self.eval_loss,
+                                               self.thresholds if self.thresholds is not None else 0.5)
+            return figures, (outputs if self.ctx.is_main else None)
         if self.ctx.enabled:  # sharded over the processes; process 0 then computes the outputs alone
             metrics = self._evaluate(data, data.test)
             outputs = self._test_outputs(data) if self.ctx.is_main else None

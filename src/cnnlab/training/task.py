@@ -1,38 +1,33 @@
 """The task a Learner is built for: one class an image (`SingleLabel`) or several (`MultiLabel`).
 
 The task is one of the Learner's parts, like the runtime: it says what the loss is, what a right
-answer is in a training batch, what validation measures each epoch, what is fitted on the
-validation split after training, and what the test split reports. The loop, the Learner and the
-run folder ask it instead of branching on the kind of labels.
+answer is in a training batch, and which figures validation and test report. What is fitted on the
+validation split after training (the trust record, or each class's threshold) and how a split is
+measured differ enough that the Learner calls the matching function here for a multi-label task.
 
     task = task_for(cfg, splits)           # from the data (splits.task), checked against cfg.task
     task.train_loss(cfg, splits, device)   # ce | bce | asl, class weights, label smoothing
     task.correct(logits, labels, mixed)    # right answers in a training batch (λ-weighted when mixed)
-    task.evaluate(...)                     # validation's figures: task.scores after val_
-    task.test_figures(logits, labels, fitted)
+    task.scores, task.primary              # the figures after val_ / test_, and the one a line leads with
+    multilabel_split_figures(logits, targets, loss_fn, thresholds)   # a multi-label split's loss and figures
 
 Multi-label targets are float32 0/1 (N, classes) matrices; an epoch's figures are measured at 0.5,
 the test split's at the thresholds chosen on validation (multilabel/thresholds.py).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.config import TASK_MONITORS, ExperimentConfig
-from cnnlab.data.images import DataSplits, ImageSource
+from cnnlab.data.images import DataSplits
 from cnnlab.errors import ConfigError
 from cnnlab.multilabel import (EPOCH_SCORES, AsymmetricLoss, MultiLabelBCE, fit_thresholds, multilabel_figures,
                                positive_weights)
 from cnnlab.training.imbalance import class_counts, class_weights
-from cnnlab.training.mixing import MixedBatch
+from cnnlab.training.mixing import MixedBatch, mixed_correct
 from cnnlab.training.scores import SCORES
-
-Preprocess = Callable[..., torch.Tensor]
 
 
 def task_problems(cfg: ExperimentConfig, task: str) -> list[tuple[str, str]]:
@@ -60,7 +55,6 @@ def task_problems(cfg: ExperimentConfig, task: str) -> list[tuple[str, str]]:
 class SingleLabel:
     """One class an image: softmax cross-entropy, accuracy / balanced accuracy / macro-F1 from a confusion matrix."""
 
-    name = "single"
     scores = SCORES
     primary = "acc"  # the figure an epoch line and a table lead with
 
@@ -76,19 +70,12 @@ class SingleLabel:
 
     def correct(self, logits: torch.Tensor, labels: torch.Tensor, mixed: MixedBatch | None) -> torch.Tensor:
         """Right answers, each mixed image counting λ for its own label and 1 − λ for its partner's."""
-        predicted = logits.argmax(1)
-        if mixed is None:
-            return (predicted == labels).sum()
-        return mixed.weight * (predicted == labels).sum() + (1.0 - mixed.weight) * (predicted == mixed.partner).sum()
-
-    def per_image_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, reduction="none")
+        return mixed_correct(logits.argmax(1), labels, mixed)
 
 
 class MultiLabel:
     """Several labels an image (possibly none): sigmoid outputs, BCE or the asymmetric loss, mAP and F1."""
 
-    name = "multilabel"
     scores = EPOCH_SCORES
     primary = "map"
 
@@ -111,9 +98,6 @@ class MultiLabel:
         targets = labels if mixed is None else mixed.weight * labels + (1.0 - mixed.weight) * mixed.partner
         return ((logits > 0) == (targets > 0.5)).float().mean(1).sum()
 
-    def per_image_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").sum(1)
-
 
 Task = SingleLabel | MultiLabel
 
@@ -131,15 +115,13 @@ def task_for(cfg: ExperimentConfig, splits: DataSplits) -> Task:
     return MultiLabel() if splits.multilabel else SingleLabel()
 
 
-@torch.no_grad()
-def evaluate_multilabel(model: nn.Module, data: ImageSource, *, logits_of, loss_fn: nn.Module,
-                        shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
-    """Validation figures of a multi-label split at 0.5: the loss and EPOCH_SCORES (mAP needs every image's
-    scores at once, so under torchrun each process measures the whole split; the figures are equal)."""
-    logits, labels = logits_of(model, data)
-    loss = float(loss_fn(logits, labels)) if len(labels) else 0.0
-    figures = multilabel_figures(torch.sigmoid(logits).numpy(), labels.numpy())
-    return {"loss": loss, **{name: figures[name] for name in EPOCH_SCORES}}
+def multilabel_split_figures(logits: torch.Tensor, targets: torch.Tensor, loss_fn: nn.Module,
+                             thresholds=0.5) -> dict:
+    """A multi-label split's loss and figures (multilabel/metrics.py) at `thresholds` (0.5 each epoch, the
+    validation-chosen ones on the test split). mAP needs every image's scores at once, so under torchrun each
+    process measures the whole split; the figures are equal."""
+    loss = float(loss_fn(logits, targets)) if len(targets) else 0.0
+    return {"loss": loss, **multilabel_figures(torch.sigmoid(logits).numpy(), targets.numpy(), thresholds)}
 
 
 def fit_multilabel_thresholds(logits: torch.Tensor, labels: torch.Tensor, mode: str) -> np.ndarray:

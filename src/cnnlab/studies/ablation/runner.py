@@ -18,7 +18,7 @@ from cnnlab.errors import ConfigError, RunError, RunInterrupted
 from cnnlab.fileio import atomic_write_json, atomic_write_text, create_unique_dir
 from cnnlab.reference import LAB_ABLATION, lab_data_kind_matches
 from cnnlab.reporting.curves import plot_overlay
-from cnnlab.reporting.tables import ablation_table
+from cnnlab.reporting.tables import ablation_table, is_multilabel
 from cnnlab.studies.ablation.config import AblationConfig, load_ablation, parse_ablation
 from cnnlab.studies.ablation.stats import compare
 from cnnlab.studies.experiment import (data_key, follows_lab_protocol, load_data, record_data, resume_experiment,
@@ -112,7 +112,7 @@ def summarize_ablation(folder: Path, *, log: Log = print) -> dict:
     for index, step in enumerate(ablation.steps):
         summary = read_summary(step_dir(folder, index, step.name) / layout.SUMMARY_FILE)
         # a multi-label step is measured by its test mAP (under test_acc's key, named by "figure")
-        lead = "test_map" if summary["runs"][0].get("task") == "multilabel" else "test_acc"
+        lead = "test_map" if is_multilabel(summary["runs"]) else "test_acc"
         accs = [r[lead] for r in summary["runs"]]
         losses = [r["test_loss"] for r in summary["runs"]]
         row = {"step": index, "name": step.name, "label": step.label, "model": summary["model"],
