@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -11,7 +12,27 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+
+# The cores this machine lets the suite use, before a pytest-xdist worker takes its share of them.
+ALL_CORES = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+
+
+def share_the_cores_among_workers() -> int:
+    """Under pytest-xdist (`-n auto`) each worker, and every process it starts, runs on cores of its own: two
+    workers each running 2 threads on 2 cores would spin against each other (a small model trains ~6× slower,
+    not 2×). cnnlab reads the cores it may use from this affinity (training/device.cpu_cores), so a run inside a
+    worker sizes its threads and its seed processes to the worker's share. Returns the threads to use."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return 2
+    cores = sorted(ALL_CORES)
+    index = int(worker.removeprefix("gw"))
+    mine = set(cores[index::count]) or {cores[index % len(cores)]}  # more workers than cores: they share
+    os.sched_setaffinity(0, mine)
+    return len(mine)
+
+
+torch.set_num_threads(min(2, share_the_cores_among_workers()))
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +81,44 @@ def torch_is_the_default_engine(monkeypatch):
     """`--engine auto` means PyTorch in the tests (as on a machine without cnnlab[fast]), so the figures
     the tests recompute with PyTorch match; OpenVINO and ONNX Runtime are tested by name (test_engines.py)."""
     monkeypatch.setenv("CNNLAB_ENGINE", "torch")
+
+
+@pytest.fixture
+def every_core():
+    """The test, and what it starts, may use every core of the machine, as a user's command would (a run's
+    choices, such as training seeds together, depend on the cores it sees), however pytest-xdist shared them."""
+    if not ALL_CORES:
+        yield
+        return
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, ALL_CORES)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+# The longest tests start first, so that pytest-xdist's workers finish together instead of one waiting on a
+# long test collected last (each ≥ 30 s alone on 2 cores).
+LONGEST_FIRST = ("test_tutorials.py::test_a_tutorial_runs", "test_faults.py::test_five_kills",
+                 "test_engines.py::test_engine_cases", "test_seeds_together.py::test_an_interrupted",
+                 "test_tune.py::test_a_tune_killed", "test_distributed.py::", "test_gpu_suite.py::",
+                 "test_report.py::test_experiment_report_numbers", "test_ablation.py::test_tiny_ablation")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {id(item): next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))
+            for item in items}
+    items.sort(key=lambda item: rank[id(item)])  # stable: the others keep their order
+
+
+@pytest.fixture(autouse=True)
+def seeds_one_after_another(monkeypatch):
+    """`--seeds-together auto` trains the seeds one after another in the test's process: a seed process
+    imports torch anew (~3 s on 2 cores), and the suite trains several seeds in a hundred places. Training
+    together is tested where a test names it (`--seeds-together on`, test_seeds_together.py), and auto's
+    rule through `studies.parallel.wins`."""
+    monkeypatch.setenv("CNNLAB_SEEDS_TOGETHER", "off")
 
 
 def interrupt_after(epoch: int):

@@ -48,6 +48,31 @@ def test_an_engine_computes_what_pytorch_computes(engine, name, size):
     assert compile_module(model, x, engine)(x[:1]).shape == (1, 5)  # the batch axis is free
 
 
+
+def test_a_backbone_is_compiled_once_for_every_split_and_again_when_its_weights_change(monkeypatch):
+    """Exporting and compiling takes ~2 s: a run's three splits, and a probe's seeds on one backbone, reuse one
+    compiled network; another backbone's tensors are another network (never stale features)."""
+    from cnnlab.training import features
+
+    compiled = []
+    real = features.compile_module
+    monkeypatch.setattr(features, "compile_module", lambda *a, **k: compiled.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(features, "_COMPILED", type(features._COMPILED)())
+    torch.manual_seed(0)
+    model = create_model("birdnet_v1", num_classes=5, image_size=64, backbone="efficientnet_lite0",
+                         weights="none").eval()
+    x = torch.randn(6, 3, 64, 64)
+    first = features.compiled_features(model, x, "onnxruntime")
+    twin = create_model("birdnet_v1", num_classes=5, image_size=64, backbone="efficientnet_lite0", weights="none")
+    twin.load_state_dict(model.state_dict())  # another object, the same tensors: the same network
+    assert features.compiled_features(twin.eval(), x[:2], "onnxruntime") is first and compiled == ["onnxruntime"]
+    with torch.no_grad():
+        next(model.backbone.parameters()).add_(0.5)
+        expected = model.forward_features(x)
+    again = features.compiled_features(model, x, "onnxruntime")
+    assert again is not first and len(compiled) == 2
+    assert _relative_error(again(x), expected) < 1e-4
+
 def test_auto_takes_the_fastest_installed_and_a_missing_engine_names_its_extra(monkeypatch):
     import cnnlab.engines as engines
 

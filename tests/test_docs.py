@@ -52,6 +52,7 @@ def test_the_site_builds_strict_with_every_section(site):
 def test_a_broken_link_fails_the_build(tmp_path):
     docs = tmp_path / "docs"
     shutil.copytree(ROOT / "docs", docs)
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")  # the figures the pages quote
     (docs / "how-to" / "callback.md").write_text((docs / "how-to" / "callback.md").read_text()
                                                   + "\nSee [the missing page](no-such-page.md).\n")
     config = (ROOT / "mkdocs.yml").read_text().replace("paths: [src]", f"paths: [{ROOT / 'src'}]")
@@ -110,6 +111,27 @@ def test_each_benchmark_page_shows_its_json(path):
     missing = [n for n in numbers if hooks.format_number(n) not in page]
     assert not missing, missing[:10]
     assert f"benchmarks/results/{path.name}" in page
+
+
+def test_a_figure_quoted_in_prose_is_the_figure_in_its_json(site):
+    keras = json.loads((ROOT / "benchmarks" / "results" / "cpu_vs_keras.json").read_text())["cases"]["basenet"]
+    assert hooks.quote_figures("{{ figure cpu_vs_keras cases.basenet.speedup x2 }}") == f"{keras['speedup']:.2f}×"
+    accuracies = keras["cnnlab"]["test_acc"]
+    assert hooks.quote_figures("{{ figure cpu_vs_keras cases.basenet.cnnlab.test_acc mean_pct }}") == \
+        f"{100 * sum(accuracies) / len(accuracies):.2f} %"
+    for wrong, says in (("{{ figure cpu_vs_keras cases.nothing.speedup x2 }}", "has no 'nothing'"),
+                        ("{{ figure no_such_file a f2 }}", "no benchmarks/results/no_such_file.json"),
+                        ("{{ figure cpu_vs_keras cases.basenet.speedup %.9f }}", "unknown format")):
+        with pytest.raises(ValueError, match=says):
+            hooks.quote_figures(wrong)
+    # the pages that quote figures were built with them in place: none is left unreplaced
+    quoting = [p for p in (ROOT / "docs").rglob("*.md") if hooks.FIGURE.search(p.read_text(encoding="utf-8"))]
+    assert any(p.name == "lab-results.md" for p in quoting)
+    for page in quoting:
+        built = (site / page.relative_to(ROOT / "docs").with_suffix(".html")).read_text(encoding="utf-8")
+        assert "{{ figure" not in built, page
+    built = (site / "concepts" / "lab-results.html").read_text(encoding="utf-8")
+    assert f"{keras['speedup']:.2f}×" in built
 
 
 def test_a_real_browser_renders_the_site_and_navigates_offline(site, tmp_path):

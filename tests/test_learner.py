@@ -419,3 +419,8 @@ def test_decoding_workers_start_from_a_forkserver_once_openvino_is_loaded(monkey
     assert streaming.worker_context() is None
     monkeypatch.setitem(sys.modules, "openvino", object())
     assert streaming.worker_context() == "forkserver"
+    # and the server imports torch and the decoder once, before it forks: a worker then starts in a tenth
+    # of a second, not the ~3 s of importing torch itself (benchmarks/worker_start.py)
+    import multiprocessing.forkserver
+
+    assert multiprocessing.forkserver._forkserver._preload_modules == ["torch", "cnnlab.data.streaming"]

@@ -349,13 +349,13 @@ def test_a_single_label_runs_files_are_as_before(npz_data, tmp_path):
     assert (run / "confusion_matrix.csv").is_file() and (folder / "summary.json").is_file()
 
 
-def test_the_tutorials_table_is_the_benchmarks_json():
-    """docs/tutorials/multilabel.md quotes benchmarks/results/multilabel_birds.json: each figure equals the file's."""
+def test_the_how_tos_table_is_the_benchmarks_json():
+    """docs/how-to/multilabel.md quotes benchmarks/results/multilabel_birds.json: each figure equals the file's."""
     from cnnlab.reporting.tables import pm
 
     root = Path(__file__).resolve().parents[1]
     record = json.loads((root / "benchmarks" / "results" / "multilabel_birds.json").read_text())
-    text = (root / "docs" / "tutorials" / "multilabel.md").read_text()
+    text = (root / "docs" / "how-to" / "multilabel.md").read_text()
     keys = ("test_map", "test_micro_f1", "test_macro_f1", "test_exact_match", "test_hamming_loss")
     rows = [line for line in text.splitlines() if line.startswith("| `birdnet")]
     assert len(rows) == len(record["variants"]) == 4

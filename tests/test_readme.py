@@ -4,8 +4,9 @@ value out of range, a typo).
 
 A runnable line (in a code block, or in `inline code`) is parsed whole by the real argument parser; a synopsis
 line (`cnnlab run MODEL [--config FILE] ...`) must name a real command and only options that command takes.
-The commands that run on data are run too, elsewhere: `cnnlab run` in test_training.py, the Python examples in
-test_learner.py, the notebook in test_notebook.py.
+The cheap ones (`cnnlab summary`, `cnnlab list`) are run as written. The commands that run on data are run
+elsewhere: the runnable tutorials' in test_tutorials.py, `cnnlab run` in test_training.py, the Python examples
+in test_learner.py, the notebook in test_notebook.py.
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 COMMANDS = _commands()
+# Commands that need no data and run in a moment: each one a page shows runs too. The commands that train
+# run in the runnable tutorials (test_tutorials.py) and on data elsewhere.
+CHEAP = ("summary", "list")
 
 
 def test_the_readme_and_the_site_show_commands():
@@ -86,3 +90,9 @@ def test_a_readme_command_parses(command, capsys):
         parser.parse_args(words)
     except SystemExit as exc:
         raise AssertionError(f"{command!r} does not parse: {capsys.readouterr().err.strip()}") from exc
+    if words[0] in CHEAP and not any(re.fullmatch(r"[A-Z][A-Z_]{2,}", w) for w in words):  # the cheap ones run
+        from cnnlab.cli.main import main
+
+        code = main(words)
+        assert code in (0, None), f"{command!r} exited with {code}: {capsys.readouterr().err.strip()}"
+        assert capsys.readouterr().out.strip(), f"{command!r} printed nothing"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.config import load_experiment
+from cnnlab.errors import ConfigError
 from cnnlab.studies import run_experiment
 
 RTOL = 1e-6
@@ -81,6 +82,7 @@ def test_auto_trains_small_in_memory_models_together_on_2_cores_or_more(npz_data
     from cnnlab.studies import parallel
     from cnnlab.studies.experiment import load_data, model_macs
 
+    monkeypatch.delenv("CNNLAB_SEEDS_TOGETHER")  # the suite's default (conftest): auto's own rule here
     cfg = load_experiment("basenet", overrides={"data.path": str(npz_data)})
     splits = load_data(cfg, log=lambda s: None)
     small = lambda: model_macs(cfg, splits)  # noqa: E731
@@ -110,6 +112,19 @@ def test_auto_trains_small_in_memory_models_together_on_2_cores_or_more(npz_data
     assert not parallel.wins(cfg, splits, 3, "cpu", small)
     cfg.seeds_together = "on"
     assert parallel.wins(cfg, splits, 3, "cpu", small)
+    # $CNNLAB_SEEDS_TOGETHER is auto's answer, when set; a value said in the configuration wins over it
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 2)
+    cfg.seeds_together = "auto"
+    monkeypatch.setenv("CNNLAB_SEEDS_TOGETHER", "off")
+    assert not parallel.wins(cfg, splits, 3, "cpu", small)
+    monkeypatch.setenv("CNNLAB_SEEDS_TOGETHER", "on")
+    assert parallel.wins(pp, splits, 3, "cpu", lambda: model_macs(pp, splits))
+    cfg.seeds_together = "off"
+    assert not parallel.wins(cfg, splits, 3, "cpu", small)
+    cfg.seeds_together = "auto"
+    monkeypatch.setenv("CNNLAB_SEEDS_TOGETHER", "sometimes")
+    with pytest.raises(ConfigError, match=r"\$CNNLAB_SEEDS_TOGETHER='sometimes': expected auto, on or off"):
+        parallel.wins(cfg, splits, 3, "cpu", small)
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:

@@ -72,6 +72,9 @@ def test_the_lab_is_a_reference_only_on_the_labs_data_and_says_what_differs():
     official = load_experiment("basenet", overrides={"data.source": "cifar100-folder", "data.path": "/c",
                                                      "device": "cpu", "seeds": [4]})
     assert lab_for(official, sizes)["same_protocol"] is True  # the lab's data and recipe: a like-for-like row
+    # a run records the task it resolved from its data; the preset's `task: auto` computes the same thing
+    official.task = "single"
+    assert lab_for(official, sizes)["same_protocol"] is True
     shorter = load_experiment("basenet", overrides={"data.source": "cifar100", "train.epochs": 5})
     lab = lab_for(shorter, [{**sizes[0], "num_test": 500}])
     assert not lab["same_protocol"] and lab["differs"] == ["test images 500 (lab 2500)", "train.epochs 5 (lab 50)"]

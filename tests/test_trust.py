@@ -36,6 +36,21 @@ def test_temperature_fitting_recovers_a_planted_temperature():
         assert calibration.fit_temperature(logits, labels) == pytest.approx(planted, rel=0.05)
 
 
+
+def test_a_split_the_network_gets_all_right_keeps_its_own_probabilities():
+    """No error on validation: the NLL falls all the way to T → 0, which would make every later answer certain
+    (a recorded tutorial showed 1e-30 probabilities); there is nothing to fit, so T stays 1. One error among
+    them gives a finite minimiser again."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, 28)
+    logits = rng.normal(size=(28, 5))
+    logits[np.arange(28), labels] += 4.0  # every image right
+    assert calibration.fit_temperature(logits, labels) == 1.0
+    wrong = labels.copy()
+    wrong[0] = (labels[0] + 1) % 5
+    fitted = calibration.fit_temperature(logits, wrong)
+    assert 0.05 < fitted < 100 and fitted != 1.0
+
 def test_ece_and_adaptive_ece_equal_a_direct_computation():
     rng = np.random.default_rng(1)
     probs = calibration.softmax(rng.normal(size=(1003, 7)) * 2)

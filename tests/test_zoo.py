@@ -329,6 +329,21 @@ def test_the_recommendation_reads_validation_never_test():
     assert recommend(rows, num_val=1000)["name"] == "b"  # test accuracy never enters
 
 
+def test_a_recommendation_won_on_multiply_adds_names_the_best_row_instead_of_calling_itself_best():
+    from cnnlab.studies.probe import recommend, recommendation_text
+
+    rows = [{"backbone": "big", "head": "linear (V0)", "val_acc": [0.96, 0.97], "test_acc": [0.9], "macs": 9},
+            {"backbone": "small", "head": "linear (V0)", "val_acc": [0.95, 0.955], "test_acc": [0.9], "macs": 1}]
+    for row in rows:
+        row["name"] = row["backbone"]
+    chosen = recommend(rows, num_val=28)  # 1.25 points apart, half an image is 1.8: a tie
+    text = recommendation_text(chosen, 28, rows)
+    assert chosen["name"] == "small" and "within half an image of the best (big, linear (V0): 96.50" in text
+    assert "best mean validation" not in text
+    text = recommendation_text(rows[0], 28, rows)  # the best itself
+    assert text.startswith("recommended: big (linear (V0)): best mean validation accuracy 96.50")
+
+
 def test_gradcam_on_resnet50_by_default_and_at_a_module_called_three_times(birds_lab, tmp_path):
     """The lab's backbone: the default layer (its last block's output) and `layer4.2.relu`, which
     torchvision's Bottleneck calls three times (the raw RuntimeError of 0.8), both explain the run."""

@@ -15,6 +15,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -253,6 +254,70 @@ def benchmark_pages() -> dict[str, str]:
              "`python benchmarks/NAME.py`.", ""]
     index += [f"- [{Path(uri).stem}]({Path(uri).name})" for uri in pages]
     return {"benchmarks/index.md": "\n".join(index) + "\n", **pages}
+
+
+# ----------------------------------------------------------------------------- figures quoted in prose
+
+# `{{ figure NAME PATH FORMAT }}` in a page is the value at PATH (keys and list positions, dot-separated) of
+# benchmarks/results/NAME.json, written as FORMAT: a figure a page quotes is the figure in the JSON, and a
+# path that no longer exists fails the build.
+FIGURE = re.compile(r"\{\{\s*figure\s+(\S+)\s+(\S+)\s+(\S+)\s*\}\}")
+
+
+def _percentages(values) -> list[float]:
+    return [100 * v for v in (values if isinstance(values, list) else [values])]
+
+
+FIGURE_FORMATS = {
+    "pct": lambda v: f"{100 * v:.2f} %",  # 0.4597 → 45.97 %
+    "pct1": lambda v: f"{100 * v:.1f} %",
+    "mean_pct": lambda v: f"{sum(_percentages(v)) / len(v):.2f} %",  # a list of seeds' figures → their mean
+    "pm_pct": lambda v: __import__("cnnlab.reporting.tables", fromlist=["pm"]).pm(v, percent=True),  # mean ± std
+    "each_pct": lambda v: ", ".join(f"{x:.2f}" for x in _percentages(v)),  # each seed's
+    # the mean of a list or of a mapping's values (e.g. the recall of each of the rarest classes), one decimal
+    "avg_pct1": lambda v: f"{100 * sum(v.values() if isinstance(v, dict) else v) / len(v):.1f} %",
+    "x2": lambda v: f"{v:.2f}×",
+    "s1": lambda v: f"{v:,.1f} s",
+    "f0": lambda v: f"{v:,.0f}",
+    "mega1": lambda v: f"{v / 1e6:.1f} M",  # parameters
+    "giga2": lambda v: f"{v / 1e9:.2f} G",  # multiply-adds
+    "min1": lambda v: f"{v / 60:.1f} minutes",  # seconds
+    "text": str,
+    "f1": lambda v: f"{v:.1f}",
+    "f2": lambda v: f"{v:.2f}",
+    "f4": lambda v: f"{v:.4f}",
+    "mean_f4": lambda v: f"{sum(v) / len(v):.4f}",
+}
+
+
+def figure(name: str, path: str, fmt: str) -> str:
+    """The figure at `path` of benchmarks/results/`name`.json, as `fmt` writes it (ValueError naming what is
+    missing)."""
+    source = RESULTS / f"{name}.json"
+    if not source.is_file():
+        raise ValueError(f"figure {name} {path}: no benchmarks/results/{name}.json")
+    value = json.loads(source.read_text(encoding="utf-8"))
+    for key in path.split("."):
+        try:
+            value = value[int(key)] if isinstance(value, list) else value[key]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ValueError(f"figure {name} {path}: {source.name} has no {key!r} there") from None
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"figure {name} {path}: unknown format {fmt!r} (one of {', '.join(FIGURE_FORMATS)})")
+    return FIGURE_FORMATS[fmt](value)
+
+
+def quote_figures(markdown: str) -> str:
+    return FIGURE.sub(lambda m: figure(*m.groups()), markdown)
+
+
+def on_page_markdown(markdown, page, config, files):
+    try:
+        return quote_figures(markdown)
+    except ValueError as exc:
+        from mkdocs.exceptions import PluginError
+
+        raise PluginError(f"{page.file.src_uri}: {exc}") from None
 
 
 def generated_pages() -> dict[str, str]:

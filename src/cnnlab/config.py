@@ -328,7 +328,8 @@ class ExperimentConfig:
     seeds_together: str = _opt("auto", choices=("auto", "on", "off"),
                                help="train the seeds at once in worker processes, the cores shared out between "
                                     "them (auto: images held in memory, on a GPU, or on a CPU with at least 2 "
-                                    "cores for a small model: where one run cannot keep the device busy)")
+                                    "cores for a small model: where one run cannot keep the device busy; "
+                                    "$CNNLAB_SEEDS_TOGETHER, when set, is auto's answer)")
     device: str = _opt("auto", choices=DEVICES)
     out: str = _opt("runs", help="parent folder of the run folders")
 

@@ -1,2 +1,2 @@
 """The package version, importable without importing torch (the CLI's `--version` and `--help`)."""
-__version__ = "0.14.0"
+__version__ = "0.15.0"

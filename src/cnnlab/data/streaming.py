@@ -7,6 +7,7 @@ in-memory sets. `cache_in_memory` decodes everything once into a uint8 ImageSet.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -104,8 +105,17 @@ def collate_decoded(items):
 FORK_UNSAFE_RUNTIMES = ("openvino",)
 
 
+# What the forkserver imports once, before it forks any worker. Without it each worker imports torch on its
+# own: every loader (one per split and epoch, as workers do not persist) paid ~3 s on a 2-core machine;
+# with it only the server's start does (benchmarks/worker_start.py).
+FORKSERVER_PRELOAD = ["torch", __name__]
+
+
 def worker_context() -> str | None:
-    return "forkserver" if any(name in sys.modules for name in FORK_UNSAFE_RUNTIMES) else None
+    if not any(name in sys.modules for name in FORK_UNSAFE_RUNTIMES):
+        return None
+    multiprocessing.set_forkserver_preload(FORKSERVER_PRELOAD)  # read when the server starts; later calls no-op
+    return "forkserver"
 
 
 def default_workers() -> int:

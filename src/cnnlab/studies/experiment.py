@@ -240,9 +240,18 @@ def protocol(cfg: ExperimentConfig) -> dict:
     return {k: v for k, v in flat_config(cfg).items() if not k.startswith(NOT_PROTOCOL)}
 
 
+# Keys a run resolves from its data: a preset's 'auto' computes what the run recorded after resolving it
+# (the lab's presets say `task: auto`; a CIFAR run records `task: single`), so the two do not differ.
+RESOLVED_FROM_DATA = ("task",)
+
+
 def differing_keys(mine: dict, theirs: dict) -> list[str]:
     """The keys of two flat configurations whose values differ (or that only one has), sorted."""
-    return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    def differ(key: str) -> bool:
+        if key in RESOLVED_FROM_DATA and "auto" in (mine.get(key), theirs.get(key)):
+            return False
+        return mine.get(key) != theirs.get(key)
+    return sorted(k for k in mine.keys() | theirs.keys() if differ(k))
 
 
 def protocol_differences(cfg: ExperimentConfig, reference: ExperimentConfig) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Callable
 from cnnlab.openmp import short_spin_for_children
 from cnnlab.config import ExperimentConfig
 from cnnlab.data.images import DataSplits, ImageSet
-from cnnlab.errors import CnnlabError, DiskFull, RunError, RunInterrupted
+from cnnlab.errors import CnnlabError, ConfigError, DiskFull, RunError, RunInterrupted
 from cnnlab.training.device import SMALL_MODEL_MACS, cpu_cores
 
 Log = Callable[[str], None]
@@ -76,7 +76,8 @@ def plan(pending: int, threads: int = 0) -> tuple[int, int]:
 
 def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: str,
          macs: Callable[[], int]) -> bool:
-    """Whether seeds train together: `on`, or `auto` where it was measured to win.
+    """Whether seeds train together: `on`, or `auto` where it was measured to win (`auto` reads
+    $CNNLAB_SEEDS_TOGETHER first, when set: on, off or auto).
 
     auto: images held in memory, and either a CUDA GPU or, on a CPU with 2 cores or more, a small
     model (`macs()` below SMALL_MODEL_MACS), whose steps are mostly per-op overhead that one
@@ -89,9 +90,14 @@ def wins(cfg: ExperimentConfig, splits: DataSplits, pending: int, device_type: s
     H200, BaseNet++ 3 seeds x 50 epochs took 89.5 s together against 71 s for one seed alone.
     Streamed photos already use decoding workers and share a feature cache.
     """
-    if cfg.seeds_together == "off" or plan(pending, cfg.train.threads)[0] < 2:
+    choice = cfg.seeds_together
+    if choice == "auto":  # $CNNLAB_SEEDS_TOGETHER: a machine's own default (as $CNNLAB_ENGINE for --engine auto)
+        choice = os.environ.get("CNNLAB_SEEDS_TOGETHER", "auto")
+        if choice not in ("auto", "on", "off"):
+            raise ConfigError(f"$CNNLAB_SEEDS_TOGETHER={choice!r}: expected auto, on or off")
+    if choice == "off" or plan(pending, cfg.train.threads)[0] < 2:
         return False
-    if cfg.seeds_together == "on":
+    if choice == "on":
         return True
     in_memory = all(isinstance(s, ImageSet) for s in (splits.train, splits.test))
     if device_type == "cuda":

@@ -457,7 +457,7 @@ def probe_blocks(folder: Path, root: Path) -> tuple[str, list[Block]]:
     chosen = next((r for r in rows if r["name"] == probe.get("recommended")), None)
     charted = [{**r, "test_acc": r["val_acc"], "lab": None} for r in rows if r.get("val_acc")]
     blocks: list[Block] = [
-        Heading("The probe"), Text(recommendation_text(chosen, rows[0].get("num_val", 0)) + "."),
+        Heading("The probe"), Text(recommendation_text(chosen, rows[0].get("num_val", 0), rows) + "."),
         Table(header, body, caption="a linear probe on each backbone's frozen features (test accuracy shown, "
                                     "not used to choose)", source=_source(folder / layout.PROBE_RESULTS, root)),
         Text(f"Rule: {probe.get('rule', 'best mean validation accuracy')}.", muted=True)]
