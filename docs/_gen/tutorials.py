@@ -150,21 +150,34 @@ def abbreviate(printed: list[str]) -> list[str]:
 Scene = Callable[[Path], list[str]]
 
 
+def lay_out(page: Page, folder: Path, scenes: dict[str, Scene]) -> list[str]:
+    """The page's scenes laid out in `folder`; the class names they hold (ValueError: a scene not known)."""
+    names = []
+    for name in page.scenes:
+        if name not in scenes:
+            raise ValueError(f"{page.path}: unknown scene {name!r} (known: {', '.join(sorted(scenes))})")
+        names += scenes[name](folder) or []
+    return names
+
+
+def downloaded(printed: list[str]) -> bool:
+    """Whether a command fetched something: torch.hub's line (a tutorial runs offline)."""
+    return any(line.startswith("Downloading: ") for line in printed)
+
+
 def run_page(page: Page, folder: Path, scenes: dict[str, Scene], *, timeout: float = 600) -> list[str]:
     """Lay out the page's scenes in `folder`, run its commands in order; return one message per command
     whose output does not match the page's in shape. A command that fails (non-zero exit) must show an
     `error` line on the page."""
-    names = list(page.recorded_names)
-    for name in page.scenes:
-        if name not in scenes:
-            return [f"{page.path}: unknown scene {name!r} (known: {', '.join(sorted(scenes))})"]
-        names += scenes[name](folder) or []
-    names = names_pattern(names)
+    try:
+        names = names_pattern(list(page.recorded_names) + lay_out(page, folder, scenes))
+    except ValueError as exc:
+        return [str(exc)]
     env, problems = environment(folder), []
     for command in page.commands:
         code, printed = run_command(command, folder, env, timeout)
         where = f"{page.path}:{command.lines[0]}: $ {command.text}"
-        if any(line.startswith("Downloading: ") for line in printed):  # torch.hub's line: a tutorial runs offline
+        if downloaded(printed):
             problems.append(f"{where}\ntried to download:\n" + "\n".join(printed[:3]))
             break
         if code and not any("error" in line for line in command.shown):
@@ -180,16 +193,14 @@ def run_page(page: Page, folder: Path, scenes: dict[str, Scene], *, timeout: flo
 def record_page(page: Page, folder: Path, scenes: dict[str, Scene], timeout: float = 3600) -> None:
     """Run the page and write each command's printed output into it (abbreviated when long), and the class
     names of the data it ran on in a comment at its end (which the check reads as one word)."""
-    names = []
-    for name in page.scenes:
-        names += scenes[name](folder) or []
+    names = lay_out(page, folder, scenes)
     env = environment(folder)
     lines = page.path.read_text().splitlines()
     outputs = []
     for command in page.commands:
         code, printed = run_command(command, folder, env, timeout)
         print(f"$ {command.text}  → exit {code}, {len(printed)} lines", flush=True)
-        if any(line.startswith("Downloading: ") for line in printed):
+        if downloaded(printed):
             raise SystemExit(f"$ {command.text}: tried to download; a tutorial runs offline\n" + "\n".join(printed[:3]))
         if code and not any("error" in line for line in printed):
             raise SystemExit("\n".join(printed[-30:]))
